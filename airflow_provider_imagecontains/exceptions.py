@@ -1,0 +1,56 @@
+"""Errors raised by the crowd API client (hook) and by input validation.
+
+Every error keeps the service's own ``code`` and ``message`` (when the service sent them) and
+never carries credentials, request headers or signatures.
+"""
+
+from __future__ import annotations
+
+
+class CrowdApiError(Exception):
+    """Base class of every error the provider raises about the crowd API.
+
+    :param message: what went wrong and what to do about it.
+    :param status_code: the HTTP status of the response, when there was one.
+    :param code: the service's error code (for example ``InsufficientFunds``), when it sent one.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+
+
+class InvalidTaskError(CrowdApiError, ValueError):
+    """The task name or input breaks the API's rules (found locally, or a 400 from the service)."""
+
+
+class TaskNameConflictError(CrowdApiError):
+    """The task name is already used with a different input (400). Use another name, or delete the
+    finished task first."""
+
+
+class FunctionNotFoundError(CrowdApiError):
+    """The function name is unknown to the service (404)."""
+
+
+class TaskNotFoundError(CrowdApiError):
+    """No task has this name for this function and account (404); it may have been deleted."""
+
+
+class TaskInProgressError(CrowdApiError):
+    """A processing task cannot be deleted; wait until it is completed or failed."""
+
+
+class AccessDeniedError(CrowdApiError):
+    """The service refused the credentials or signature (401/403)."""
+
+
+class ThrottledError(CrowdApiError):
+    """The service kept throttling (429) beyond the retry budget."""
+
+
+class ServiceError(CrowdApiError):
+    """The service failed (5xx, dropped connection) beyond the retry budget, or answered with a
+    body that is not what the API documents."""
