@@ -11,3 +11,28 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(_AIRFLOW_HOME, "dags")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+import pytest  # noqa: E402  (after the Airflow environment above)
+
+
+@pytest.fixture
+def crowd_server(tmp_path, monkeypatch):
+    """Factory: ``crowd_server(**config_overrides)`` starts a local crowd server (in-process) and
+    points the ``imagecontains_default`` connection at it; ``crowd_server.current`` is the last one."""
+    from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+
+    servers = []
+
+    def start(**overrides):
+        server = LocalCrowdServer(tmp_path / f"crowd-{len(servers)}.db", **overrides)
+        server.start()
+        servers.append(server)
+        for name, value in server.airflow_connection_env().items():
+            monkeypatch.setenv(name, value)
+        start.current = server
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+

@@ -1,0 +1,79 @@
+"""``imagecontains-server``: run the local Crowd API server (see docs/server.md)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_imagecontains.server.app import build_uvicorn_server
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
+
+# Where the command line differs from ServerConfig's fast test defaults: workers take human-like time.
+CLI_DEFAULTS: dict[str, Any] = {"answer_delay_seconds": 2.0}
+
+# Flag -> (ServerConfig field, type, help).
+_FIELDS: dict[str, tuple[str, type, str]] = {
+    "--workforce-size": ("workforce_size", int, "number of simulated workers (0: none)"),
+    "--worker-accuracy": ("worker_accuracy", float, "probability a simulated worker is right"),
+    "--answer-delay": ("answer_delay_seconds", float, "seconds a simulated worker takes per answer"),
+    "--answer-key": ("answer_key_path", str, 'JSON {"images": {"<url or file>": [labels]}}'),
+    "--confidence": ("confidence", float, "posterior probability needed to complete a task"),
+    "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),
+    "--task-deadline": ("task_deadline_seconds", float, "seconds before a processing task fails Expired"),
+    "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),
+    "--starting-balance": ("starting_balance", float, "dollars each new account starts with"),
+    "--max-in-progress": ("max_tasks_in_progress", int, "processing tasks allowed per account"),
+    "--throttle-rate": ("throttle_rate", float, "fraction of requests answered 429"),
+    "--retry-after": ("retry_after_seconds", int, "Retry-After seconds on 429"),
+    "--error-rate": ("error_rate", float, "fraction of requests answered 500/503"),
+    "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
+    "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
+    "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
+    "--session-duration": ("session_duration_seconds", int, "lifetime cap of AssumeRole credentials"),
+    "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
+    "--seed": ("seed", int, "seed of every random choice"),
+    "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imagecontains-server", description="Local MTurk Crowd API server.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8787, help="port to listen on (default: 8787)")
+    parser.add_argument("--db", default="imagecontains-server.db", help="SQLite file of tasks, answers and balances")
+    parser.add_argument(
+        "--account",
+        action="append",
+        type=Account.parse,
+        metavar="ACCOUNT_ID:ACCESS_KEY_ID:SECRET_ACCESS_KEY",
+        help=f"a caller (repeatable); default: the demo account {DEMO_ACCOUNT.account_id}:{DEMO_ACCOUNT.access_key_id}:...",
+    )
+    parser.add_argument("--config", help="JSON file of ServerConfig fields; flags override it")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    for flag, (field, kind, help_text) in _FIELDS.items():
+        parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig the flags describe: the --config file (else the CLI defaults), then every flag given."""
+    config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
+    overrides = {field: getattr(args, field) for field, *_ in _FIELDS.values() if getattr(args, field) is not None}
+    if args.account:
+        overrides["accounts"] = tuple(args.account)
+    return config.replace(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        raise SystemExit(f"imagecontains-server: {err}") from None
+    server, _ = build_uvicorn_server(config, args.db, host=args.host, port=args.port, log_level=args.log_level)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

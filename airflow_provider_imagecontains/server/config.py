@@ -1,0 +1,151 @@
+"""Settings of the local Crowd API server: accounts, workforce, adjudication, money, limits and faults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REGION_NAME = "us-east-1"
+SERVICE_NAME = "crowd"
+# Who answers production tasks: simulated workers, people on the worker page, or both.
+WORKFORCES = ("simulated", "human", "mixed")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One caller of the service: a 12-digit account id and its long-term access key.
+
+    :param account_id: the 12-digit AWS-style account id that appears in task URLs.
+    :param access_key_id: the access key id the caller signs with.
+    :param secret_access_key: the secret the signature is checked against (never logged).
+    """
+
+    account_id: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Account:
+        """Read ``ACCOUNT_ID:ACCESS_KEY_ID:SECRET_ACCESS_KEY`` (the ``--account`` flag)."""
+        parts = text.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise ValueError("Invalid account: expected ACCOUNT_ID:ACCESS_KEY_ID:SECRET_ACCESS_KEY.")
+        account_id, access_key_id, secret_access_key = parts
+        if not (len(account_id) == 12 and account_id.isdigit()):
+            raise ValueError(f"Invalid account id {account_id!r}: expected 12 digits.")
+        return cls(account_id, access_key_id, secret_access_key)
+
+
+# The documented demo account, used when no --account is given. Its secret is public by design:
+# the server binds to loopback and the demo account holds only play money.
+DEMO_ACCOUNT = Account("123456789012", "AKIADEMOIMAGECONTAINS", "demo-secret-access-key-imagecontains")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server can be told; the CLI flags and ``LocalCrowdServer(**overrides)`` map to these fields.
+
+    Defaults are fast (a test ``image-contains`` task finishes in well under a second); the CLI
+    sets slower, realistic answer delays (see docs/server.md).
+
+    :param accounts: the callers the server knows.
+    :param workforce_size: number of simulated workers (0 leaves production tasks to a human workforce).
+    :param worker_accuracy: probability that a simulated worker answers correctly, when the answer key knows the image.
+    :param answer_delay_seconds: time a simulated worker takes per answer.
+    :param answer_key_path: JSON ``{"images": {URL or file name: [labels]}}``; unknown images get random answers.
+    :param confidence: posterior probability the adjudicated answer must reach before a task completes.
+    :param max_answers_per_task: answers after which an unconfident task fails ``Inconclusive`` (at most
+        ``workforce_size`` with a simulated workforce: each answer comes from another worker).
+    :param prior_worker_accuracy: the adjudicator's belief about a worker it has not yet seen answer.
+    :param task_deadline_seconds: a task still processing after this long fails ``Expired``.
+    :param reward_per_answer: dollars charged to the account for each worker answer.
+    :param starting_balance: dollars every account starts with (once, when the database is new).
+    :param max_tasks_in_progress: processing tasks allowed per account; further new PUTs get 429.
+    :param throttle_rate: fraction of crowd requests answered 429 ``Throttled``.
+    :param retry_after_seconds: value of the ``Retry-After`` header on 429 answers.
+    :param error_rate: fraction of crowd requests answered 500 or 503 (half each) without effect.
+    :param drop_rate: fraction of crowd requests whose connection is dropped after they took effect.
+    :param latency_ms: delay added to every crowd request (a WAN round trip).
+    :param max_body_bytes: larger request bodies get 413.
+    :param clock_skew_seconds: largest accepted difference between ``x-amz-date`` and the server clock.
+    :param session_duration_seconds: lifetime cap of AssumeRole credentials (short in tests).
+    :param test_function_seconds: ``image-contains-test`` tasks complete on the first GET after the
+        first one that comes at least this long after creation.
+    :param seed: seed of every random choice (faults, simulated workers, mock results); None = random.
+    :param images_dir: directory of local images, served to signed-in users at ``/images/<relative path>``.
+    :param workforce: ``simulated`` (default), ``human`` (people answer on the worker page; no simulated
+        workers) or ``mixed`` (both; see docs/workforce.md).
+    :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
+        without an answer.
+    :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
+    """
+
+    accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
+    workforce_size: int = 15
+    worker_accuracy: float = 0.9
+    answer_delay_seconds: float = 0.0
+    answer_key_path: str | None = None
+    confidence: float = 0.95
+    max_answers_per_task: int = 11
+    prior_worker_accuracy: float = 0.8
+    task_deadline_seconds: float = 86400.0
+    reward_per_answer: float = 0.01
+    starting_balance: float = 1000.0
+    max_tasks_in_progress: int = 1_000_000
+    throttle_rate: float = 0.0
+    retry_after_seconds: int = 1
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    latency_ms: float = 0.0
+    max_body_bytes: int = 16 * 1024
+    clock_skew_seconds: int = 15 * 60
+    session_duration_seconds: int = 3600
+    test_function_seconds: float = 0.0
+    seed: int | None = None
+    images_dir: str | None = None
+    workforce: str = "simulated"
+    human_claim_seconds: float = 300.0
+    expose_stats: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.accounts:
+            raise ValueError("Invalid accounts: give at least one account.")
+        for name in ("throttle_rate", "error_rate", "drop_rate", "worker_accuracy"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if not 0.5 < self.confidence < 1.0:
+            raise ValueError(f"Invalid confidence {self.confidence!r}: expected a probability between 0.5 and 1.")
+        if not 0.5 < self.prior_worker_accuracy < 1.0:
+            raise ValueError(f"Invalid prior_worker_accuracy {self.prior_worker_accuracy!r}: expected 0.5 < p < 1.")
+        if self.workforce not in WORKFORCES:
+            raise ValueError(f"Invalid workforce {self.workforce!r}: expected one of {', '.join(WORKFORCES)}.")
+        for name in ("workforce_size", "max_answers_per_task", "max_tasks_in_progress", "max_body_bytes"):
+            if getattr(self, name) < (0 if name == "workforce_size" else 1):
+                raise ValueError(f"Invalid {name} {getattr(self, name)!r}: expected a positive number.")
+
+    def replace(self, **overrides: Any) -> ServerConfig:
+        """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
+        if "accounts" in overrides:
+            overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
+        return dataclasses.replace(self, **overrides)
+
+    def to_json(self) -> str:
+        """Serialise (secrets included) for a child server process; write it only to private files."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> ServerConfig:
+        """Read a config written by :meth:`to_json` (the ``--config`` flag)."""
+        return cls().replace(**json.loads(Path(path).read_text()))
+
+
+def _as_account(value: Account | dict[str, str] | str) -> Account:
+    if isinstance(value, Account):
+        return value
+    if isinstance(value, dict):
+        return Account(**value)
+    return Account.parse(value)

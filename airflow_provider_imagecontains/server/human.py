@@ -1,0 +1,323 @@
+"""The human workforce: sign-in tokens, the question each person is answering, and the dashboard's figures.
+
+People answer through the same ``CrowdService.next_assignment`` / ``submit_answer`` interface as the
+simulated workers, so their answers land in the same answers table and meet the same adjudicator.
+Tokens are issued by ``imagecontains-server token ...`` (see docs/workforce.md) and only their SHA-256
+hashes are stored: a token is 256 random bits, so a fast hash is enough and a stolen database holds none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_imagecontains.server.config import ServerConfig
+from airflow_provider_imagecontains.server.service import Assignment, CrowdService
+from airflow_provider_imagecontains.server.store import CANT_TELL, PROCESSING
+
+WORKER, DASHBOARD = "worker", "dashboard"
+# People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
+HUMAN_PREFIX = "human:"
+MAX_WORKER_NAME_LENGTH = 64
+# How many tasks the dashboard lists (newest first), and how many slowest ones it names.
+DASHBOARD_TASKS = 200
+SLOWEST_TASKS = 5
+_SWEEP_SECONDS = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sign_in_tokens (
+    token_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (kind, subject)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a sign-in token belongs to.
+
+    :param kind: ``worker`` (answers questions) or ``dashboard`` (an account owner).
+    :param subject: the worker's name, or the account id.
+    """
+
+    kind: str
+    subject: str
+
+
+def validate_worker_name(name: str) -> str:
+    """Return ``name`` if it is 1 to 64 printable characters without leading or trailing spaces."""
+    if not name or len(name) > MAX_WORKER_NAME_LENGTH or name != name.strip() or not name.isprintable():
+        raise ValueError(
+            f"Invalid worker name {name!r}: use 1 to {MAX_WORKER_NAME_LENGTH} printable characters, "
+            "without leading or trailing spaces."
+        )
+    return name
+
+
+def validate_account_id(account_id: str) -> str:
+    """Return ``account_id`` if it is 12 digits."""
+    if not (len(account_id) == 12 and account_id.isdigit()):
+        raise ValueError(f"Invalid account id {account_id!r}: expected 12 digits.")
+    return account_id
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class WorkforceStore:
+    """Sign-in tokens, and the dashboard's read-only views of tasks and answers, in the server's SQLite file.
+
+    A connection of its own, so that the ``token`` command works whether or not a server is running.
+
+    :param path: the server's database file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def issue_token(self, kind: str, subject: str) -> str:
+        """A new token for a worker (by name) or an account's dashboard; it replaces the subject's previous one."""
+        if kind == WORKER:
+            validate_worker_name(subject)
+        elif kind == DASHBOARD:
+            validate_account_id(subject)
+        else:
+            raise ValueError(f"Invalid token kind {kind!r}: expected {WORKER!r} or {DASHBOARD!r}.")
+        token = f"ic{kind[0]}_{secrets.token_urlsafe(32)}"
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("DELETE FROM sign_in_tokens WHERE kind = ? AND subject = ?", (kind, subject))
+        self._db.execute(
+            "INSERT INTO sign_in_tokens (token_hash, kind, subject, created_at) VALUES (?, ?, ?, ?)",
+            (hash_token(token), kind, subject, time.time()),
+        )
+        self._db.execute("COMMIT")
+        return token
+
+    def identify(self, token: str) -> Identity | None:
+        row = self._db.execute(
+            "SELECT kind, subject FROM sign_in_tokens WHERE token_hash = ?", (hash_token(token),)
+        ).fetchone()
+        return Identity(*row) if row else None
+
+    def answers_given(self, worker: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE worker = ?", (worker,)).fetchone()[0])
+
+    def dashboard(self, account: str, starting_balance: float, now: float) -> dict[str, Any]:
+        """The figures of the requester dashboard for ``account`` (see docs/workforce.md)."""
+        states = dict(
+            self._db.execute("SELECT state, COUNT(*) FROM tasks WHERE account = ? GROUP BY state", (account,))
+        )
+        balance_row = self._db.execute("SELECT microdollars FROM balances WHERE account = ?", (account,)).fetchone()
+        balance = (balance_row[0] if balance_row else 0) / 1e6
+        rows = self._db.execute(
+            "SELECT t.id, t.function, t.name, t.input, t.state, t.result, t.problem, t.created_at, t.deadline_at, "
+            "(SELECT MAX(created_at) FROM answers a WHERE a.task_id = t.id) "
+            "FROM tasks t WHERE t.account = ? ORDER BY t.id DESC",
+            (account,),
+        ).fetchall()
+        tasks = [_task_summary(row, now) for row in rows]
+        listed = tasks[:DASHBOARD_TASKS]
+        by_id = {task.pop("id"): task for task in listed}
+        if by_id:
+            marks = ",".join("?" * len(by_id))
+            for task_id, worker, answer in self._db.execute(
+                f"SELECT task_id, worker, answer FROM answers WHERE task_id IN ({marks}) ORDER BY id",  # noqa: S608
+                list(by_id),
+            ):
+                _add_answer(by_id[task_id], worker, answer)
+        for task in listed:
+            task["agreement"] = _agreement(task)
+        slowest = sorted(tasks, key=lambda task: task["seconds"], reverse=True)[:SLOWEST_TASKS]
+        total = sum(states.values())
+        finished = total - states.get(PROCESSING, 0)
+        return {
+            "account": account,
+            "states": states,
+            "total": total,
+            "finished": finished,
+            "progress": finished / total if total else None,
+            "spend": round(starting_balance - balance, 6),
+            "balance": balance,
+            "tasks": listed,
+            "slowest": [{key: task[key] for key in ("task_name", "label", "state", "seconds")} for task in slowest],
+        }
+
+
+def _task_summary(row: Sequence[Any], now: float) -> dict[str, Any]:
+    task_id, function, name, input_json, state, result, problem, created_at, deadline_at, last_answer_at = row
+    task_input = json.loads(input_json)
+    problem_details = json.loads(problem) if problem else None
+    # How long the task took (or has taken so far): until its last answer, or its deadline when it expired.
+    if state == PROCESSING:
+        end = now
+    elif problem_details and problem_details.get("code") == "Expired":
+        end = deadline_at
+    else:
+        end = last_answer_at or created_at
+    return {
+        "id": task_id,
+        "function": function,
+        "task_name": name,
+        "label": task_input.get("target", {}).get("label") if isinstance(task_input, dict) else None,
+        "image_url": task_input.get("image", {}).get("url") if isinstance(task_input, dict) else None,
+        "state": state,
+        "result": json.loads(result) if result else None,
+        "problem": problem_details.get("code") if problem_details else None,
+        "seconds": round(max(end - created_at, 0.0), 3),
+        "yes": 0,
+        "no": 0,
+        "cant_tell": 0,
+        "workers": [],
+    }
+
+
+def _add_answer(task: dict[str, Any], worker: str, answer: int) -> None:
+    task["cant_tell" if answer == CANT_TELL else "yes" if answer else "no"] += 1
+    task["workers"].append(worker.removeprefix(HUMAN_PREFIX))
+
+
+def _agreement(task: dict[str, Any]) -> float | None:
+    """The share of yes/no votes that agree with the result (or, before there is one, with the majority)."""
+    votes = task["yes"] + task["no"]
+    if not votes:
+        return None
+    result = task["result"]
+    says_yes = result["containsTarget"] if isinstance(result, dict) else task["yes"] >= task["no"]
+    return round((task["yes"] if says_yes else task["no"]) / votes, 3)
+
+
+class HumanWorkforce:
+    """The people answering on the worker page: each holds at most one question at a time.
+
+    A question stays with its worker (a reload shows it again) until answered, or until
+    ``config.human_claim_seconds`` pass, when it is given back to the other workers.
+
+    :param config: the server settings.
+    :param db_path: the server's database file (for tokens and the dashboard).
+    """
+
+    def __init__(self, config: ServerConfig, db_path: str) -> None:
+        self.config = config
+        self.db_path = db_path
+        self._service: CrowdService | None = None
+        self._store: WorkforceStore | None = None
+        self._held: dict[str, tuple[Assignment, float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self, service: CrowdService) -> None:
+        self._service = service
+        self._store = WorkforceStore(self.db_path)
+        self._held.clear()
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._store is not None:
+            self._store.close()
+        self._service = self._store = self._sweeper = None
+
+    @property
+    def running(self) -> bool:
+        return self._service is not None
+
+    @property
+    def store(self) -> WorkforceStore:
+        if self._store is None:
+            raise RuntimeError("The human workforce is not running.")
+        return self._store
+
+    @property
+    def service(self) -> CrowdService:
+        if self._service is None:
+            raise RuntimeError("The human workforce is not running.")
+        return self._service
+
+    def question_for(self, name: str) -> Assignment | None:
+        """The question ``name`` holds, else the next one it has not answered (claimed for it), else None."""
+        worker = HUMAN_PREFIX + name
+        held = self._held.get(worker)
+        if held is not None:
+            task = self.service.store.get_by_id(held[0].task_id)
+            if task is not None and task.state == PROCESSING and time.time() < task.deadline_at:
+                return held[0]
+            del self._held[worker]
+        assignment = self.service.next_assignment(worker)
+        if assignment is not None:
+            self._held[worker] = (assignment, time.monotonic())
+        return assignment
+
+    def answer(self, name: str, task_id: int, contains_target: bool | None) -> bool:
+        """Record ``name``'s answer to the question it holds; False if it does not hold ``task_id`` (any more)."""
+        worker = HUMAN_PREFIX + name
+        held = self._held.get(worker)
+        if held is None or held[0].task_id != task_id:
+            return False
+        del self._held[worker]
+        self.service.submit_answer(held[0], worker, contains_target)
+        return True
+
+    async def wait_for_question(self, name: str, timeout: float) -> bool:
+        """Return True as soon as ``name`` holds a question, False after ``timeout`` seconds without one."""
+        deadline = time.monotonic() + timeout
+        while self.question_for(name) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await self.service.wait_for_work(min(remaining, _SWEEP_SECONDS))
+        return True
+
+    def answers_given(self, name: str) -> int:
+        return self.store.answers_given(HUMAN_PREFIX + name)
+
+    def release_stale(self) -> None:
+        """Give back questions held longer than ``human_claim_seconds`` (the worker left)."""
+        cutoff = time.monotonic() - self.config.human_claim_seconds
+        for worker, (assignment, since) in list(self._held.items()):
+            if since <= cutoff:
+                del self._held[worker]
+                self.service.store.unclaim(assignment.task_id)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            self.release_stale()
+
+
+def token_main(argv: Sequence[str]) -> None:
+    """``imagecontains-server token worker NAME | dashboard ACCOUNT_ID [--db FILE]``: print a new sign-in token."""
+    parser = argparse.ArgumentParser(
+        prog="imagecontains-server token",
+        description="Issue a sign-in token for the worker page or an account's dashboard (replaces the previous one).",
+    )
+    parser.add_argument("kind", choices=[WORKER, DASHBOARD])
+    parser.add_argument("subject", help="the worker's name, or the 12-digit account id of the dashboard")
+    parser.add_argument("--db", default="imagecontains-server.db", help="the server's SQLite file")
+    args = parser.parse_args(argv)
+    store = WorkforceStore(args.db)
+    try:
+        token = store.issue_token(args.kind, args.subject)
+    except ValueError as err:
+        raise SystemExit(f"imagecontains-server token: {err}") from None
+    finally:
+        store.close()
+    print(token)

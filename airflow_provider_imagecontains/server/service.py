@@ -1,0 +1,239 @@
+"""The Crowd API's behaviour, independent of HTTP: tasks, test mock results, answers, money and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
+from airflow_provider_imagecontains.server.config import ServerConfig
+from airflow_provider_imagecontains.server.store import (
+    PROCESSING,
+    StoredTask,
+    TaskStore,
+    canonical_json,
+    to_microdollars,
+)
+from airflow_provider_imagecontains.validation import (
+    IMAGE_CONTAINS,
+    IMAGE_CONTAINS_TEST,
+    validate_task_input,
+    validate_task_name,
+)
+
+FUNCTIONS = frozenset({IMAGE_CONTAINS, IMAGE_CONTAINS_TEST})
+EXPIRED = {"code": "Expired", "message": "Not enough Workers provided answers for your task within the allotted time."}
+INSUFFICIENT_FUNDS = {
+    "code": "InsufficientFunds",
+    "message": "Your account does not have enough prepaid funds to pay Workers for this task.",
+}
+INCONCLUSIVE = {
+    "code": "Inconclusive",
+    "message": "Workers did not agree with the required confidence within the maximum number of answers.",
+}
+
+
+@dataclass
+class CrowdError(Exception):
+    """An error answer of the API: HTTP status, AWS-style code, message, extra headers."""
+
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A question for one worker: does the image at ``image_url`` contain ``label``?"""
+
+    task_id: int
+    image_url: str
+    label: str
+
+
+class CrowdService:
+    """Creates, reads and deletes tasks and takes worker answers.
+
+    :param store: the persistence.
+    :param config: the server settings.
+    """
+
+    def __init__(self, store: TaskStore, config: ServerConfig) -> None:
+        self.store = store
+        self.config = config
+        self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
+        # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
+        self._max_answers = min(config.max_answers_per_task, config.workforce_size or config.max_answers_per_task)
+        # One event per idle worker, set when a task may need an answer (a new task, or an answer that
+        # did not decide one). Registered before the worker awaits, so no wake-up is lost.
+        self._idle_workers: set[asyncio.Event] = set()
+
+    # The three REST operations
+
+    def put_task(self, account: str, function: str, name: str, body: bytes) -> tuple[int, StoredTask]:
+        """Create the task (201) or confirm an identical one (200)."""
+        self._check_function(function)
+        self._check_name(name)
+        task_input = self._parse_input(function, body)
+        input_json = canonical_json(task_input)
+        existing = self.store.get(account, function, name)
+        if existing is not None:
+            if existing.input != input_json:
+                raise CrowdError(
+                    400,
+                    "TaskAlreadyExists",
+                    f"Task {name!r} already exists with a different input; use another name or delete it when finished.",
+                )
+            return 200, existing
+        if self.store.count_processing(account) >= self.config.max_tasks_in_progress:
+            raise CrowdError(
+                429,
+                "LimitExceeded",
+                f"Account has {self.config.max_tasks_in_progress} tasks in progress, the most allowed; retry later.",
+                {"Retry-After": str(self.config.retry_after_seconds)},
+            )
+        now = time.time()
+        task = self.store.insert(account, function, name, input_json, now, now + self.config.task_deadline_seconds)
+        if function == IMAGE_CONTAINS:
+            self._wake_workers()
+        return 201, task
+
+    def get_task(self, account: str, function: str, name: str) -> StoredTask:
+        """Read a task, first expiring it or completing a test task when it is due."""
+        task = self._existing(account, function, name)
+        if task.state != PROCESSING:
+            return task
+        now = time.time()
+        if now >= task.deadline_at:
+            self.store.finish(task.id, problem=EXPIRED)
+        elif function == IMAGE_CONTAINS_TEST:
+            # Documented: the first GET shows processing, later GETs a random mock result.
+            if task.get_count >= 1 and now - task.created_at >= self.config.test_function_seconds:
+                self.store.finish(task.id, result={"containsTarget": self._random.random() < 0.5})
+            else:
+                self.store.count_get(task.id)
+                return task
+        else:
+            return task
+        return self.store.get_by_id(task.id) or task
+
+    def delete_task(self, account: str, function: str, name: str) -> None:
+        """Delete a finished task, freeing its name; a processing task is refused with 409."""
+        task = self._existing(account, function, name)
+        if task.state == PROCESSING and time.time() < task.deadline_at:
+            raise CrowdError(
+                409, "TaskInProgress", f"Task {name!r} is still processing; delete it once it is completed or failed."
+            )
+        self.store.delete(task.id)
+
+    # The workforce side: one answer at a time, the adjudicator decides after each
+
+    def next_assignment(self, worker: str) -> Assignment | None:
+        """Claim the oldest open image-contains task ``worker`` has not answered; charge its account the reward."""
+        while (task := self.store.claim_next(worker, IMAGE_CONTAINS)) is not None:
+            if time.time() >= task.deadline_at:
+                self.store.finish(task.id, problem=EXPIRED)
+            elif not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
+                self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
+            else:
+                task_input = json.loads(task.input)
+                return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
+        return None
+
+    def submit_answer(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
+        """Store ``worker``'s answer and let the adjudicator complete, fail or reopen the task.
+
+        ``None`` is a human worker's "can't tell": stored so the worker is not asked again, but no vote.
+        """
+        task = self.store.get_by_id(assignment.task_id)
+        if task is None or task.state != PROCESSING:
+            return
+        if contains_target is None:
+            self.store.add_answer(task.id, worker, None, time.time())
+            self.store.unclaim(task.id)
+            self._wake_workers()
+            return
+        with self.store.transaction():
+            self.store.add_answer(task.id, worker, contains_target, time.time())
+            answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
+            records = self.store.worker_record(sorted({who for who, _ in answers}))
+            verdict = adjudicate(
+                answers,
+                records,
+                confidence=self.config.confidence,
+                max_answers=self._max_answers,
+                prior_accuracy=self.config.prior_worker_accuracy,
+            )
+            if verdict.contains_target is not None:
+                self.store.finish(task.id, result={"containsTarget": verdict.contains_target})
+                self.store.record_agreement(
+                    agreements(answers, records, prior_accuracy=self.config.prior_worker_accuracy)
+                )
+            elif verdict.exhausted:
+                self.store.finish(task.id, problem=INCONCLUSIVE)
+            else:
+                self.store.unclaim(task.id)
+        if verdict.needs_more_answers:
+            self._wake_workers()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a task may need an answer, or after ``timeout`` seconds."""
+        wake = asyncio.Event()
+        self._idle_workers.add(wake)
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._idle_workers.discard(wake)
+
+    def _wake_workers(self) -> None:
+        for wake in self._idle_workers:
+            wake.set()
+
+    def expire_due(self) -> int:
+        """Fail every task past its deadline (run periodically)."""
+        return self.store.expire_due(time.time(), EXPIRED)
+
+    # Input checks (the rules themselves live in validation.py)
+
+    @staticmethod
+    def _check_function(function: str) -> None:
+        if function not in FUNCTIONS:
+            raise CrowdError(
+                404, "FunctionNotFound", f"Function {function!r} does not exist; use one of {sorted(FUNCTIONS)}."
+            )
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        try:
+            validate_task_name(name)
+        except InvalidTaskError as err:
+            raise CrowdError(400, "InvalidInput", err.message) from None
+
+    @staticmethod
+    def _parse_input(function: str, body: bytes) -> object:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CrowdError(400, "InvalidInput", f"The body is not valid JSON: {err}.") from None
+        if not isinstance(document, dict) or set(document) != {"input"}:
+            shown = sorted(document) if isinstance(document, dict) else type(document).__name__
+            raise CrowdError(400, "InvalidInput", f'The body must be {{"input": {{...}}}}, got {shown}.')
+        try:
+            return validate_task_input(function, document["input"])
+        except InvalidTaskError as err:
+            raise CrowdError(400, "InvalidInput", err.message) from None
+
+    def _existing(self, account: str, function: str, name: str) -> StoredTask:
+        self._check_function(function)
+        self._check_name(name)
+        task = self.store.get(account, function, name)
+        if task is None:
+            raise CrowdError(404, "TaskNotFound", f"Task {name!r} of function {function!r} does not exist.")
+        return task

@@ -1,0 +1,219 @@
+"""The web pages of the human workforce: sign-in, the worker page, the requester dashboard and local images.
+
+Pages are Jinja2 templates with autoescaping on; scripts are static files only, enforced by a
+Content-Security-Policy without ``'unsafe-inline'``. Sessions are an HttpOnly, SameSite=Strict cookie
+holding the sign-in token; answers are form POSTs that also carry a per-session CSRF token and must
+come from this server's own origin. Routes and decisions: docs/workforce.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import mimetypes
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+
+# The URL paths the web pages own (the fault injector leaves them alone).
+UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+SESSION_COOKIE = "imagecontains_session"
+SESSION_SECONDS = 12 * 3600
+# A waiting worker page asks for work with requests that return after this long at the latest.
+WAIT_SECONDS = 20.0
+ANSWERS = {"yes": True, "no": False, "cant-tell": None}
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+
+_HERE = Path(__file__).parent
+_SECURITY_HEADERS = {
+    # Images may come from anywhere a task's URL points (S3, a frame server); nothing else may.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' http: https:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce) -> None:
+    """Add the pages, their static files and their security headers to ``api``."""
+    api.include_router(WorkforcePages(workforce).router)
+    api.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+
+    @api.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        if request.url.path.startswith(UI_PATHS):
+            response.headers.update(_SECURITY_HEADERS)
+            if not request.url.path.startswith("/static/"):
+                response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: derived from its secret sign-in token, so a third site cannot know it."""
+    return hashlib.sha256(b"imagecontains-csrf\0" + session_token.encode()).hexdigest()
+
+
+class WorkforcePages:
+    """The routes of the web pages.
+
+    :param workforce: the human workforce the pages serve.
+    """
+
+    def __init__(self, workforce: HumanWorkforce) -> None:
+        self.workforce = workforce
+        self.images_dir = Path(workforce.config.images_dir).resolve() if workforce.config.images_dir else None
+        self.templates = Jinja2Templates(
+            env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
+        )
+        router = self.router = APIRouter()
+        router.add_api_route("/signin", self.signin_page, methods=["GET"])
+        router.add_api_route("/signin", self.signin, methods=["POST"])
+        router.add_api_route("/signout", self.signout, methods=["POST"])
+        router.add_api_route("/work", self.work_page, methods=["GET"])
+        router.add_api_route("/work/answer", self.submit_answer, methods=["POST"])
+        router.add_api_route("/work/wait", self.wait_for_question, methods=["GET"])
+        router.add_api_route("/dashboard", self.dashboard_page, methods=["GET"])
+        router.add_api_route("/dashboard/data", self.dashboard_data, methods=["GET"])
+        router.add_api_route("/images/{path:path}", self.image, methods=["GET"])
+
+    # Sign-in
+
+    async def signin_page(self, request: Request) -> Response:
+        return self._page(request, "signin.html", {"error": None})
+
+    async def signin(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _refused(403, "Cross-site request refused.")
+        form = await request.form()
+        token = str(form.get("token", "")).strip()
+        identity = self.workforce.store.identify(token) if token else None
+        if identity is None:
+            return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
+        response = RedirectResponse("/work" if identity.kind == WORKER else "/dashboard", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/"
+        )
+        return response
+
+    async def signout(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _refused(403, "Cross-site request refused.")
+        response = RedirectResponse("/signin", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # The worker page
+
+    async def work_page(self, request: Request) -> Response:
+        identity = self._identity(request, WORKER)
+        if identity is None:
+            return RedirectResponse("/signin", status_code=303)
+        assignment = self.workforce.question_for(identity.subject)
+        context = {
+            "worker": identity.subject,
+            "assignment": assignment,
+            "answered": self.workforce.answers_given(identity.subject),
+            "csrf": csrf_token(request.cookies[SESSION_COOKIE]),
+        }
+        return self._page(request, "work.html", context)
+
+    async def submit_answer(self, request: Request) -> Response:
+        identity = self._identity(request, WORKER)
+        if identity is None:
+            return _refused(401, "Sign in with your worker token first.")
+        form = await request.form()
+        if not _same_origin(request) or not hmac.compare_digest(
+            str(form.get("csrf", "")), csrf_token(request.cookies[SESSION_COOKIE])
+        ):
+            return _refused(403, "Cross-site request refused; reload the page.")
+        answer, task_id = str(form.get("answer", "")), str(form.get("task", ""))
+        if answer not in ANSWERS or not task_id.isdigit():
+            return _refused(400, f"Invalid answer {answer!r} or task {task_id!r}.")
+        # An answer to a question no longer held (given back, expired, answered twice) is dropped:
+        # the worker simply gets the next question.
+        self.workforce.answer(identity.subject, int(task_id), ANSWERS[answer])
+        return RedirectResponse("/work", status_code=303)
+
+    async def wait_for_question(self, request: Request) -> Response:
+        identity = self._identity(request, WORKER)
+        if identity is None:
+            return _refused(401, "Sign in with your worker token first.")
+        ready = await self.workforce.wait_for_question(identity.subject, WAIT_SECONDS)
+        return Response(json.dumps({"ready": ready}), media_type="application/json")
+
+    # The requester dashboard
+
+    async def dashboard_page(self, request: Request) -> Response:
+        identity = self._identity(request, DASHBOARD)
+        if identity is None:
+            return RedirectResponse("/signin", status_code=303)
+        return self._page(request, "dashboard.html", {"account": identity.subject})
+
+    async def dashboard_data(self, request: Request) -> Response:
+        identity = self._identity(request, DASHBOARD)
+        if identity is None:
+            return _refused(401, "Sign in with the account's dashboard token first.")
+        figures = self.workforce.store.dashboard(
+            identity.subject, self.workforce.config.starting_balance, time.time()
+        )
+        return Response(json.dumps(figures), media_type="application/json")
+
+    # Local images
+
+    async def image(self, request: Request, path: str) -> Response:
+        if self._identity(request, WORKER, DASHBOARD) is None:
+            return _refused(401, "Sign in first.")
+        file = self._image_file(path)
+        if file is None:
+            return _refused(404, "No such image.")
+        return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
+
+    def _image_file(self, path: str) -> Path | None:
+        """The file ``path`` names inside ``images_dir``, or None for anything else (missing, outside, not an image).
+
+        ``path`` arrives percent-decoded; it is resolved with symlinks followed and must stay inside the folder.
+        """
+        if self.images_dir is None or not path or "\0" in path or "\\" in path or path.startswith("/"):
+            return None
+        if any(part in ("", ".", "..") or part.startswith(".") for part in path.split("/")):
+            return None
+        file = Path(os.path.realpath(self.images_dir / path))
+        if not file.is_relative_to(self.images_dir) or not file.is_file():
+            return None
+        return file if mimetypes.guess_type(file.name)[0] in IMAGE_TYPES else None
+
+    # Helpers
+
+    def _identity(self, request: Request, *kinds: str) -> Identity | None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or not self.workforce.running:
+            return None
+        identity = self.workforce.store.identify(token)
+        return identity if identity is not None and identity.kind in kinds else None
+
+    def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another origin (a cross-site form or fetch)."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def _refused(status: int, message: str) -> Response:
+    return Response(message, status, media_type="text/plain; charset=utf-8")

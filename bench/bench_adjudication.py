@@ -1,0 +1,105 @@
+"""Adjudicated accuracy and answers per task versus a fixed majority of 3 and of 5, on the same simulated answers.
+
+For each worker accuracy, every task gets a random truth and a shuffled list of answers from
+distinct simulated workers; the adjudicator (server/adjudication.py, learning each worker's record
+as the server does) reads them one at a time, majority-of-3 reads the first 3, majority-of-5 the
+first 5. Medians over several repetitions go to the ``adjudication`` section of docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_adjudication.py [--tasks 3000] [--repetitions 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from pathlib import Path
+
+from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
+from airflow_provider_imagecontains.server.config import ServerConfig
+
+WORKER_ACCURACIES = (0.7, 0.8, 0.9)
+POOL_SIZE = 30
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> dict[str, float]:
+    rng = random.Random(seed)
+    workers = [f"w{n}" for n in range(POOL_SIZE)]
+    records: dict[str, tuple[int, int]] = {}
+    adjudicated_right = adjudicated_done = answers_used = 0
+    majority_right = {3: 0, 5: 0}
+    for _ in range(tasks):
+        truth = rng.random() < 0.5
+        chosen = rng.sample(workers, config.max_answers_per_task)
+        answers = [(w, truth if rng.random() < accuracy else not truth) for w in chosen]
+        for size in majority_right:
+            majority_right[size] += (sum(a for _, a in answers[:size]) * 2 > size) == truth
+        for used in range(1, len(answers) + 1):
+            verdict = adjudicate(
+                answers[:used],
+                records,
+                confidence=config.confidence,
+                max_answers=config.max_answers_per_task,
+                prior_accuracy=config.prior_worker_accuracy,
+            )
+            if not verdict.needs_more_answers:
+                break
+        answers_used += used
+        if verdict.contains_target is not None:
+            adjudicated_done += 1
+            adjudicated_right += verdict.contains_target == truth
+            for worker, agreed_now in agreements(answers[:used], records, prior_accuracy=config.prior_worker_accuracy):
+                agreed, disagreed = records.get(worker, (0, 0))
+                records[worker] = (agreed + agreed_now, disagreed + (not agreed_now))
+    return {
+        "accuracy": adjudicated_right / adjudicated_done,
+        "completed": adjudicated_done / tasks,
+        "answers": answers_used / tasks,
+        "majority3": majority_right[3] / tasks,
+        "majority5": majority_right[5] / tasks,
+    }
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace this benchmark's own section of docs/benchmarks.md, creating the file if needed."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    current = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    section = f"{start}\n{text.strip()}\n{end}"
+    if start in current and end in current:
+        current = current[: current.index(start)] + section + current[current.index(end) + len(end) :]
+    else:
+        current = current.rstrip() + "\n\n" + section + "\n"
+    BENCHMARKS_MD.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--repetitions", type=int, default=5)
+    args = parser.parse_args()
+    config = ServerConfig()
+    rows = []
+    for accuracy in WORKER_ACCURACIES:
+        runs = [run_once(accuracy, args.tasks, seed, config) for seed in range(args.repetitions)]
+        median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        rows.append(
+            f"| {accuracy} | {median['accuracy']:.3f} | {median['completed']:.3f} | {median['answers']:.2f} "
+            f"| {median['majority3']:.3f} | {median['majority5']:.3f} |"
+        )
+        print(rows[-1], flush=True)
+    text = f"""## Adjudication (`bench/bench_adjudication.py`)
+
+{args.tasks} tasks per run, {args.repetitions} runs (medians), a pool of {POOL_SIZE} simulated workers of equal
+accuracy, server defaults: confidence {config.confidence}, at most {config.max_answers_per_task} answers, prior
+worker accuracy {config.prior_worker_accuracy}. Adjudicated accuracy is over completed tasks; the others fail
+`Inconclusive`. Majorities use the first 3 or 5 of the same answers (costing 3 and 5 answers per task).
+
+| worker accuracy | adjudicated accuracy | completed | mean answers | majority of 3 | majority of 5 |
+|---|---|---|---|---|---|
+""" + "\n".join(rows)
+    write_section("adjudication", text)
+
+
+if __name__ == "__main__":
+    main()
