@@ -54,3 +54,20 @@ class ThrottledError(CrowdApiError):
 class ServiceError(CrowdApiError):
     """The service failed (5xx, dropped connection) beyond the retry budget, or answered with a
     body that is not what the API documents."""
+
+
+class BulkTaskError(CrowdApiError):
+    """Some calls of a bulk request failed; nothing is lost: the successes and the failures are both kept.
+
+    :param results: ``{task_name: task document}`` of the calls that succeeded.
+    :param errors: ``{task_name: CrowdApiError}`` of the calls that failed.
+    """
+
+    def __init__(self, results: dict[str, dict], errors: dict[str, CrowdApiError]) -> None:
+        examples = "; ".join(f"{name!r}: {type(err).__name__}" for name, err in list(errors.items())[:3])
+        super().__init__(
+            f"{len(errors)} of {len(results) + len(errors)} task calls failed ({examples}"
+            f"{'; ...' if len(errors) > 3 else ''}). See .errors for each failure and .results for the successes."
+        )
+        self.results = results
+        self.errors = errors

@@ -1,0 +1,513 @@
+"""ImageContainsHook without the crowd server: connection parsing, retry policy, response checks, and its
+behaviour against a scripted HTTP server that answers what the real service might (odd bodies, 403, 409, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from airflow.providers_manager import ProvidersManager
+from airflow.sdk import Connection
+from tenacity import RetryCallState, Retrying
+
+from airflow_provider_imagecontains import get_provider_info
+from airflow_provider_imagecontains.exceptions import (
+    AccessDeniedError,
+    BulkTaskError,
+    FunctionNotFoundError,
+    InvalidTaskError,
+    ServiceError,
+    TaskInProgressError,
+    TaskNameConflictError,
+    TaskNotFoundError,
+    ThrottledError,
+)
+from airflow_provider_imagecontains.hooks.imagecontains import (
+    DEFAULT_ENDPOINT_URL,
+    CrowdConnectionConfig,
+    ImageContainsHook,
+    parse_retry_after,
+    task_document_problem,
+    wait_full_jitter_or_retry_after,
+)
+
+ACCOUNT_ID = "123456789012"
+SECRET = "scripted-secret-access-key-0123456789"
+TOKEN = "scripted-session-token-abcdefghijklmnop"
+GOOD_INPUT = {"image": {"url": "https://example.com/cat.jpg"}, "target": {"label": "cat"}}
+
+
+def task_document(name: str, state: str = "processing", **extra: Any) -> dict[str, Any]:
+    return {"taskName": name, "input": GOOD_INPUT, "state": state, "result": None, "problemDetails": None, **extra}
+
+
+class ScriptedServer:
+    """A loopback HTTP server answering each request with the next scripted (status, headers, body)."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.default: tuple[int, dict[str, str], bytes] = (500, {}, b"no script")
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                with scripted._lock:
+                    scripted.requests.append((self.command, self.path, dict(self.headers)))
+                    status, headers, body = scripted.script.pop(0) if scripted.script else scripted.default
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_PUT = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def add(self, status: int, body: Any = b"", headers: dict[str, str] | None = None) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.script.append((status, headers or {"Content-Type": "application/json"}, raw))
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def hook(scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ImageContainsHook]:
+    connection = {
+        "conn_type": "imagecontains",
+        "login": "AKIASCRIPTED",
+        "password": SECRET,
+        "extra": {"endpoint_url": scripted.endpoint_url, "account_id": ACCOUNT_ID, "aws_session_token": TOKEN},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SCRIPTED", json.dumps(connection))
+    scripted_hook = ImageContainsHook("scripted", max_attempts=3, retry_base_delay=0.001, max_retry_delay=0.01)
+    yield scripted_hook
+    scripted_hook.close()
+
+
+# ---- connection ----
+
+
+def make_connection(**kwargs: Any) -> Connection:
+    extra = kwargs.pop("extra", {})
+    return Connection(conn_id="c", conn_type="imagecontains", extra=json.dumps(extra), **kwargs)
+
+
+def test_config_defaults_to_the_production_endpoint_and_boto_default_chain() -> None:
+    config = CrowdConnectionConfig.from_connection(make_connection())
+    assert config == CrowdConnectionConfig()
+    assert config.endpoint_url == DEFAULT_ENDPOINT_URL
+    assert config.region_name == "us-east-1"
+    assert config.sts_endpoint_url is None
+    assert config.access_key_id is None
+
+
+def test_config_endpoint_applies_to_sts_unless_overridden() -> None:
+    config = CrowdConnectionConfig.from_connection(make_connection(extra={"endpoint_url": "http://127.0.0.1:9/"}))
+    assert (config.endpoint_url, config.sts_endpoint_url) == ("http://127.0.0.1:9", "http://127.0.0.1:9/")
+    config = CrowdConnectionConfig.from_connection(
+        make_connection(
+            extra={"endpoint_url": "http://127.0.0.1:9", "service_config": {"sts": {"endpoint_url": "http://sts:8"}}}
+        )
+    )
+    assert config.sts_endpoint_url == "http://sts:8"
+
+
+def test_config_reads_keys_and_extras_and_hides_secrets_from_repr() -> None:
+    connection = make_connection(
+        login="AKIAEXAMPLE",
+        password=SECRET,
+        extra={"region_name": "eu-west-1", "aws_session_token": TOKEN, "role_arn": "arn:aws:iam::1:role/r"},
+    )
+    config = CrowdConnectionConfig.from_connection(connection)
+    assert (config.access_key_id, config.secret_access_key, config.session_token) == ("AKIAEXAMPLE", SECRET, TOKEN)
+    assert (config.region_name, config.role_arn) == ("eu-west-1", "arn:aws:iam::1:role/r")
+    assert SECRET not in repr(config)
+    assert TOKEN not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("connection", "named"),
+    [
+        (make_connection(extra={"account_id": "12345"}), "'12345'"),
+        (make_connection(extra={"endpoint_url": "crowd.example.com"}), "'crowd.example.com'"),
+        (make_connection(login="AKIAONLY"), "secret access key"),
+    ],
+)
+def test_config_rejects_bad_settings_naming_them(connection: Connection, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        CrowdConnectionConfig.from_connection(connection)
+
+
+def test_provider_registers_the_connection_type_with_valid_ui_fields() -> None:
+    (connection_type,) = get_provider_info()["connection-types"]
+    assert connection_type["connection-type"] == "imagecontains"
+    assert connection_type["hook-class-name"].endswith("ImageContainsHook")
+    assert set(connection_type["conn-fields"]) == {
+        "region_name",
+        "aws_session_token",
+        "profile_name",
+        "role_arn",
+        "endpoint_url",
+        "account_id",
+    }
+    assert connection_type["conn-fields"]["aws_session_token"]["schema"]["format"] == "password"
+    manager = ProvidersManager()
+    manager._customized_form_fields_schema_validator.validate(
+        {
+            "hidden_fields": connection_type["ui-field-behaviour"]["hidden-fields"],
+            "relabeling": connection_type["ui-field-behaviour"]["relabeling"],
+            "placeholders": connection_type["ui-field-behaviour"]["placeholders"],
+        }
+    )
+
+
+# ---- retry policy ----
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, None), ("", None), ("3", 3.0), ("0.5", 0.5), ("-4", 0.0), ("soon", None)],
+)
+def test_parse_retry_after_seconds(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    in_a_minute = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+    assert 55 <= (parse_retry_after(in_a_minute) or 0) <= 60
+    assert parse_retry_after(format_datetime(datetime(2000, 1, 1, tzinfo=timezone.utc), usegmt=True)) == 0.0
+
+
+class _Throttled(Exception):
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("throttled")
+        self.retry_after = retry_after
+
+
+def _wait_after(attempt: int, error: Exception, wait: wait_full_jitter_or_retry_after) -> float:
+    state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, None))
+    return wait(state)
+
+
+def test_backoff_is_full_jitter_doubling_and_capped() -> None:
+    wait = wait_full_jitter_or_retry_after(base_delay=1.0, max_delay=5.0)
+    for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 5.0)]:
+        waits = [_wait_after(attempt, _Throttled(None), wait) for _ in range(200)]
+        assert all(0 <= value <= cap for value in waits)
+        assert max(waits) > cap * 0.8  # spread over the whole range, not a fixed delay
+        assert min(waits) < cap * 0.2
+
+
+def test_backoff_never_waits_less_than_retry_after_but_stays_capped() -> None:
+    wait = wait_full_jitter_or_retry_after(base_delay=0.01, max_delay=5.0)
+    assert all(_wait_after(1, _Throttled(2.0), wait) >= 2.0 for _ in range(50))
+    assert _wait_after(1, _Throttled(60.0), wait) == 5.0
+
+
+# ---- response checks ----
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (task_document("t"), None),
+        (task_document("t", "completed", result={"containsTarget": True}), None),
+        (task_document("t", "failed", problemDetails={"code": "Expired", "message": "m"}), None),
+        ("<html>", "not a JSON object"),
+        ({"taskName": "t", "state": "processing"}, "lacks input"),
+        (task_document("other"), "about task 'other'"),
+        (task_document("t", "done"), "state 'done'"),
+        (task_document("t", "completed"), "no result"),
+        (task_document("t", "failed"), "no problemDetails"),
+    ],
+)
+def test_task_document_problem(document: Any, problem: str | None) -> None:
+    found = task_document_problem(document, "t")
+    assert found == problem if problem is None else problem in (found or "")
+
+
+# ---- against scripted answers ----
+
+
+def test_hook_repr_shows_no_secret(hook: ImageContainsHook) -> None:
+    _ = hook.credentials
+    assert SECRET not in repr(hook)
+    assert TOKEN not in repr(hook)
+
+
+def test_bad_input_is_rejected_before_any_request(hook: ImageContainsHook, scripted: ScriptedServer) -> None:
+    with pytest.raises(InvalidTaskError, match="'bad name'"):
+        hook.put_task("image-contains", "bad name", GOOD_INPUT)
+    with pytest.raises(InvalidTaskError, match="ftp://x"):
+        hook.put_task("image-contains", "ok", {"image": {"url": "ftp://x"}, "target": {"label": "cat"}})
+    with pytest.raises(InvalidTaskError, match=r"'x{65}'"):
+        hook.get_task("image-contains", "x" * 65)
+    with pytest.raises(InvalidTaskError, match="''"):
+        hook.delete_task("", "ok")
+    # bulk forms validate everything first: one bad entry means no request at all
+    with pytest.raises(InvalidTaskError, match="'no/slash'"):
+        hook.put_tasks("image-contains", {"ok": GOOD_INPUT, "no/slash": GOOD_INPUT})
+    with pytest.raises(InvalidTaskError, match="'a b'"):
+        hook.get_tasks("image-contains", ["fine", "a b"])
+    with pytest.raises(InvalidTaskError, match="list of names"):
+        hook.get_tasks("image-contains", "fine")
+    with pytest.raises(InvalidTaskError, match=r"'odd'.*not JSON"):
+        hook.put_tasks("other-function", {"ok": {"x": 1}, "odd": {"x": float("nan")}})
+    assert scripted.requests == []
+
+
+def test_sync_bulk_methods_refuse_to_run_inside_an_event_loop(
+    hook: ImageContainsHook, scripted: ScriptedServer
+) -> None:
+    async def call_sync_bulk_methods() -> None:
+        with pytest.raises(RuntimeError, match=r"await hook\.aget_tasks"):
+            hook.get_tasks("image-contains", ["t"])
+        with pytest.raises(RuntimeError, match=r"await hook\.aput_tasks"):
+            hook.put_tasks("image-contains", {"t": GOOD_INPUT})
+
+    asyncio.run(call_sync_bulk_methods())
+    assert scripted.requests == []
+
+
+def read_one(hook: ImageContainsHook, client: str, name: str) -> dict[str, Any]:
+    """GET one task through the requests client (single call) or the aiohttp client (async call)."""
+    if client == "requests":
+        return hook.get_task("image-contains", name)
+    return asyncio.run(hook.aget_task("image-contains", name))
+
+
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_request_is_signed_for_the_account_url(hook: ImageContainsHook, scripted: ScriptedServer, client: str) -> None:
+    scripted.add(200, task_document("t-1"))
+    assert read_one(hook, client, "t-1") == task_document("t-1")
+    ((method, path, headers),) = scripted.requests
+    assert (method, path) == ("GET", f"/{ACCOUNT_ID}/functions/image-contains/tasks/t-1")
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIASCRIPTED/")
+    assert "/us-east-1/crowd/aws4_request" in headers["Authorization"]
+    assert headers["x-amz-security-token"] == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "body", "error_class", "code"),
+    [
+        ("PUT", 400, {"code": "InvalidInput", "message": "label too long"}, InvalidTaskError, "InvalidInput"),
+        ("PUT", 400, {"code": "TaskAlreadyExists", "message": "x"}, TaskNameConflictError, "TaskAlreadyExists"),
+        ("PUT", 400, {"message": "Task exists with a different input"}, TaskNameConflictError, None),
+        ("PUT", 409, {}, TaskNameConflictError, None),
+        (
+            "PUT",
+            404,
+            {"code": "FunctionNotFound", "message": "no such function"},
+            FunctionNotFoundError,
+            "FunctionNotFound",
+        ),
+        (
+            "GET",
+            404,
+            {"code": "TaskNotFound", "message": "Task 't' of function 'f' does not exist."},
+            TaskNotFoundError,
+            "TaskNotFound",
+        ),
+        ("GET", 404, b"Not Found", TaskNotFoundError, None),
+        (
+            "GET",
+            403,
+            {"__type": "com.amazon#InvalidSignatureException", "Message": "bad sig"},
+            AccessDeniedError,
+            "InvalidSignatureException",
+        ),
+        ("GET", 401, b"", AccessDeniedError, None),
+        (
+            "DELETE",
+            409,
+            {"code": "TaskInProgress", "message": "still processing"},
+            TaskInProgressError,
+            "TaskInProgress",
+        ),
+        (
+            "DELETE",
+            400,
+            {"code": "ValidationException", "message": "Task is processing"},
+            TaskInProgressError,
+            "ValidationException",
+        ),
+        ("GET", 418, b"<html>teapot</html>", ServiceError, None),
+    ],
+)
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_error_answers_map_to_exceptions_that_keep_code_and_message(
+    hook: ImageContainsHook,
+    scripted: ScriptedServer,
+    client: str,
+    method: str,
+    status: int,
+    body: Any,
+    error_class: type[Exception],
+    code: str | None,
+) -> None:
+    if client == "aiohttp" and method == "DELETE":
+        pytest.skip("deletes are single calls only")
+
+    def bulk_call() -> None:
+        try:
+            if method == "PUT":
+                hook.put_tasks("image-contains", {"t": GOOD_INPUT})
+            else:
+                hook.get_tasks("image-contains", ["t"])
+        except BulkTaskError as bulk:
+            raise bulk.errors["t"] from None
+
+    scripted.add(status, body)
+    call = {
+        ("requests", "PUT"): lambda: hook.put_task("image-contains", "t", GOOD_INPUT),
+        ("requests", "GET"): lambda: hook.get_task("image-contains", "t"),
+        ("requests", "DELETE"): lambda: hook.delete_task("image-contains", "t"),
+        ("aiohttp", "PUT"): bulk_call,
+        ("aiohttp", "GET"): bulk_call,
+    }[client, method]
+    with pytest.raises(error_class) as raised:
+        call()
+    assert type(raised.value) is error_class
+    assert raised.value.status_code == status
+    assert raised.value.code == code
+    if isinstance(body, dict) and (body.get("message") or body.get("Message")):
+        assert (body.get("message") or body.get("Message")) in str(raised.value)
+    assert len(scripted.requests) == 1  # client errors are never retried
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><body>Gateway</body></html>", b'{"taskName": "t", "inpu', json.dumps({"taskName": "t"}).encode()],
+)
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_success_status_without_a_task_document_is_a_service_error(
+    hook: ImageContainsHook, scripted: ScriptedServer, body: bytes, client: str
+) -> None:
+    scripted.add(200, body)
+    with pytest.raises(ServiceError, match="HTTP 200 but"):
+        read_one(hook, client, "t")
+
+
+def test_retries_5xx_and_429_then_succeeds(hook: ImageContainsHook, scripted: ScriptedServer) -> None:
+    scripted.add(503, {"code": "ServiceUnavailable"})
+    scripted.add(429, {"code": "Throttled"}, {"Retry-After": "0"})
+    scripted.add(201, task_document("t"))
+    assert hook.put_task("image-contains", "t", GOOD_INPUT)["taskName"] == "t"
+    assert [method for method, _, _ in scripted.requests] == ["PUT"] * 3
+
+
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_retry_budget_is_bounded(hook: ImageContainsHook, scripted: ScriptedServer, client: str) -> None:
+    scripted.default = (429, {"Content-Type": "application/json"}, b'{"code": "Throttled", "message": "slow down"}')
+    with pytest.raises(ThrottledError, match="3 attempt") as raised:
+        read_one(hook, client, "t")
+    assert raised.value.code == "Throttled"
+    assert len(scripted.requests) == 3
+    scripted.requests.clear()
+    scripted.default = (502, {}, b"<html>Bad Gateway</html>")
+    with pytest.raises(ServiceError, match="HTTP 502"):
+        read_one(hook, client, "t")
+    assert len(scripted.requests) == 3
+
+
+def captured_logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Everything logged: stdlib records and Airflow's structlog output (printed to the console)."""
+    out, err = capsys.readouterr()
+    return caplog.text + out + err
+
+
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_retry_after_is_honoured(
+    hook: ImageContainsHook,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    client: str,
+) -> None:
+    hook.max_retry_delay = 5.0
+    scripted.add(429, {"code": "Throttled"}, {"Retry-After": "0.3", "Content-Type": "application/json"})
+    scripted.add(200, task_document("t"))
+    with caplog.at_level(logging.INFO):
+        read_one(hook, client, "t")
+    (retry_line,) = [line for line in captured_logs(caplog, capsys).splitlines() if "retrying in" in line]
+    assert float(retry_line.split("retrying in ", 1)[1].split("s.", 1)[0]) >= 0.3
+
+
+def test_bulk_failure_keeps_successes_and_errors(hook: ImageContainsHook, scripted: ScriptedServer) -> None:
+    hook.max_concurrency = 1  # one request at a time, so the script is consumed in submission order
+    scripted.add(200, task_document("a"))
+    scripted.add(404, {"code": "TaskNotFound", "message": "gone"})
+    scripted.add(200, task_document("c"))
+    with pytest.raises(BulkTaskError, match="1 of 3") as raised:
+        hook.get_tasks("image-contains", ["a", "b", "c"])
+    assert set(raised.value.results) == {"a", "c"}
+    assert isinstance(raised.value.errors["b"], TaskNotFoundError)
+
+
+def test_connection_test_reads_a_missing_task_and_never_creates_one(
+    hook: ImageContainsHook, scripted: ScriptedServer
+) -> None:
+    scripted.add(404, {"code": "TaskNotFound", "message": "no"})
+    assert hook.test_connection()[0] is True
+    scripted.add(403, {"code": "InvalidClientTokenId", "message": "unknown key"})
+    ok, message = hook.test_connection()
+    assert ok is False
+    assert "InvalidClientTokenId" in message
+    assert [method for method, _, _ in scripted.requests] == ["GET", "GET"]
+
+
+@pytest.mark.parametrize("client", ["requests", "aiohttp"])
+def test_secrets_never_reach_logs_or_errors(
+    hook: ImageContainsHook,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    client: str,
+) -> None:
+    scripted.add(503, b"")
+    scripted.add(200, task_document("t"))
+    scripted.add(403, {"code": "SignatureDoesNotMatch", "message": "no"})
+    with caplog.at_level(logging.DEBUG):
+        read_one(hook, client, "t")
+        with pytest.raises(AccessDeniedError) as raised:
+            read_one(hook, client, "t")
+    authorization = scripted.requests[0][2]["Authorization"]
+    signature = authorization.rsplit("Signature=", 1)[1]
+    logs = captured_logs(caplog, capsys)
+    if client == "requests":
+        assert "GET /123456789012/functions/image-contains/tasks/t" in logs  # urllib3's DEBUG lines were captured
+    assert "retrying in" in logs  # and the hook's own log
+    text = logs + str(raised.value) + repr(raised.value)
+    for secret in (SECRET, TOKEN, signature, "Authorization"):
+        assert secret not in text
