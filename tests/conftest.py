@@ -36,3 +36,13 @@ def crowd_server(tmp_path, monkeypatch):
     for server in servers:
         server.stop()
 
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """Migrate the session's SQLite Airflow database once (for ``airflow dags test`` runs); returns AIRFLOW_HOME."""
+    import subprocess
+    import sys
+
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return _AIRFLOW_HOME

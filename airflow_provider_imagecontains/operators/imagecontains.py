@@ -1,0 +1,260 @@
+"""Operator that submits images to the crowd as image-contains tasks."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook, BaseOperator, conf
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_imagecontains.exceptions import BulkTaskError, TaskNameConflictError, TaskNotFoundError
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.operators._images import ImageTask, plan_image_tasks, presign_s3_urls
+from airflow_provider_imagecontains.sensors.imagecontains import (
+    FAILED_POLICIES,
+    apply_failed_policy,
+    records_from_event,
+)
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mypy_boto3_s3 import S3Client
+
+# SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
+DEFAULT_PRESIGN_EXPIRES_IN = 7 * 24 * 3600
+
+
+class ImageContainsOperator(BaseOperator):
+    """
+    Ask the crowd whether each image contains a label: one image-contains task per (image, label).
+
+    Task names are deterministic in (namespace, function, url, label), so retries and re-runs
+    find the tasks they created before: nothing is paid for twice, and images already answered
+    in the same namespace are reused. Every input is validated before the first request.
+
+    The XCom return value is the submission handle ``{"function_name", "imagecontains_conn_id",
+    "tasks": [{"task_name", "url", "label"}, ...]}`` for
+    :class:`~airflow_provider_imagecontains.sensors.imagecontains.ImageContainsSensor`; with
+    ``wait_for_completion=True`` it is the sensor's result records instead, and with
+    ``dry_run=True`` a count of the tasks a real run would create.
+
+    :param images: (templated) image URLs, or dicts ``{"url": ..., "label": ...}`` with their own
+        label. ``s3://bucket/key`` URIs are sent as presigned HTTPS URLs; other schemes than
+        http, https and s3 are rejected.
+    :param label: (templated) what to look for in images without their own label; a list of
+        labels creates one task per image and label.
+    :param function_name: ``image-contains`` (paid, real workers) or ``image-contains-test``
+        (free mock answers for a dry run of the pipeline).
+    :param imagecontains_conn_id: the Airflow connection of the crowd API.
+    :param namespace: (templated) scope of task reuse; defaults to the DAG id, so re-running a
+        DAG reuses its answers. Put e.g. ``{{ ds }}`` in it to ask again for each date.
+    :param resubmit_failed: delete and resubmit tasks that ended ``failed`` (paid again).
+    :param max_tasks: refuse (before any request) a run with more tasks than this.
+    :param dry_run: only count how many new tasks a run would create; submit nothing.
+    :param wait_for_completion: wait until all tasks are finished and return their results.
+    :param deferrable: wait in the triggerer rather than a worker slot.
+    :param poll_interval: seconds between polls while waiting.
+    :param max_poll_interval: the longest wait between polls while nothing finishes (deferred).
+    :param failed_policy: with ``wait_for_completion``, what failed tasks do: ``"fail"``,
+        ``"skip"`` or ``"report"`` (see the sensor).
+    :param aws_conn_id: Airflow AWS connection used to presign ``s3://`` images; ``None`` uses
+        boto3's default credential chain.
+    :param presign_expires_in: seconds the presigned URLs stay valid (at most 7 days).
+    """
+
+    template_fields: Sequence[str] = ("images", "target_label", "namespace", "function_name", "imagecontains_conn_id")
+    ui_color = "#f4d9e6"
+
+    def __init__(
+        self,
+        *,
+        images: Any,
+        label: str | list[str] | None = None,
+        function_name: str = IMAGE_CONTAINS,
+        imagecontains_conn_id: str = ImageContainsHook.default_conn_name,
+        namespace: str | None = None,
+        resubmit_failed: bool = False,
+        max_tasks: int | None = None,
+        dry_run: bool = False,
+        wait_for_completion: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 60,
+        max_poll_interval: float = 600,
+        failed_policy: str = "fail",
+        aws_conn_id: str | None = None,
+        presign_expires_in: int = DEFAULT_PRESIGN_EXPIRES_IN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if failed_policy not in FAILED_POLICIES:
+            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        self.images = images
+        # Not ``self.label``: BaseOperator.label is the task's display label.
+        self.target_label = label
+        self.function_name = function_name
+        self.imagecontains_conn_id = imagecontains_conn_id
+        self.namespace = namespace
+        self.resubmit_failed = resubmit_failed
+        self.max_tasks = max_tasks
+        # Not ``self.dry_run``: BaseOperator.dry_run() is a method.
+        self.count_only = dry_run
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.failed_policy = failed_policy
+        self.aws_conn_id = aws_conn_id
+        self.presign_expires_in = presign_expires_in
+
+    @cached_property
+    def hook(self) -> ImageContainsHook:
+        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        tasks = self._plan()
+        if self.max_tasks is not None and len(tasks) > self.max_tasks:
+            raise AirflowFailException(
+                f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
+            )
+        if self.count_only:
+            return self._count_new_tasks(tasks)
+        docs = self._submit(tasks)
+        states = Counter(doc["state"] for doc in docs.values())
+        self.log.info(
+            "Submitted %d crowd tasks to %s: %s.",
+            len(tasks),
+            self.function_name,
+            ", ".join(f"{count} {state}" for state, count in sorted(states.items())),
+        )
+        handle = self._handle(tasks)
+        if not self.wait_for_completion:
+            return handle
+        tracker = TaskTracker(task.task_name for task in tasks)
+        tracker.record(docs)
+        if self.deferrable and not tracker.done:
+            self.defer(
+                trigger=ImageContainsTrigger(
+                    task_names=tracker.task_names,
+                    function_name=self.function_name,
+                    imagecontains_conn_id=self.imagecontains_conn_id,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                ),
+                method_name="execute_complete",
+                timeout=self.execution_timeout,
+            )
+        while not tracker.done:
+            self.log.info("Crowd tasks: %s", tracker.progress_message())
+            # Waiting without deferring holds a worker slot; execution_timeout bounds it.
+            time.sleep(self.poll_interval)
+            tracker.poll(partial(self.hook.get_tasks, self.function_name), tracker.unfinished)
+        records = build_records(handle["tasks"], tracker.to_event())
+        return apply_failed_policy(records, self.failed_policy)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return apply_failed_policy(records_from_event(self._handle(self._plan()), event), self.failed_policy)
+
+    def _plan(self) -> list[ImageTask]:
+        return plan_image_tasks(self.images, self.target_label, self.namespace or self.dag_id, self.function_name)
+
+    def _handle(self, tasks: list[ImageTask]) -> dict[str, Any]:
+        return {
+            "function_name": self.function_name,
+            "imagecontains_conn_id": self.imagecontains_conn_id,
+            "tasks": [task.to_handle() for task in tasks],
+        }
+
+    def _submit(self, tasks: list[ImageTask]) -> dict[str, dict[str, Any]]:
+        """PUT every task and return its document; PUT is idempotent, so existing tasks come back unpaid."""
+        presigned = presign_s3_urls(tasks, self._s3_client(), self.presign_expires_in) if self._has_s3(tasks) else {}
+        inputs = {
+            task.task_name: {"image": {"url": presigned.get(task.url, task.url)}, "target": {"label": task.label}}
+            for task in tasks
+        }
+        docs = self._put_or_reuse(inputs)
+        failed = [name for name, doc in docs.items() if doc["state"] == "failed"]
+        if failed and self.resubmit_failed:
+            self.log.info("Deleting and resubmitting %d failed crowd tasks (resubmit_failed=True).", len(failed))
+            for name in failed:
+                self.hook.delete_task(self.function_name, name)
+            docs.update(self._put_or_reuse({name: inputs[name] for name in failed}))
+        elif failed:
+            self.log.warning(
+                "%d crowd tasks had already failed; they are kept as failed (set resubmit_failed=True to pay for "
+                "another attempt).",
+                len(failed),
+            )
+        return docs
+
+    def _put_or_reuse(self, inputs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """PUT ``inputs``; a name conflict on an S3 image is the same image with an earlier presigned URL,
+        so the existing task is fetched and reused instead."""
+        try:
+            return self.hook.put_tasks(self.function_name, inputs)
+        except BulkTaskError as err:
+            reusable = [
+                name
+                for name, error in err.errors.items()
+                if isinstance(error, TaskNameConflictError) and self._is_presigned(inputs[name])
+            ]
+            if len(reusable) < len(err.errors):
+                raise
+            return {**err.results, **self.hook.get_tasks(self.function_name, reusable)}
+
+    def _count_new_tasks(self, tasks: list[ImageTask]) -> dict[str, Any]:
+        """Dry run: GET every task and count those a real run would create (and pay for)."""
+        names = [task.task_name for task in tasks]
+        try:
+            docs = self.hook.get_tasks(self.function_name, names)
+        except BulkTaskError as err:
+            if not all(isinstance(error, TaskNotFoundError) for error in err.errors.values()):
+                raise
+            docs = err.results
+        states = Counter(doc["state"] for doc in docs.values())
+        new_tasks = len(names) - len(docs) + (states["failed"] if self.resubmit_failed else 0)
+        summary = {
+            "function_name": self.function_name,
+            "imagecontains_conn_id": self.imagecontains_conn_id,
+            "dry_run": True,
+            "total_tasks": len(names),
+            "new_tasks": new_tasks,
+            "existing_tasks": dict(states),
+        }
+        self.log.info(
+            "Dry run: %d of %d crowd tasks would be created; existing: %s.", new_tasks, len(names), dict(states)
+        )
+        return summary
+
+    @staticmethod
+    def _has_s3(tasks: list[ImageTask]) -> bool:
+        return any(task.url.startswith("s3://") for task in tasks)
+
+    @staticmethod
+    def _is_presigned(task_input: dict[str, Any]) -> bool:
+        return "X-Amz-Signature=" in task_input["image"]["url"]
+
+    def _s3_client(self) -> S3Client:
+        """An S3 client from ``aws_conn_id`` (login, password, extra ``region_name``/``endpoint_url``/
+        ``aws_session_token``, as in the Amazon provider) or boto3's default chain."""
+        import boto3
+        from botocore.config import Config
+
+        client_kwargs: dict[str, Any] = {"config": Config(signature_version="s3v4")}
+        if self.aws_conn_id is not None:
+            connection = BaseHook.get_connection(self.aws_conn_id)
+            extra = connection.extra_dejson
+            client_kwargs.update(
+                aws_access_key_id=connection.login or None,
+                aws_secret_access_key=connection.password or None,
+                aws_session_token=extra.get("aws_session_token"),
+                region_name=extra.get("region_name"),
+                endpoint_url=extra.get("endpoint_url"),
+            )
+        return boto3.client("s3", **client_kwargs)

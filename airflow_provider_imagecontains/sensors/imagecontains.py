@@ -1,0 +1,156 @@
+"""Sensor that waits for the crowd's answers to a submission and pushes them to XCom."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+FAILED_POLICIES = ("fail", "skip", "report")
+# How many failed tasks an error message lists before summarising the rest.
+MAX_LISTED = 20
+
+
+class ImageContainsSensor(BaseSensorOperator):
+    """
+    Wait until every task of an :class:`~airflow_provider_imagecontains.operators.imagecontains.ImageContainsOperator`
+    submission has finished, then return the results.
+
+    By default the sensor defers to one :class:`~airflow_provider_imagecontains.triggers.imagecontains.ImageContainsTrigger`
+    that watches all tasks, so no worker slot is held while the crowd works. With
+    ``deferrable=False`` it pokes in ``poke`` or ``reschedule`` mode and returns the same results.
+
+    The XCom return value is a list of records ``{"url", "label", "task_name", "state",
+    "contains_target", "problem"}``, one per task, in submission order.
+
+    :param submission: the operator's return value (templated), e.g. ``submit.output`` or
+        ``"{{ ti.xcom_pull(task_ids='submit') }}"``; a list of handles (from a mapped operator)
+        is merged.
+    :param failed_policy: what to do when tasks end ``failed``: ``"fail"`` the Airflow task
+        listing them (default), ``"skip"`` it, or ``"report"`` them in the results.
+    :param deferrable: wait in the triggerer (default ``True``).
+    :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
+    :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
+    :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
+    """
+
+    template_fields: Sequence[str] = ("submission",)
+    ui_color = "#f0e4ec"
+
+    def __init__(
+        self,
+        *,
+        submission: Any,
+        failed_policy: str = "fail",
+        deferrable: bool = True,
+        max_poll_interval: float = 600,
+        poke_interval: timedelta | float = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        if failed_policy not in FAILED_POLICIES:
+            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        self.submission = submission
+        self.failed_policy = failed_policy
+        self.deferrable = deferrable
+        self.max_poll_interval = max_poll_interval
+        self._tracker: TaskTracker | None = None
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # One poll first: a re-run whose answers are all in needs no trip through the triggerer.
+        poke_result = self.poke(context)
+        if poke_result.is_done:
+            return poke_result.xcom_value
+        handle = parse_submission(self.submission)
+        self.defer(
+            trigger=ImageContainsTrigger(
+                task_names=[task["task_name"] for task in handle["tasks"]],
+                function_name=handle["function_name"],
+                imagecontains_conn_id=handle["imagecontains_conn_id"],
+                poll_interval=self.poke_interval,
+                max_poll_interval=self.max_poll_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        handle = parse_submission(self.submission)
+        if self._tracker is None:
+            # Kept between pokes in poke mode; reschedule mode starts afresh and polls all tasks once.
+            self._tracker = TaskTracker(task["task_name"] for task in handle["tasks"])
+        hook = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"])
+        self._tracker.poll(partial(hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
+        self.log.info("Crowd tasks: %s", self._tracker.progress_message())
+        if not self._tracker.done:
+            return PokeReturnValue(is_done=False)
+        records = build_records(handle["tasks"], self._tracker.to_event())
+        return PokeReturnValue(is_done=True, xcom_value=apply_failed_policy(records, self.failed_policy))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        records = records_from_event(parse_submission(self.submission), event)
+        return apply_failed_policy(records, self.failed_policy)
+
+
+def parse_submission(submission: Any) -> dict[str, Any]:
+    """Return one submission handle from the operator's XCom value, its string rendering, or a list of them."""
+    if isinstance(submission, str):
+        try:
+            submission = ast.literal_eval(submission)
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"Invalid submission {submission[:80]!r}: expected the ImageContainsOperator's return value."
+            ) from None
+    handles = [submission] if isinstance(submission, dict) else list(submission or [])
+    if not handles or not all(
+        isinstance(h, dict) and {"function_name", "imagecontains_conn_id", "tasks"} <= h.keys() for h in handles
+    ):
+        raise ValueError(
+            f"Invalid submission {str(submission)[:80]!r}: expected the ImageContainsOperator's return value."
+        )
+    targets = {(h["function_name"], h["imagecontains_conn_id"]) for h in handles}
+    if len(targets) > 1:
+        raise ValueError(
+            f"Invalid submission: its handles mix functions or connections {sorted(targets)}; use one sensor each."
+        )
+    return {**handles[0], "tasks": [task for h in handles for task in h["tasks"]]}
+
+
+def records_from_event(handle: dict[str, Any], event: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Turn the trigger's event into result records, raising if the trigger reported an error."""
+    if not event or event.get("status") != "success":
+        message = (event or {}).get("message", "the trigger sent no event")
+        raise AirflowException(f"Waiting for the crowd tasks failed: {message}")
+    return build_records(handle["tasks"], event)
+
+
+def apply_failed_policy(records: list[dict[str, Any]], failed_policy: str) -> list[dict[str, Any]]:
+    """Return ``records``, or fail / skip the Airflow task when some crowd tasks failed."""
+    failed = [record for record in records if record["state"] == "failed"]
+    if not failed or failed_policy == "report":
+        return records
+    lines = [
+        f"  - {r['url']} (label {r['label']!r}, task {r['task_name']}): "
+        f"{(r['problem'] or {}).get('code')}: {(r['problem'] or {}).get('message')}"
+        for r in failed[:MAX_LISTED]
+    ]
+    if len(failed) > MAX_LISTED:
+        lines.append(f"  ... and {len(failed) - MAX_LISTED} more")
+    message = "\n".join([f"{len(failed)} of {len(records)} crowd task(s) failed:", *lines])
+    if failed_policy == "skip":
+        raise AirflowSkipException(message)
+    raise AirflowException(message)

@@ -1,0 +1,148 @@
+"""Progress of a set of crowd tasks, shared by the trigger (async), the sensor's poke and the
+operator's synchronous wait, so every waiting mode reaches the same results."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from airflow_provider_imagecontains.exceptions import (
+    BulkTaskError,
+    CrowdApiError,
+    ServiceError,
+    TaskNotFoundError,
+    ThrottledError,
+)
+
+# One character per task keeps the trigger event small (10,000 tasks -> 10 kB):
+# "Y" completed and contains the target, "N" completed without it, "F" failed.
+CONTAINS, NOT_CONTAINS, FAILED = "Y", "N", "F"
+UNFINISHED = "."
+_POLL_ERRORS = (BulkTaskError, TaskNotFoundError, ThrottledError)
+
+
+class TaskTracker:
+    """Finished outcomes of ``task_names``; only the unfinished ones need polling.
+
+    :param task_names: the crowd task names to watch, in submission order.
+    """
+
+    def __init__(self, task_names: Iterable[str]) -> None:
+        self.task_names = list(task_names)
+        self.outcomes: dict[str, str] = {}
+        self.problems: dict[str, dict[str, Any]] = {}
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [name for name in self.task_names if name not in self.outcomes]
+
+    @property
+    def done(self) -> bool:
+        return len(self.outcomes) == len(self.task_names)
+
+    def counts(self) -> dict[str, int]:
+        failed = len(self.problems)
+        completed = len(self.outcomes) - failed
+        return {"completed": completed, "failed": failed, "processing": len(self.task_names) - completed - failed}
+
+    def progress_message(self) -> str:
+        counts = self.counts()
+        total = len(self.task_names)
+        percent = 100.0 * (counts["completed"] + counts["failed"]) / total if total else 100.0
+        return (
+            f"{counts['completed']} completed, {counts['failed']} failed, {counts['processing']} processing "
+            f"of {total} tasks ({percent:.1f}% finished)"
+        )
+
+    def record(self, docs: Mapping[str, dict[str, Any]]) -> int:
+        """Store the outcome of every finished document; return how many tasks newly finished."""
+        before = len(self.outcomes)
+        for name, doc in docs.items():
+            state = doc.get("state")
+            if state == "completed":
+                contains = (doc.get("result") or {}).get("containsTarget")
+                # A result that is not a JSON boolean must not become a "yes" or a "no".
+                if not isinstance(contains, bool):
+                    raise ServiceError(
+                        f"Task {name!r} completed with result {str(doc.get('result'))[:120]!r}; "
+                        "expected {'containsTarget': true or false}. The endpoint may not be the crowd API."
+                    )
+                self.outcomes[name] = CONTAINS if contains else NOT_CONTAINS
+            elif state == "failed":
+                self.outcomes[name] = FAILED
+                self.problems[name] = doc.get("problemDetails") or {"code": "Failed", "message": "No details given."}
+        return len(self.outcomes) - before
+
+    def poll(
+        self, get_tasks: Callable[[list[str]], dict[str, dict[str, Any]]], task_names: list[str]
+    ) -> tuple[int, bool]:
+        """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished.
+
+        Returns (newly finished, whether the service throttled us).
+        """
+        try:
+            return self.record(get_tasks(task_names)), False
+        except _POLL_ERRORS as err:
+            return self.record_error(task_names, err)
+
+    async def apoll(
+        self, aget_tasks: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]], task_names: list[str]
+    ) -> tuple[int, bool]:
+        """Async :meth:`poll`, for the trigger."""
+        try:
+            return self.record(await aget_tasks(task_names)), False
+        except _POLL_ERRORS as err:
+            return self.record_error(task_names, err)
+
+    def record_error(self, task_names: list[str], error: CrowdApiError) -> tuple[int, bool]:
+        """Keep what a partly failed GET returned; a task that vanished counts as failed.
+
+        Returns (newly finished, whether the service throttled us). Any other error is raised,
+        since polling again would not fix it.
+        """
+        if isinstance(error, BulkTaskError):
+            results, errors = error.results, error.errors
+        else:  # a one-task read raises its own error rather than a BulkTaskError
+            results, errors = {}, dict.fromkeys(task_names, error)
+        finished = self.record(results)
+        throttled = False
+        for name, item_error in errors.items():
+            if isinstance(item_error, TaskNotFoundError):
+                self.outcomes[name] = FAILED
+                self.problems[name] = {"code": "TaskNotFound", "message": "The task was deleted while waiting."}
+                finished += 1
+            elif isinstance(item_error, ThrottledError):
+                throttled = True
+            else:
+                raise item_error
+        return finished, throttled
+
+    def to_event(self) -> dict[str, Any]:
+        """The compact success payload: outcomes in task order plus problems of failed tasks."""
+        return {
+            "status": "success",
+            "outcomes": "".join(self.outcomes.get(name, UNFINISHED) for name in self.task_names),
+            "problems": self.problems,
+        }
+
+
+def build_records(tasks: list[dict[str, str]], event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Join the submission's tasks with a success event into the result records pushed to XCom.
+
+    :param tasks: the submission handle's ``tasks`` (``task_name``, ``url``, ``label``), in order.
+    :param event: a payload made by :meth:`TaskTracker.to_event` for the same tasks.
+    """
+    problems = event["problems"]
+    records = []
+    for task, outcome in zip(tasks, event["outcomes"], strict=True):
+        records.append(
+            {
+                "url": task["url"],
+                "label": task["label"],
+                "task_name": task["task_name"],
+                "state": "failed" if outcome == FAILED else "completed",
+                "contains_target": None if outcome == FAILED else outcome == CONTAINS,
+                "problem": problems.get(task["task_name"]),
+            }
+        )
+    return records

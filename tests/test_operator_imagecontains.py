@@ -1,0 +1,197 @@
+"""ImageContainsOperator against the local crowd server (real signed HTTP over loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import datetime
+
+import boto3
+import pytest
+import requests
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from moto.server import ThreadedMotoServer
+
+from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+
+TEST_FN = "image-contains-test"
+IMAGES = [f"https://img.example.com/cam/{i:04d}.jpg" for i in range(10)]
+
+
+def _operator(**kwargs) -> ImageContainsOperator:
+    with DAG("ops_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        settings = {"task_id": "submit", "images": IMAGES, "label": "person", "function_name": TEST_FN, **kwargs}
+        return ImageContainsOperator(**settings)
+
+
+def _requests(server) -> Counter:
+    return server.request_counts()
+
+
+def _count(server, method: str, status: int | None = None) -> int:
+    return sum(n for (m, s), n in _requests(server).items() if m == method and status in (None, s))
+
+
+def test_submits_one_task_per_image_and_returns_a_compact_handle(crowd_server) -> None:
+    server = crowd_server()
+    handle = _operator().execute({})
+
+    assert handle["function_name"] == TEST_FN and handle["imagecontains_conn_id"] == "imagecontains_default"
+    assert [(t["url"], t["label"]) for t in handle["tasks"]] == [(url, "person") for url in IMAGES]
+    stored = {t["task_name"]: t for t in server.tasks(function_name=TEST_FN)}
+    assert set(stored) == {t["task_name"] for t in handle["tasks"]}
+    for task in handle["tasks"]:
+        assert task["task_name"].startswith("ops_dag-")  # the DAG id is the default namespace
+        assert stored[task["task_name"]]["input"] == {
+            "image": {"url": task["url"]},
+            "target": {"label": "person"},
+        }
+
+
+def test_rerun_and_retry_after_a_half_finished_submission_create_no_duplicates(crowd_server) -> None:
+    # Dropped connections after the server acted: the hook retries, PUT's idempotency absorbs it.
+    server = crowd_server(drop_rate=0.3, seed=3)
+    _operator(images=IMAGES[:4]).execute({})  # a run that "crashed" after four images
+    _operator().execute({})  # its retry
+    _operator().execute({})  # a re-run of the DAG
+
+    assert len(server.tasks(function_name=TEST_FN)) == len(IMAGES)
+    assert _count(server, "PUT", 201) <= len(IMAGES)
+
+
+def test_answered_images_are_reused_not_bought_again(crowd_server) -> None:
+    server = crowd_server(workforce_size=3, worker_accuracy=1.0)
+    first = _operator(function_name="image-contains", wait_for_completion=True, deferrable=False, poll_interval=0.1)
+    results = first.execute({})
+    answers_before = [t["answers"] for t in server.tasks(function_name="image-contains")]
+
+    again = _operator(function_name="image-contains", wait_for_completion=True, deferrable=False, poll_interval=0.1)
+    assert again.execute({}) == results
+    assert [t["answers"] for t in server.tasks(function_name="image-contains")] == answers_before
+    assert len(server.tasks(function_name="image-contains")) == len(IMAGES)
+
+
+def test_failed_tasks_are_kept_unless_resubmit_failed(crowd_server) -> None:
+    server = crowd_server(workforce_size=0, task_deadline_seconds=0.1)
+    images = IMAGES[:3]
+    results = _operator(
+        images=images,
+        function_name="image-contains",
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.1,
+        failed_policy="report",
+    ).execute({})
+    assert {r["state"] for r in results} == {"failed"}
+    assert {r["problem"]["code"] for r in results} == {"Expired"}
+
+    _operator(images=images, function_name="image-contains").execute({})
+    assert _count(server, "DELETE") == 0
+    assert {t["state"] for t in server.tasks(function_name="image-contains")} == {"failed"}
+
+    _operator(images=images, function_name="image-contains", resubmit_failed=True).execute({})
+    assert _count(server, "DELETE", 204) == 3
+    assert {t["state"] for t in server.tasks(function_name="image-contains")} == {"processing"}
+
+
+def test_invalid_input_is_refused_before_any_request(crowd_server) -> None:
+    server = crowd_server()
+    with pytest.raises(InvalidTaskError, match=r"2 invalid image\(s\), nothing was submitted"):
+        _operator(images=[*IMAGES, "gs://bucket/a.jpg", IMAGES[0]]).execute({})
+    with pytest.raises(AirflowFailException, match="20 crowd tasks, more than max_tasks=10"):
+        _operator(label=["person", "car"], max_tasks=10).execute({})
+    assert _count(server, "PUT") == 0 and _count(server, "GET") == 0
+
+
+def test_a_label_list_creates_one_task_per_image_and_label(crowd_server) -> None:
+    server = crowd_server()
+    handle = _operator(images=IMAGES[:3], label=["person", "car"]).execute({})
+    assert len(handle["tasks"]) == 6 == len(server.tasks(function_name=TEST_FN))
+
+
+def test_dry_run_counts_new_tasks_and_submits_nothing(crowd_server) -> None:
+    server = crowd_server()
+    _operator(images=IMAGES[:3]).execute({})
+    puts = _count(server, "PUT")
+
+    summary = _operator(dry_run=True).execute({})
+
+    assert summary["new_tasks"] == 7 and summary["total_tasks"] == 10
+    assert summary["existing_tasks"] == {"processing": 3}
+    assert _count(server, "PUT") == puts and len(server.tasks(function_name=TEST_FN)) == 3
+
+
+def test_wait_for_completion_defers_to_the_trigger_and_returns_records(crowd_server) -> None:
+    crowd_server()
+    operator = _operator(wait_for_completion=True, deferrable=True, poll_interval=0.05)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+    event = asyncio.run(anext(trigger.run())).payload
+
+    records = operator.execute_complete({}, event)
+
+    assert [(r["url"], r["state"]) for r in records] == [(url, "completed") for url in IMAGES]
+    assert all(isinstance(r["contains_target"], bool) for r in records)
+    hook = ImageContainsHook()
+    docs = hook.get_tasks(TEST_FN, [r["task_name"] for r in records])
+    assert [docs[r["task_name"]]["result"]["containsTarget"] for r in records] == [
+        r["contains_target"] for r in records
+    ]
+
+
+def test_waiting_without_deferring_gives_the_same_records(crowd_server) -> None:
+    crowd_server()
+    records = _operator(wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})
+    assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server, s3_endpoint, monkeypatch) -> None:
+    server = crowd_server()
+    aws_extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_TEST",
+        json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": aws_extra}),
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="frames")
+    s3.put_object(Bucket="frames", Key="cam1/0001.jpg", Body=b"frame-1")
+    images = ["s3://frames/cam1/0001.jpg", IMAGES[0]]
+
+    handle = _operator(images=images, aws_conn_id="aws_test").execute({})
+    again = _operator(images=images, aws_conn_id="aws_test").execute({})  # new presigned URL, same task
+
+    assert handle == again
+    assert "X-Amz-Signature" not in json.dumps(handle)  # XCom keeps the s3:// URI, not the signed URL
+    stored = {t["task_name"]: t["input"] for t in server.tasks(function_name=TEST_FN)}
+    assert len(stored) == 2
+    sent_url = stored[handle["tasks"][0]["task_name"]]["image"]["url"]
+    assert sent_url.startswith(s3_endpoint) and "X-Amz-Signature=" in sent_url
+    assert requests.get(sent_url, timeout=10).content == b"frame-1"
+
+
+def test_unsupported_scheme_and_bad_policy_are_refused_up_front() -> None:
+    with pytest.raises(ValueError, match="failed_policy"):
+        _operator(failed_policy="ignore")
+    with pytest.raises(InvalidTaskError, match="only absolute http"):
+        _operator(images=["file:///etc/passwd"]).execute({})

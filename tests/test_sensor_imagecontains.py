@@ -1,0 +1,144 @@
+"""ImageContainsSensor: deferring to one trigger, poking, failed-task policies, payload size."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException, TaskDeferred
+
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor, parse_submission
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+
+TEST_FN = "image-contains-test"
+IMAGES = [f"https://img.example.com/cam/{i:04d}.jpg" for i in range(8)]
+
+
+def _dag() -> DAG:
+    return DAG("sensor_dag", schedule=None, start_date=datetime(2026, 1, 1))
+
+
+def _submit(images=IMAGES, function_name=TEST_FN) -> dict:
+    with _dag():
+        return ImageContainsOperator(
+            task_id="submit", images=images, label="person", function_name=function_name
+        ).execute({})
+
+
+def _sensor(submission, **kwargs) -> ImageContainsSensor:
+    with _dag():
+        return ImageContainsSensor(task_id="wait", submission=submission, poke_interval=0.05, **kwargs)
+
+
+def _deferred_result(sensor: ImageContainsSensor):
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    event = asyncio.run(anext(deferred.value.trigger.run())).payload
+    return deferred.value, event
+
+
+def test_defers_to_one_trigger_for_all_tasks_and_returns_records(crowd_server) -> None:
+    crowd_server()
+    handle = _submit()
+    deferred, event = _deferred_result(_sensor(handle, timeout=90))
+
+    assert isinstance(deferred.trigger, ImageContainsTrigger)
+    assert deferred.trigger.task_names == [t["task_name"] for t in handle["tasks"]]
+    assert deferred.timeout == timedelta(seconds=90)
+    records = _sensor(handle).execute_complete({}, event)
+    assert [(r["url"], r["label"], r["task_name"]) for r in records] == [
+        (t["url"], t["label"], t["task_name"]) for t in handle["tasks"]
+    ]
+    assert all(r["state"] == "completed" and isinstance(r["contains_target"], bool) for r in records)
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_non_deferrable_modes_give_the_same_results(crowd_server, mode) -> None:
+    crowd_server()
+    handle = _submit()
+    _, event = _deferred_result(_sensor(handle))
+    deferred_records = _sensor(handle).execute_complete({}, event)
+
+    sensor = _sensor(handle, deferrable=False, mode=mode)
+    result = sensor.poke({})
+    while not result.is_done:  # Airflow re-pokes (or reschedules a fresh sensor) until done
+        sensor = sensor if mode == "poke" else _sensor(handle, deferrable=False, mode=mode)
+        result = sensor.poke({})
+    assert result.xcom_value == deferred_records
+
+
+def test_poke_mode_execute_returns_the_records(crowd_server) -> None:
+    crowd_server()
+    handle = _submit()
+    records = _sensor(handle, deferrable=False).execute({})
+    assert [r["url"] for r in records] == IMAGES
+
+
+def test_submission_may_be_a_rendered_string_or_a_list_of_mapped_handles(crowd_server) -> None:
+    crowd_server()
+    first, second = _submit(IMAGES[:3]), _submit(IMAGES[3:])
+    assert parse_submission(str(first)) == first
+    merged = parse_submission([first, second])
+    assert [t["url"] for t in merged["tasks"]] == IMAGES
+    with pytest.raises(ValueError, match="expected the ImageContainsOperator's return value"):
+        parse_submission("not a handle")
+    with pytest.raises(ValueError, match="mix functions"):
+        parse_submission([first, {**second, "function_name": "image-contains"}])
+
+
+@pytest.fixture
+def failed_handle(crowd_server):
+    crowd_server(workforce_size=0, task_deadline_seconds=0.1)
+    return _submit(IMAGES[:3], function_name="image-contains")
+
+
+def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
+    _, event = _deferred_result(_sensor(failed_handle))
+    with pytest.raises(AirflowException, match="3 of 3 crowd task") as caught:
+        _sensor(failed_handle).execute_complete({}, event)
+    assert IMAGES[0] in str(caught.value) and "Expired" in str(caught.value)
+
+
+def test_failed_policy_skip_and_report(failed_handle) -> None:
+    _, event = _deferred_result(_sensor(failed_handle))
+    with pytest.raises(AirflowSkipException, match="3 of 3 crowd task"):
+        _sensor(failed_handle, failed_policy="skip").execute_complete({}, event)
+    records = _sensor(failed_handle, failed_policy="report").execute_complete({}, event)
+    assert [(r["state"], r["contains_target"], r["problem"]["code"]) for r in records] == [
+        ("failed", None, "Expired")
+    ] * 3
+
+
+def test_trigger_error_events_fail_the_task_and_bad_policies_are_refused() -> None:
+    handle = {"function_name": TEST_FN, "imagecontains_conn_id": "c", "tasks": []}
+    with pytest.raises(AirflowException, match="FunctionNotFoundError: nope"):
+        _sensor(handle).execute_complete({}, {"status": "error", "message": "FunctionNotFoundError: nope"})
+    with pytest.raises(ValueError, match="failed_policy"):
+        _sensor(handle, failed_policy="ignore")
+
+
+def test_payloads_for_10000_images_stay_compact() -> None:
+    tasks = [
+        {"task_name": f"surveillance_triage-{i:032x}", "url": f"s3://frames/cam1/{i:06d}.jpg", "label": "person"}
+        for i in range(10_000)
+    ]
+    tracker = TaskTracker(t["task_name"] for t in tasks)
+    tracker.record({t["task_name"]: {"state": "completed", "result": {"containsTarget": True}} for t in tasks})
+    event_bytes = len(json.dumps(tracker.to_event()))
+    handle_bytes = len(json.dumps({"function_name": TEST_FN, "imagecontains_conn_id": "c", "tasks": tasks}))
+    results_bytes = len(json.dumps(build_records(tasks, tracker.to_event())))
+    # The trigger event is one character per task; handle and results cost about one short line per image.
+    assert event_bytes < 11_000
+    assert handle_bytes < 130 * 10_000 and results_bytes < 200 * 10_000
+
+
+def test_an_empty_submission_finishes_at_once_with_no_records(crowd_server) -> None:
+    crowd_server()
+    handle = _submit(images=[])
+    assert handle["tasks"] == []
+    assert _sensor(handle).execute({}) == []
