@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
+from airflow_provider_imagecontains.server.human import token_main
 
 # Where the command line differs from ServerConfig's fast test defaults: workers take human-like time.
 CLI_DEFAULTS: dict[str, Any] = {"answer_delay_seconds": 2.0}
@@ -34,6 +36,8 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
+    "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
+    "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
 }
 
 
@@ -66,12 +70,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:  # `imagecontains-server token worker NAME`: sign-in tokens of the workforce pages
+        token_main(argv[1:])
+        return
     args = parse_args(argv)
     try:
         config = config_from_args(args)
+        server, _ = build_uvicorn_server(config, args.db, host=args.host, port=args.port, log_level=args.log_level)
     except ValueError as err:
         raise SystemExit(f"imagecontains-server: {err}") from None
-    server, _ = build_uvicorn_server(config, args.db, host=args.host, port=args.port, log_level=args.log_level)
     server.run()
 
 

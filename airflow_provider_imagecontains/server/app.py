@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import json
 import logging
 import re
@@ -21,11 +22,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_imagecontains.server.config import REGION_NAME, SERVICE_NAME, ServerConfig
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
+from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
 from airflow_provider_imagecontains.server.store import TaskStore
+from airflow_provider_imagecontains.server.ui import mount_workforce_ui
 from airflow_provider_imagecontains.server.workforce import AnswerKey, SimulatedWorkforce
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ class CrowdServerApp:
         self.db_path = db_path
         self._keys = {a.access_key_id: SigningKey(a.account_id, a.secret_access_key) for a in config.accounts}
         self.service: CrowdService | None = None
+        # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
+        self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
         self.api = self._build_api()
         self.asgi = FaultInjector(self.api, config)
 
@@ -61,19 +66,23 @@ class CrowdServerApp:
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
-            size=self.config.workforce_size,
+            size=0 if self.config.workforce == "human" else self.config.workforce_size,
             accuracy=self.config.worker_accuracy,
             delay=self.config.answer_delay_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
         )
         workforce.start()
+        if self.human is not None:
+            self.human.start(service)
         sweeper = asyncio.create_task(self._sweep_deadlines(service))
         try:
             yield
         finally:
             sweeper.cancel()
             await workforce.stop()
+            if self.human is not None:
+                await self.human.stop()
             store.close()
 
     @staticmethod
@@ -92,6 +101,8 @@ class CrowdServerApp:
         api.add_api_route("/", self.sts, methods=["GET", "POST"])
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
+        if self.human is not None:
+            mount_workforce_ui(api, self.human)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
         api.add_exception_handler(RequestValidationError, _validation_exception)
         api.add_exception_handler(Exception, _unexpected_exception)
@@ -291,6 +302,12 @@ def build_uvicorn_server(
     :param port: the port to listen on.
     :param log_level: uvicorn's log level (access logs show method, path and status only).
     """
+    if DEMO_ACCOUNT in config.accounts and not is_loopback(host):
+        # The demo secret is public: anyone who can reach the port could sign as the demo account.
+        raise ValueError(
+            f"Refusing to listen on {host!r} with the public demo credentials: give your own --account, "
+            "or keep the default host 127.0.0.1 (loopback only)."
+        )
     app = CrowdServerApp(config, db_path)
     uvicorn_config = uvicorn.Config(
         app.asgi,
@@ -304,3 +321,13 @@ def build_uvicorn_server(
         server_header=False,
     )
     return uvicorn.Server(uvicorn_config), app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

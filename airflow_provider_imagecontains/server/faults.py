@@ -14,6 +14,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from airflow_provider_imagecontains.server.config import ServerConfig
+from airflow_provider_imagecontains.server.ui import UI_PATHS
 
 # A private ASGI message: close the connection now, without a response (served by DroppingHttpToolsProtocol).
 DROP_CONNECTION = "imagecontains.drop_connection"
@@ -60,7 +61,8 @@ class FaultInjector:
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == STATS_PATH:
+        # The workforce web pages (UI_PATHS) are not part of the crowd API: no faults, not counted.
+        if scope["type"] != "http" or scope["path"] == STATS_PATH or scope["path"].startswith(UI_PATHS):
             await self.app(scope, receive, send)
             return
         method = scope["method"]

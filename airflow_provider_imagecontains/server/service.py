@@ -69,6 +69,8 @@ class CrowdService:
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
         # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
         self._max_answers = min(config.max_answers_per_task, config.workforce_size or config.max_answers_per_task)
+        if config.workforce != "simulated":  # people add workers of their own: only the configured cap applies
+            self._max_answers = config.max_answers_per_task
         # One event per idle worker, set when a task may need an answer (a new task, or an answer that
         # did not decide one). Registered before the worker awaits, so no wake-up is lost.
         self._idle_workers: set[asyncio.Event] = set()

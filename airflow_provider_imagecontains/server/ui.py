@@ -30,7 +30,7 @@ UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/"
 SESSION_COOKIE = "imagecontains_session"
 SESSION_SECONDS = 12 * 3600
 # A waiting worker page asks for work with requests that return after this long at the latest.
-WAIT_SECONDS = 20.0
+WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 
@@ -42,7 +42,7 @@ _SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 
@@ -51,15 +51,36 @@ def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce) -> None:
     """Add the pages, their static files and their security headers to ``api``."""
     api.include_router(WorkforcePages(workforce).router)
     api.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    api.add_middleware(SecurityHeaders)
 
-    @api.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith(UI_PATHS):
-            response.headers.update(_SECURITY_HEADERS)
-            if not request.url.path.startswith("/static/"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+
+class SecurityHeaders:
+    """ASGI middleware adding the security headers to every response of the pages.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware``, which hides a client's disconnect from the
+    waiting worker page's request.
+
+    :param app: the ASGI app to wrap.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(UI_PATHS):
+            await self.app(scope, receive, send)
+            return
+        headers = [(name.lower().encode(), value.encode()) for name, value in _SECURITY_HEADERS.items()]
+        if not path.startswith("/static/"):
+            headers.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def csrf_token(session_token: str) -> str:
@@ -104,9 +125,7 @@ class WorkforcePages:
         if identity is None:
             return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
         response = RedirectResponse("/work" if identity.kind == WORKER else "/dashboard", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/"
-        )
+        response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/")
         return response
 
     async def signout(self, request: Request) -> Response:
@@ -152,7 +171,11 @@ class WorkforcePages:
         identity = self._identity(request, WORKER)
         if identity is None:
             return _refused(401, "Sign in with your worker token first.")
-        ready = await self.workforce.wait_for_question(identity.subject, WAIT_SECONDS)
+        deadline = time.monotonic() + WAIT_SECONDS
+        # Checked every second: a closed page must not keep a request (and a server shutdown) waiting.
+        while not (ready := await self.workforce.wait_for_question(identity.subject, 1.0)):
+            if time.monotonic() >= deadline or await request.is_disconnected():
+                break
         return Response(json.dumps({"ready": ready}), media_type="application/json")
 
     # The requester dashboard
@@ -167,9 +190,7 @@ class WorkforcePages:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in with the account's dashboard token first.")
-        figures = self.workforce.store.dashboard(
-            identity.subject, self.workforce.config.starting_balance, time.time()
-        )
+        figures = self.workforce.store.dashboard(identity.subject, self.workforce.config.starting_balance, time.time())
         return Response(json.dumps(figures), media_type="application/json")
 
     # Local images

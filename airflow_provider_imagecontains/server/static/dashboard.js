@@ -1,0 +1,78 @@
+// The requester dashboard: fetches /dashboard/data every two seconds and redraws with text nodes only.
+"use strict";
+
+const REFRESH_MS = 2000;
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function resultText(task) {
+  if (task.result && typeof task.result.containsTarget === "boolean") return task.result.containsTarget ? "yes" : "no";
+  return task.problem || "";
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${Math.round(value * 100)} %`;
+}
+
+function render(data) {
+  document.getElementById("progress").textContent =
+    `${data.finished} of ${data.total} finished (${percent(data.progress)})`;
+  const bar = document.getElementById("progress-bar");
+  bar.value = data.progress || 0;
+  document.getElementById("states").textContent =
+    Object.entries(data.states).map(([state, n]) => `${state}: ${n}`).join(" · ") || "no tasks yet";
+  document.getElementById("spend").textContent = `$${data.spend.toFixed(2)}`;
+  document.getElementById("balance").textContent = `balance $${data.balance.toFixed(2)}`;
+
+  const slowest = document.getElementById("slowest");
+  slowest.replaceChildren(...data.slowest.map((task) => {
+    const row = document.createElement("tr");
+    cell(row, task.task_name);
+    cell(row, task.label || "");
+    cell(row, task.state, `state ${task.state}`);
+    cell(row, task.seconds.toFixed(1), "number");
+    return row;
+  }));
+
+  const tasks = document.getElementById("tasks");
+  tasks.replaceChildren(...data.tasks.map((task) => {
+    const row = document.createElement("tr");
+    row.dataset.task = task.task_name;
+    cell(row, task.task_name);
+    cell(row, task.label || "", "label");
+    const image = cell(row, "");
+    if (task.image_url) {
+      const link = document.createElement("a");
+      link.href = task.image_url;  // an http(s) URL: the server validated it
+      link.rel = "noreferrer";
+      link.textContent = task.image_url.split("/").pop() || task.image_url;
+      image.appendChild(link);
+    }
+    cell(row, task.state, `state ${task.state}`);
+    cell(row, resultText(task));
+    cell(row, `${task.yes} / ${task.no} / ${task.cant_tell}`, "number");
+    cell(row, percent(task.agreement), "number");
+    cell(row, task.workers.join(", "));
+    return row;
+  }));
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+async function refresh(url) {
+  try {
+    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) { window.location.assign("/signin"); return; }
+    render(await response.json());
+  } catch (error) {
+    document.getElementById("updated").textContent = "(server unreachable, retrying)";
+  }
+  setTimeout(() => refresh(url), REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => refresh(document.getElementById("summary").dataset.url));

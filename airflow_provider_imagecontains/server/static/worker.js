@@ -1,0 +1,39 @@
+// The worker page: answer with y / n / space, and wait for the next question without reloading by hand.
+"use strict";
+
+const KEYS = { y: "yes", n: "no", " ": "cant-tell" };
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("answer-form");
+  if (form) {
+    let sent = false;
+    form.addEventListener("submit", (event) => {
+      // One answer per question, even on a double click or a held-down key.
+      if (sent) { event.preventDefault(); return; }
+      sent = true;
+      // Disabled after the form data is taken, so the pressed button's value is still sent.
+      setTimeout(() => form.querySelectorAll("button").forEach((button) => { button.disabled = true; }));
+    });
+    document.addEventListener("keydown", (event) => {
+      const answer = KEYS[event.key.toLowerCase()];
+      if (!answer || event.ctrlKey || event.metaKey || event.altKey) return;
+      event.preventDefault();  // space would scroll the page or press the focused button
+      if (!event.repeat) form.querySelector(`button[value="${answer}"]`).click();
+    });
+  }
+
+  const waiting = document.getElementById("waiting");
+  if (waiting) {
+    const poll = async () => {
+      try {
+        const response = await fetch(waiting.dataset.waitUrl, { credentials: "same-origin", cache: "no-store" });
+        if (response.status === 401) { window.location.assign("/signin"); return; }
+        if ((await response.json()).ready) { window.location.reload(); return; }
+      } catch (error) {
+        await new Promise((resolve) => setTimeout(resolve, 2000));  // the server is restarting: try again
+      }
+      poll();
+    };
+    poll();
+  }
+});

@@ -1,0 +1,348 @@
+"""The human workforce over real HTTP: tokens, sign-in, answers through the adjudicator, images, escaping.
+
+The browser-driven scenarios (clicks, keys, screenshots) are in test_ui_browser.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.server.__main__ import config_from_args, parse_args
+from airflow_provider_imagecontains.server.config import Account
+from airflow_provider_imagecontains.server.human import WorkforceStore
+from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
+from demo.frames import generate_frames
+
+# Two agreeing new workers reach 0.97 > 0.95 with this prior; one answer alone (0.855) does not.
+TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 0.95}
+OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
+
+
+def issue(server, kind, subject):
+    store = WorkforceStore(server.db_path)
+    try:
+        return store.issue_token(kind, subject)
+    finally:
+        store.close()
+
+
+class Worker:
+    """A person on the worker page, as a plain HTTP client that submits the page's own form."""
+
+    def __init__(self, server, name):
+        self.client = httpx.Client(base_url=server.endpoint_url, timeout=30)
+        response = self.client.post("/signin", data={"token": issue(server, "worker", name)})
+        assert response.status_code == 303 and response.headers["location"] == "/work"
+
+    def question(self):
+        """(task id, label, image URL, csrf) of the question on the page, or None when there is none."""
+        page = self.client.get("/work")
+        assert page.status_code == 200
+        form = re.search(r'name="task" value="(\d+)".*?name="csrf" value="(\w+)"', page.text, re.S)
+        if form is None:
+            assert "No questions right now" in page.text
+            return None
+        label = re.search(r'<strong class="label">(.*?)</strong>', page.text, re.S)[1]
+        image = re.search(r'<img class="frame" src="([^"]*)"', page.text)[1]
+        return int(form[1]), label, image, form[2]
+
+    def answer(self, question, answer):
+        task_id, _, _, csrf = question
+        response = self.client.post("/work/answer", data={"task": task_id, "answer": answer, "csrf": csrf})
+        assert response.status_code == 303 and response.headers["location"] == "/work"
+
+
+def put_tasks(images, label="person", prefix="t"):
+    hook = ImageContainsHook()
+    inputs = {f"{prefix}{n}": {"image": {"url": url}, "target": {"label": label}} for n, url in enumerate(images)}
+    hook.put_tasks("image-contains", inputs)
+    return hook, list(inputs)
+
+
+def stored(server):
+    return {task["task_name"]: task for task in server.tasks("image-contains")}
+
+
+def test_two_people_answer_a_batch_and_the_adjudicator_completes_it(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    images = [f"https://images.example.com/cam/{n}.jpg" for n in range(4)]
+    truth = {url: n % 2 == 0 for n, url in enumerate(images)}
+    hook, names = put_tasks(images)
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    seen = {"alice": [], "bob": []}
+    while any(task["state"] == "processing" for task in stored(server).values()):
+        progressed = False
+        for name, worker in (("alice", alice), ("bob", bob)):
+            question = worker.question()
+            if question is not None:
+                seen[name].append(question[0])
+                worker.answer(question, "yes" if truth[question[2]] else "no")
+                progressed = True
+        assert progressed, "both workers idle while tasks are processing"
+    for name, task_ids in seen.items():
+        assert len(task_ids) == len(set(task_ids)) == 4, f"{name} saw {task_ids}"
+    documents = hook.get_tasks("image-contains", names)
+    for n, name in enumerate(names):
+        assert documents[name]["state"] == "completed"
+        assert documents[name]["result"] == {"containsTarget": truth[images[n]]}
+        assert sorted(worker for worker, _ in stored(server)[name]["answers"]) == ["human:alice", "human:bob"]
+    assert alice.question() is None
+
+
+def test_two_workers_never_hold_the_same_question(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    put_tasks([f"https://images.example.com/{n}.jpg" for n in range(2)])
+    alice, bob, carol = Worker(server, "alice"), Worker(server, "bob"), Worker(server, "carol")
+    first, second = alice.question(), bob.question()
+    assert first[0] != second[0]
+    assert carol.question() is None, "both tasks are being answered; a third worker must wait"
+    assert alice.question()[0] == first[0], "a reload shows the question the worker holds"
+
+
+def test_cant_tell_is_kept_but_is_no_vote_and_an_unanswered_task_expires(crowd_server):
+    server = crowd_server(**TWO_HUMANS, task_deadline_seconds=2.0)
+    hook, (name,) = put_tasks(["https://images.example.com/blurry.jpg"])
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    alice.answer(alice.question(), "cant-tell")
+    assert alice.question() is None, "a worker who could not tell is not asked again"
+    bob.answer(bob.question(), "yes")
+    assert stored(server)[name]["answers"] == [("human:bob", True)], "can't tell is no vote"
+    with sqlite3.connect(server.db_path) as db:
+        assert db.execute("SELECT worker, answer FROM answers ORDER BY id").fetchall() == [
+            ("human:alice", -1),
+            ("human:bob", 1),
+        ]
+    deadline = time.monotonic() + 10
+    while (document := hook.get_task("image-contains", name))["state"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert document["state"] == "failed" and document["problemDetails"]["code"] == "Expired"
+
+
+def test_a_question_left_unanswered_goes_to_another_worker_and_the_late_answer_is_dropped(crowd_server):
+    server = crowd_server(**TWO_HUMANS, human_claim_seconds=0.3)
+    _, (name,) = put_tasks(["https://images.example.com/a.jpg"])
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    held = alice.question()
+    assert bob.question() is None
+    deadline = time.monotonic() + 10
+    while (given_back := bob.question()) is None:
+        assert time.monotonic() < deadline, "the question was never given back"
+        time.sleep(0.1)
+    assert given_back[0] == held[0]
+    alice.answer(held, "yes")  # too late: bob holds it now
+    bob.answer(given_back, "no")
+    assert stored(server)[name]["answers"] == [("human:bob", False)]
+
+
+def test_mixed_workforce_people_and_simulated_workers_complete_tasks_together(crowd_server, tmp_path):
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps({"images": {f"{n}.jpg": ["person"] for n in range(3)}}))
+    # Three agreeing new workers are needed at the default prior: two simulated ones cannot finish alone,
+    # and their small number must not cap the answers of a task (people add workers).
+    server = crowd_server(
+        workforce="mixed", workforce_size=2, worker_accuracy=1.0, answer_delay_seconds=0.05, answer_key_path=str(key)
+    )
+    alice = Worker(server, "alice")
+    put_tasks([f"https://images.example.com/{n}.jpg" for n in range(3)])
+    deadline = time.monotonic() + 20
+    while any(task["state"] == "processing" for task in stored(server).values()):
+        assert time.monotonic() < deadline
+        question = alice.question()
+        if question is not None:
+            alice.answer(question, "yes")
+        time.sleep(0.02)
+    for task in stored(server).values():
+        assert task["state"] == "completed" and task["result"] == {"containsTarget": True}
+        assert sorted(worker for worker, _ in task["answers"]) == ["human:alice", "sim-worker-1", "sim-worker-2"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/work/wait"), ("POST", "/work/answer"), ("GET", "/dashboard/data"), ("GET", "/images/frame_0000.png")],
+)
+@pytest.mark.parametrize("cookie", [None, "icw_not-a-token"])
+def test_requests_without_a_valid_token_are_refused(crowd_server, tmp_path, method, path, cookie):
+    frames = tmp_path / "frames"
+    generate_frames(frames, 1)
+    server = crowd_server(workforce="human", images_dir=str(frames))
+    put_tasks(["https://images.example.com/a.jpg"])
+    cookies = {SESSION_COOKIE: cookie} if cookie else {}
+    with httpx.Client(base_url=server.endpoint_url, cookies=cookies) as client:
+        response = client.request(method, path, data={"task": "1", "answer": "yes"} if method == "POST" else None)
+        assert response.status_code == 401
+        for page in ("/work", "/dashboard"):
+            response = client.get(page)
+            assert response.status_code == 303 and response.headers["location"] == "/signin"
+    assert stored(server)["t0"]["answers"] == []
+
+
+def test_a_worker_token_opens_no_dashboard_and_a_dashboard_token_answers_nothing(crowd_server):
+    server = crowd_server(workforce="human")
+    with httpx.Client(base_url=server.endpoint_url) as client:
+        client.post("/signin", data={"token": issue(server, "worker", "alice")})
+        assert client.get("/dashboard/data").status_code == 401
+        client.post("/signin", data={"token": issue(server, "dashboard", server.account.account_id)})
+        assert client.get("/work/wait").status_code == 401
+        assert client.get("/dashboard/data").status_code == 200
+
+
+def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
+    server = crowd_server(workforce="human")
+    issue(server, "worker", "alice")
+    response = httpx.post(server.endpoint_url + "/signin", data={"token": "icw_guessed"})
+    assert response.status_code == 401 and "Unknown token" in response.text
+    assert SESSION_COOKIE not in response.cookies
+
+
+def test_answers_need_the_page_csrf_token_and_this_origin(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    _, (name,) = put_tasks(["https://images.example.com/a.jpg"])
+    alice = Worker(server, "alice")
+    task_id, *_, csrf = alice.question()
+    forged = [
+        ({"task": task_id, "answer": "yes"}, {}),
+        ({"task": task_id, "answer": "yes", "csrf": "0" * 64}, {}),
+        ({"task": task_id, "answer": "yes", "csrf": csrf}, {"Origin": "http://evil.example"}),
+    ]
+    for data, headers in forged:
+        assert alice.client.post("/work/answer", data=data, headers=headers).status_code == 403
+    response = alice.client.post("/work/answer", data={"task": task_id, "answer": "maybe", "csrf": csrf})
+    assert response.status_code == 400 and "'maybe'" in response.text
+    assert stored(server)[name]["answers"] == []
+    alice.answer((task_id, None, None, csrf), "yes")
+    assert stored(server)[name]["answers"] == [("human:alice", True)]
+
+
+def test_session_cookie_is_httponly_and_samesite_strict(crowd_server):
+    server = crowd_server(workforce="human")
+    response = httpx.post(server.endpoint_url + "/signin", data={"token": issue(server, "worker", "alice")})
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+def test_labels_and_worker_names_are_escaped_and_inline_scripts_are_forbidden(crowd_server):
+    server = crowd_server(workforce="human")
+    label = '<script>alert("x")</script>'
+    put_tasks(['https://images.example.com/a.jpg?q="><script>alert(1)</script>'], label=label)
+    worker = Worker(server, '<img src=x onerror="alert(1)">')
+    page = worker.client.get("/work")
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page.text
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/worker.js" defer>']
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["cache-control"] == "no-store"
+
+
+def test_dashboard_figures(crowd_server):
+    server = crowd_server(**TWO_HUMANS, reward_per_answer=0.05, accounts=[Account.parse("123456789012:AKIAX:s"), OTHER])
+    _, names = put_tasks(["https://images.example.com/0.jpg", "https://images.example.com/1.jpg"])
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    alice.answer(alice.question(), "yes")  # the oldest task first: t0
+    bob.answer(bob.question(), "yes")  # t0 still needs an answer, and bob has not given one
+    alice.answer(alice.question(), "no")  # t1
+    with httpx.Client(base_url=server.endpoint_url) as owner:
+        owner.post("/signin", data={"token": issue(server, "dashboard", "123456789012")})
+        figures = owner.get("/dashboard/data").json()
+        owner.post("/signin", data={"token": issue(server, "dashboard", OTHER.account_id)})
+        other = owner.get("/dashboard/data").json()
+    assert figures["account"] == "123456789012"
+    assert (figures["total"], figures["finished"], figures["progress"]) == (2, 1, 0.5)
+    assert figures["states"] == {"completed": 1, "processing": 1}
+    assert figures["spend"] == pytest.approx(0.05 * 3)  # every question shown is paid for
+    by_name = {task["task_name"]: task for task in figures["tasks"]}
+    done, open_ = by_name[names[0]], by_name[names[1]]
+    assert (done["state"], done["result"], done["agreement"]) == ("completed", {"containsTarget": True}, 1.0)
+    assert (done["yes"], done["no"], done["cant_tell"], sorted(done["workers"])) == (2, 0, 0, ["alice", "bob"])
+    assert (open_["state"], open_["yes"], open_["no"], open_["workers"]) == ("processing", 0, 1, ["alice"])
+    assert figures["slowest"][0]["task_name"] == names[1], "the task still processing has taken longest"
+    assert other["total"] == 0 and other["tasks"] == [], "a dashboard shows its own account only"
+
+
+def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
+    frames = tmp_path / "frames"
+    generate_frames(frames, 1)
+    (frames / "sub").mkdir()
+    (frames / "sub" / "inner.png").write_bytes((frames / "frame_0000.png").read_bytes())
+    (tmp_path / "secret.png").write_bytes(b"secret outside the folder")
+    (frames / "escape.png").symlink_to(tmp_path / "secret.png")
+    (frames / ".hidden.png").write_bytes(b"hidden")
+    server = crowd_server(workforce="human", images_dir=str(frames))
+    token = issue(server, "worker", "alice")
+
+    def raw_get(path):
+        # http.client sends the path exactly as written: no client-side normalisation of "..".
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={token}"})
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        return response.status, response.getheader("content-type"), body
+
+    assert raw_get("/images/frame_0000.png")[:2] == (200, "image/png")
+    assert raw_get("/images/sub/inner.png")[0] == 200
+    db_name = os.path.basename(server.db_path)
+    for path in [
+        "/images/../secret.png",
+        "/images/%2e%2e/secret.png",
+        "/images/..%2fsecret.png",
+        "/images/sub/../../secret.png",
+        "/images/%2e%2e%2f%2e%2e%2f" + db_name,
+        "/images/%252e%252e/secret.png",
+        "/images//etc/passwd",
+        "/images/" + str(tmp_path / "secret.png"),
+        "/images/..%5csecret.png",
+        "/images/escape.png",
+        "/images/.hidden.png",
+        "/images/answer_key.json",
+        "/images/frame_0000.png%00.txt",
+        "/images/",
+    ]:
+        status, _, body = raw_get(path)
+        assert status in (403, 404), path
+        assert b"secret" not in body, path
+
+
+def test_a_simulated_workforce_serves_no_pages(crowd_server):
+    server = crowd_server()
+    assert httpx.get(server.endpoint_url + "/work").status_code == 404
+    assert httpx.get(server.endpoint_url + "/static/worker.js").status_code == 404
+
+
+def test_token_command_prints_a_token_and_stores_only_its_hash(tmp_path):
+    db = tmp_path / "crowd.db"
+    command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "token"]
+    token = subprocess.run(
+        [*command, "worker", "alice", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert token.startswith("icw_") and len(token) > 40
+    store = WorkforceStore(str(db))
+    try:
+        assert store.identify(token).subject == "alice"
+        replacement = store.issue_token("worker", "alice")
+        assert store.identify(token) is None and store.identify(replacement).subject == "alice"
+    finally:
+        store.close()
+    assert token.encode() not in db.read_bytes() and replacement.encode() not in db.read_bytes()
+    refused = subprocess.run([*command, "dashboard", "12345", "--db", str(db)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "'12345'" in refused.stderr
+
+
+def test_cli_flags_choose_the_workforce_and_refuse_an_unknown_one(tmp_path):
+    config = config_from_args(parse_args(["--workforce", "mixed", "--images-dir", str(tmp_path)]))
+    assert (config.workforce, config.images_dir) == ("mixed", str(tmp_path))
+    with pytest.raises(ValueError, match="'robots'"):
+        config_from_args(parse_args(["--workforce", "robots"]))

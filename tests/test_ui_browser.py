@@ -1,0 +1,224 @@
+"""The workforce pages in real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+Set ``IMAGECONTAINS_SCREENSHOT_DIR=docs/screenshots`` to keep the screenshots the run takes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.server.human import WorkforceStore
+from demo.frames import frame_name, generate_frames
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MALICIOUS_LABEL = '<script>window.pwned = "label"</script><img src=x onerror="window.pwned = 1">'
+# Two agreeing new workers reach 0.97 > 0.95 with this prior; one answer alone (0.855) does not.
+TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 0.95}
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Chromium is missing at {CHROMIUM}; CI must install Debian's chromium package.")
+        pytest.skip(f"Chromium is missing at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    """Where screenshots go: IMAGECONTAINS_SCREENSHOT_DIR when set (docs/screenshots), else a temporary folder."""
+    folder = Path(os.environ.get("IMAGECONTAINS_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def issue(server, kind, subject):
+    store = WorkforceStore(server.db_path)
+    try:
+        return store.issue_token(kind, subject)
+    finally:
+        store.close()
+
+
+def sign_in(browser, server, kind, subject, viewport, start="/work"):
+    """A browser context signed in through the sign-in form; returns (context, page)."""
+    context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
+    page = context.new_page()
+    page.goto(server.endpoint_url + start)
+    assert page.url == server.endpoint_url + "/signin", "an unsigned visitor is sent to the sign-in page"
+    page.fill("#token", issue(server, kind, subject))
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    return context, page
+
+
+def shown_question(page):
+    """(label, image file name) of the question on the page, or None while it waits for work."""
+    page.wait_for_selector("#answer-form, #waiting")
+    if page.locator("#answer-form").count() == 0:
+        return None
+    page.wait_for_function("() => document.querySelector('img.frame').complete")
+    assert page.evaluate("document.querySelector('img.frame').naturalWidth") > 0, "the image did not load"
+    return page.inner_text(".label"), page.get_attribute("img.frame", "src").rsplit("/", 1)[-1]
+
+
+def put_frames(server, frames):
+    """One task per frame (label "person"), plus one with a malicious label; returns {task name: truth}."""
+    inputs, truth = {}, {}
+    for name, labels in frames.items():
+        task = name.removesuffix(".png").replace("_", "-")
+        inputs[task] = {"image": {"url": f"{server.endpoint_url}/images/{name}"}, "target": {"label": "person"}}
+        truth[task] = "person" in labels
+    inputs["x-script"] = {
+        "image": {"url": f"{server.endpoint_url}/images/{frame_name(1)}"},
+        "target": {"label": MALICIOUS_LABEL},
+    }
+    truth["x-script"] = False
+    hook = ImageContainsHook()
+    for task, task_input in inputs.items():  # one by one: the bulk form refuses the running Playwright loop
+        hook.put_task("image-contains", task, task_input)
+    return truth
+
+
+def wait_until_finished(server, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while any(task["state"] == "processing" for task in server.tasks("image-contains")):
+        assert time.monotonic() < deadline, "tasks still processing"
+        time.sleep(0.1)
+    return {task["task_name"]: task for task in server.tasks("image-contains")}
+
+
+def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_follows(
+    browser, crowd_server, tmp_path, screenshots
+):
+    frames = generate_frames(tmp_path / "frames", 4)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    truth = put_frames(server, frames)
+    truth_by_question = {("person", name.split("/")[-1]): "person" in labels for name, labels in frames.items()}
+    truth_by_question[(MALICIOUS_LABEL, frame_name(1))] = False
+
+    dashboard_context, dashboard = sign_in(browser, server, "dashboard", server.account.account_id, DESKTOP)
+    alice_context, alice = sign_in(browser, server, "worker", "alice", DESKTOP)
+    bob_context, bob = sign_in(browser, server, "worker", "bob", PHONE)
+    try:
+        assert dashboard.url.endswith("/dashboard")
+        dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('0 of 5 finished')")
+        dashboard.evaluate("window.notReloaded = true")
+
+        seen = {"alice": [], "bob": []}
+        while any(task["state"] == "processing" for task in server.tasks("image-contains")):
+            for name, page in (("alice", alice), ("bob", bob)):
+                question = shown_question(page)
+                if question is None:
+                    continue
+                assert question not in seen[name], f"{name} was shown {question} twice"
+                seen[name].append(question)
+                if question[0] == MALICIOUS_LABEL:
+                    # Shown as text: no script ran, no element was created from the label.
+                    assert page.evaluate("window.pwned") is None
+                    assert page.locator(".label script, .label img").count() == 0
+                if len(seen[name]) == 1:
+                    page.screenshot(path=str(screenshots / f"worker-{'desktop' if name == 'alice' else 'phone'}.png"))
+                says_yes = truth_by_question[question]
+                with page.expect_navigation():
+                    if name == "alice":
+                        page.click("button.yes" if says_yes else "button.no")
+                    else:
+                        page.keyboard.press("y" if says_yes else "n")
+        assert len(seen["alice"]) == len(seen["bob"]) == 5, "both workers answer every task once"
+
+        tasks = wait_until_finished(server)
+        for task_name, says_yes in truth.items():
+            assert tasks[task_name]["state"] == "completed"
+            assert tasks[task_name]["result"] == {"containsTarget": says_yes}
+            assert sorted(worker for worker, _ in tasks[task_name]["answers"]) == ["human:alice", "human:bob"]
+
+        dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('5 of 5 finished')")
+        assert dashboard.evaluate("window.notReloaded") is True, "the dashboard refreshes without reloading"
+        row = dashboard.locator("tr[data-task='x-script']")
+        assert row.locator("td.label").inner_text() == MALICIOUS_LABEL
+        assert dashboard.locator("#tasks script, #tasks img").count() == 0
+        assert dashboard.evaluate("window.pwned") is None
+        assert "2 / 0 / 0" in dashboard.locator("tr[data-task='frame-0000']").inner_text()
+        assert "$0.10" == dashboard.inner_text("#spend")  # ten answers at $0.01
+        dashboard.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+    finally:
+        for context in (dashboard_context, alice_context, bob_context):
+            context.close()
+
+
+def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(browser, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), task_deadline_seconds=3.0)
+    url = f"{server.endpoint_url}/images/{frame_name(0)}"
+    ImageContainsHook().put_task("image-contains", "blurry", {"image": {"url": url}, "target": {"label": "car"}})
+    dashboard_context, dashboard = sign_in(browser, server, "dashboard", server.account.account_id, DESKTOP)
+    worker_context, worker = sign_in(browser, server, "worker", "carol", PHONE)
+    try:
+        assert shown_question(worker) == ("car", frame_name(0))
+        with worker.expect_navigation():
+            worker.keyboard.press(" ")
+        assert shown_question(worker) is None, "a worker who could not tell is not asked again"
+        tasks = wait_until_finished(server, timeout=15)
+        assert tasks["blurry"]["state"] == "failed" and tasks["blurry"]["problem"]["code"] == "Expired"
+        assert tasks["blurry"]["answers"] == [], "can't tell is no vote"
+        row = dashboard.locator("tr[data-task='blurry']")
+        row.filter(has_text="Expired").wait_for()
+        assert re.search(r"0 / 0 / 1", row.inner_text())
+    finally:
+        dashboard_context.close()
+        worker_context.close()
+
+
+def test_no_token_and_path_traversal_are_refused_in_the_browser(browser, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    (tmp_path / "secret.png").write_bytes(b"secret outside the folder")
+    server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 401
+        response = page.goto(server.endpoint_url + "/work")
+        assert page.url.endswith("/signin") and response.status == 200
+        page.fill("#token", "icw_guessed")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert page.inner_text(".error") == "Unknown token."
+        assert context.cookies() == []
+
+        page.fill("#token", issue(server, "worker", "dave"))
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 200
+        for path in ("/images/..%2fsecret.png", "/images/..%5csecret.png", "/images/%2e%2e/secret.png"):
+            response = page.goto(server.endpoint_url + path)
+            assert response.status in (403, 404), path
+            assert b"secret" not in response.body(), path
+    finally:
+        context.close()
