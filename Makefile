@@ -22,5 +22,9 @@ lint: $(INSTALLED)
 test: lint
 	$(BIN)/pytest
 
+# Runs surveillance_triage against the local crowd server; everything it makes stays in .demo/.
+demo: $(INSTALLED)
+	$(BIN)/python -m demo.run_demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) .demo build dist *.egg-info

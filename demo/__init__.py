@@ -1,0 +1,1 @@
+"""`make demo`: deterministic sample frames and the runner that drives ``surveillance_triage``."""

@@ -1,0 +1,248 @@
+"""Hourly triage of surveillance frames: the crowd says which frames show a person.
+
+Every run lists the frames that arrived during its data interval (a local folder served over
+HTTP, or an S3 prefix), asks the crowd whether each contains a person in batches spread over the
+workers by dynamic task mapping, waits for the answers, then writes the frames that need a
+look by a human (a person was seen, or the crowd could not answer) to a report: CSV, JSON and an
+HTML page with thumbnails. The other frames are counted.
+
+Configuration (DAG params, their defaults from environment variables):
+
+* ``frames_source`` (``IMAGECONTAINS_FRAMES_SOURCE``): a local folder or ``s3://bucket/prefix/``.
+* ``frames_base_url`` (``IMAGECONTAINS_FRAMES_BASE_URL``): http(s) URL under which a local folder is served.
+* ``label`` (``person``), ``batch_size`` (frames per mapped task, 100).
+* ``reports_dir`` (``IMAGECONTAINS_REPORTS_DIR``): a local folder or S3 prefix; one sub-folder per run.
+
+The connection is ``IMAGECONTAINS_CONN_ID`` (default ``imagecontains_default``): the local server
+by default, the real service once the connection points there.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from botocore.exceptions import BotoCoreError, ClientError
+from example_io import as_records, batched, join_location, list_images, read_image, write_output
+
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
+POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
+THUMBNAIL_WIDTH = 160
+
+
+def needs_inspection(answer: dict[str, Any]) -> bool:
+    """A frame needs a human look when the crowd saw the label in it or could not answer."""
+    return answer["state"] != "completed" or bool(answer["contains_target"])
+
+
+def inspection_reason(answer: dict[str, Any], label: str) -> str:
+    if answer["state"] == "completed":
+        return f"contains {label}"
+    problem = answer.get("problem") or {}
+    return f"no answer ({problem.get('code', answer['state'])})"
+
+
+def frame_name(url: str) -> str:
+    """The last path segment of a frame's URL (its file name), without any presigned query."""
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or url
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["frame", "url", "reason", "task_name", "thumbnail"])
+    writer.writeheader()
+    writer.writerows({key: row.get(key) or "" for key in writer.fieldnames} for row in rows)
+    return buffer.getvalue()
+
+
+def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A self-contained page: the run's counts and one table row per frame to inspect."""
+    esc = html.escape
+    body = []
+    for row in rows:
+        # The thumbnail links to the full-size copy: the original URL may be gone or expired.
+        image = (
+            f'<a href="{esc(row["thumbnail"])}"><img src="{esc(row["thumbnail"])}" alt="{esc(row["frame"])}" '
+            f'width="{THUMBNAIL_WIDTH}" loading="lazy"></a>'
+            if row["thumbnail"]
+            else "(image unavailable)"
+        )
+        body.append(
+            f'<tr class="frame"><td>{image}</td><td>{esc(row["frame"])}<br><small>{esc(row["url"])}</small></td>'
+            f"<td>{esc(row['reason'])}</td><td><code>{esc(row['task_name'])}</code></td></tr>"
+        )
+    counts = "".join(
+        f"<li>{esc(name)}: <strong>{summary[key]}</strong></li>"
+        for key, name in (
+            ("frames", "frames"),
+            ("flagged", "to inspect"),
+            ("clear", "clear"),
+            ("unanswered", "unanswered"),
+        )
+    )
+    title = f"Frames to inspect: {summary['data_interval_start']} to {summary['data_interval_end']}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}}</style></head>
+<body>
+<h1>{esc(title)}</h1>
+<p>Label asked: <strong>{esc(summary["label"])}</strong> (DAG run <code>{esc(summary["run_id"])}</code>)</p>
+<ul id="summary">{counts}</ul>
+<table id="frames">
+<thead><tr><th>thumbnail</th><th>frame</th><th>reason</th><th>crowd task</th></tr></thead>
+<tbody>
+{chr(10).join(body) if body else '<tr><td colspan="4">No frame needs inspection.</td></tr>'}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """Write ``inspect.csv``, ``triage.json``, ``index.html`` and ``thumbnails/`` into ``run_dir``.
+
+    Thumbnails are copies of the frames (shown scaled down): presigned URLs expire and camera
+    folders rotate, so the report keeps the pictures it shows.
+
+    :param answers: the sensor's answers for every frame of the run.
+    :param summary: what the run was (label, run id, data interval).
+    :param run_dir: a local folder or S3 prefix for this run's report.
+    """
+    rows = []
+    for number, answer in enumerate(a for a in answers if needs_inspection(a)):
+        name = frame_name(answer["url"])
+        thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
+        try:
+            write_output(join_location(run_dir, thumbnail), read_image(answer["url"]), "application/octet-stream")
+        except (OSError, BotoCoreError, ClientError) as err:
+            log.warning("Could not copy frame %s for the report: %s", name, err)
+            thumbnail = ""
+        rows.append(
+            {
+                "frame": name,
+                "url": answer["url"],
+                "reason": inspection_reason(answer, summary["label"]),
+                "task_name": answer["task_name"],
+                "thumbnail": thumbnail,
+            }
+        )
+    unanswered = sum(1 for a in answers if a["state"] != "completed")
+    summary = {
+        **summary,
+        "frames": len(answers),
+        "flagged": len(rows),
+        "clear": len(answers) - len(rows),
+        "unanswered": unanswered,
+    }
+    outputs = {
+        "report_csv": write_output(join_location(run_dir, "inspect.csv"), render_csv(rows).encode(), "text/csv"),
+        "report_json": write_output(
+            join_location(run_dir, "triage.json"),
+            json.dumps({**summary, "inspect": rows}, indent=2).encode(),
+            "application/json",
+        ),
+        "report_html": write_output(
+            join_location(run_dir, "index.html"), render_html(summary, rows).encode(), "text/html; charset=utf-8"
+        ),
+    }
+    return {**summary, **outputs}
+
+
+@dag(
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", interval=timedelta(hours=1)),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["imagecontains", "example"],
+    params={
+        "frames_source": Param(
+            os.environ.get("IMAGECONTAINS_FRAMES_SOURCE", os.path.join(AIRFLOW_HOME, "imagecontains", "frames")),
+            type="string",
+            description="Local folder or s3://bucket/prefix/ where the cameras drop frames.",
+        ),
+        "frames_base_url": Param(
+            os.environ.get("IMAGECONTAINS_FRAMES_BASE_URL"),
+            type=["null", "string"],
+            description="http(s) URL under which a local frames folder is served to the crowd.",
+        ),
+        "label": Param("person", type="string", minLength=1, description="What to look for in each frame."),
+        "batch_size": Param(100, type="integer", minimum=1, description="Frames per mapped crowd task."),
+        "reports_dir": Param(
+            os.environ.get("IMAGECONTAINS_REPORTS_DIR", os.path.join(AIRFLOW_HOME, "imagecontains", "reports")),
+            type="string",
+            description="Local folder or S3 prefix for the reports (one sub-folder per run).",
+        ),
+    },
+)
+def surveillance_triage():
+    @task
+    def list_frames(params: dict[str, Any], data_interval_start=None, data_interval_end=None) -> list[list[dict]]:
+        """The frames that arrived in this run's data interval, as batches of questions."""
+        frames = list_images(
+            params["frames_source"],
+            base_url=params["frames_base_url"],
+            modified_since=data_interval_start,
+            modified_before=data_interval_end,
+        )
+        log.info("%d frames arrived between %s and %s", len(frames), data_interval_start, data_interval_end)
+        questions = [{"url": frame["url"], "label": params["label"]} for frame in frames]
+        return batched(questions, params["batch_size"])
+
+    batches = list_frames()
+    submissions = ImageContainsOperator.partial(task_id="ask_crowd", imagecontains_conn_id=CONN_ID).expand(
+        images=batches
+    )
+    answers = (
+        ImageContainsSensor.partial(
+            task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS
+        )
+        .expand(submission=submissions.output)
+        .output
+    )
+
+    @task(trigger_rule="none_failed")
+    def report_frames_to_inspect(
+        answers, params: dict[str, Any], run_id=None, data_interval_start=None, data_interval_end=None
+    ):
+        summary = {
+            "label": params["label"],
+            "run_id": run_id,
+            "data_interval_start": data_interval_start.isoformat(),
+            "data_interval_end": data_interval_end.isoformat(),
+        }
+        run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
+        report = write_report(as_records(answers), summary, run_dir)
+        log.info(
+            "%d of %d frames need inspection; report: %s", report["flagged"], report["frames"], report["report_html"]
+        )
+        return report
+
+    @task(trigger_rule="none_failed")
+    def count_clear_frames(answers) -> int:
+        clear = sum(1 for answer in as_records(answers) if not needs_inspection(answer))
+        log.info("%d frames are clear", clear)
+        return clear
+
+    report_frames_to_inspect(answers)
+    count_clear_frames(answers)
+
+
+surveillance_triage()

@@ -1,0 +1,258 @@
+"""The example DAGs' building blocks: sample frames, image listing, the triage report and the
+training manifest, checked against the demo's answer key. The DAG runs themselves are in
+test_example_dags_e2e.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import struct
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+from example_io import list_images, read_image, write_output
+from moto import mock_aws
+
+from demo.frames import ANSWER_KEY_NAME, HEIGHT, SHIRT, WIDTH, frame_name, generate_frames
+from demo.run_demo import EARLIER_FRAMES, FRAMES_IN_INTERVAL, INTERVAL, RUN_AFTER, prepare_frames, serve_folder
+
+EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "example_dags"
+
+
+def decode_png(data: bytes) -> list[list[tuple[int, int, int]]]:
+    """Decode the frames' own PNG form (8-bit RGB, filter 0) back to pixels."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    return [[tuple(raw[y * stride + 1 + 3 * x : y * stride + 4 + 3 * x]) for x in range(width)] for y in range(height)]
+
+
+def answer(url: str, label: str, contains: bool | None, state: str = "completed") -> dict:
+    problem = None if state == "completed" else {"code": "Expired", "message": "Not enough Workers"}
+    return {
+        "url": url,
+        "label": label,
+        "task_name": f"task-{label}-{url.rsplit('/', 1)[-1]}",
+        "state": state,
+        "contains_target": contains,
+        "problem": problem,
+    }
+
+
+# --- sample frames -----------------------------------------------------------------------------
+
+
+def test_frames_are_deterministic_and_match_the_answer_key(tmp_path):
+    first = generate_frames(tmp_path / "a", 12)
+    second = generate_frames(tmp_path / "b", 12)
+    assert first == second
+    for name in first:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    key = json.loads((tmp_path / "a" / ANSWER_KEY_NAME).read_text())
+    assert key == {"images": first}
+    with_person = [name for name, labels in first.items() if "person" in labels]
+    assert 0 < len(with_person) < len(first)
+
+
+def test_only_frames_with_a_person_show_the_figure(tmp_path):
+    images = generate_frames(tmp_path, 6)
+    for name, labels in images.items():
+        pixels = decode_png((tmp_path / name).read_bytes())
+        assert (len(pixels), len(pixels[0])) == (HEIGHT, WIDTH)
+        shirt_pixels = sum(row.count(SHIRT) for row in pixels)
+        assert (shirt_pixels > 100) == ("person" in labels), name
+
+
+def test_generate_frames_rejects_a_bad_count(tmp_path):
+    with pytest.raises(ValueError, match="Invalid frame count 0"):
+        generate_frames(tmp_path, 0)
+
+
+# --- listing images ----------------------------------------------------------------------------
+
+
+def test_demo_frames_outside_the_interval_are_not_listed(tmp_path):
+    in_interval = prepare_frames(tmp_path)
+    listed = list_images(
+        str(tmp_path),
+        base_url="http://127.0.0.1:9/frames/",
+        modified_since=RUN_AFTER - INTERVAL,
+        modified_before=RUN_AFTER,
+    )
+    assert [item["url"].rsplit("/", 1)[-1] for item in listed] == list(in_interval)
+    assert len(listed) == FRAMES_IN_INTERVAL
+    assert frame_name(EARLIER_FRAMES - 1) not in in_interval
+    assert listed[0] == {
+        "source": str(tmp_path / frame_name(EARLIER_FRAMES)),
+        "url": f"http://127.0.0.1:9/frames/{frame_name(EARLIER_FRAMES)}",
+    }
+
+
+def test_interval_end_is_exclusive_and_start_inclusive(tmp_path):
+    start = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    for name, when in (("at-start.png", start), ("at-end.png", start + INTERVAL), ("notes.txt", start)):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (when.timestamp(), when.timestamp()))
+    listed = list_images(
+        str(tmp_path), base_url="https://cams.example", modified_since=start, modified_before=start + INTERVAL
+    )
+    assert [item["url"] for item in listed] == ["https://cams.example/at-start.png"]
+
+
+def test_local_folder_needs_an_http_base_url(tmp_path):
+    with pytest.raises(ValueError, match=r"Invalid base URL 'file:///x'.*serve the folder"):
+        list_images(str(tmp_path), base_url="file:///x")
+    with pytest.raises(ValueError, match="Invalid image folder"):
+        list_images(str(tmp_path / "missing"), base_url="http://127.0.0.1/")
+
+
+def test_s3_prefix_is_listed_as_s3_uris_and_outputs_go_to_s3():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="cams")
+        for key in ("frames/a.png", "frames/b.jpg", "frames/readme.txt", "other/c.png"):
+            s3.put_object(Bucket="cams", Key=key, Body=b"img")
+        now = datetime.now(timezone.utc)
+        listed = list_images(
+            "s3://cams/frames/", modified_since=now - timedelta(hours=1), modified_before=now + INTERVAL
+        )
+        assert sorted(item["url"] for item in listed) == ["s3://cams/frames/a.png", "s3://cams/frames/b.jpg"]
+        assert all(item["source"] == item["url"] for item in listed)
+        assert list_images("s3://cams/frames/", modified_before=now - INTERVAL) == []
+        assert write_output("s3://cams/out/x.json", b"{}", "application/json") == "s3://cams/out/x.json"
+        assert read_image("s3://cams/out/x.json") == b"{}"
+
+
+# --- the triage report -------------------------------------------------------------------------
+
+
+def test_report_flags_people_and_unanswered_frames(tmp_path):
+    import surveillance_triage
+
+    key = generate_frames(tmp_path / "frames", 8)
+    with serve_folder(tmp_path / "frames") as base_url:
+        answers = [answer(f"{base_url}/{name}", "person", "person" in labels) for name, labels in key.items()]
+        answers[1] = answer(answers[1]["url"], "person", None, state="failed")
+        summary = {"label": "person", "run_id": "manual__1", "data_interval_start": "a", "data_interval_end": "b"}
+        report = surveillance_triage.write_report(answers, summary, str(tmp_path / "report"))
+
+    expected = [name for name, labels in key.items() if "person" in labels] + [frame_name(1)]
+    expected.sort()
+    assert report["frames"] == 8
+    assert report["flagged"] == len(expected)
+    assert report["clear"] == 8 - len(expected)
+    assert report["unanswered"] == 1
+    with open(report["report_csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["frame"] for row in rows) == expected
+    reasons = {row["frame"]: row["reason"] for row in rows}
+    assert reasons[frame_name(1)] == "no answer (Expired)"
+    assert reasons[frame_name(0)] == "contains person"
+    for row in rows:
+        copied = tmp_path / "report" / row["thumbnail"]
+        assert copied.read_bytes() == (tmp_path / "frames" / row["frame"]).read_bytes()
+    saved = json.loads(Path(report["report_json"]).read_text())
+    assert saved["flagged"] == report["flagged"] and len(saved["inspect"]) == len(expected)
+    page = Path(report["report_html"]).read_text()
+    assert page.count('<tr class="frame">') == len(expected)
+
+
+def test_report_escapes_html_and_survives_a_missing_image(tmp_path):
+    import surveillance_triage
+
+    bad = answer("http://127.0.0.1:9/<script>.png", "person", True)
+    summary = {"label": "<b>person</b>", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
+    report = surveillance_triage.write_report([bad], summary, str(tmp_path))
+    page = Path(report["report_html"]).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>person</b>" not in page
+    assert "(image unavailable)" in page
+    assert report["flagged"] == 1
+
+
+# --- the training manifest ---------------------------------------------------------------------
+
+
+def test_manifest_records_and_ground_truth_form_follow_the_answers():
+    import training_data_etl
+
+    images = [{"source": f"s3://b/{n}.png", "url": f"s3://b/{n}.png"} for n in ("a", "b", "c")]
+    labels = ["person", "car"]
+    answers = [
+        answer("s3://b/a.png", "person", True),
+        answer("s3://b/a.png", "car", True),
+        answer("s3://b/b.png", "person", False),
+        answer("s3://b/b.png", "car", True),
+        answer("s3://b/c.png", "person", True),
+        answer("s3://b/c.png", "car", None, state="failed"),
+    ]
+    records = training_data_etl.label_records(images, labels, answers)
+    assert [r["labels"] for r in records] == [["person", "car"], ["car"], ["person"]]
+    assert records[2]["answers"] == {"person": True, "car": None}
+
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    manifest = training_data_etl.ground_truth_manifest(records, labels, "training_data_etl", created)
+    assert [line["source-ref"] for line in manifest] == ["s3://b/a.png", "s3://b/b.png"]
+    assert manifest[1]["image-contains"] == [1]
+    assert manifest[1]["image-contains-metadata"] == {
+        "job-name": "labeling-job/training_data_etl",
+        "class-map": {"1": "car"},
+        "human-annotated": "yes",
+        "creation-date": "2026-01-02T03:04:05.000000",
+        "type": "groundtruth/image-classification-multilabel",
+    }
+
+
+# --- the DAGs as Airflow parses them -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example_dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(EXAMPLE_DAGS))
+    assert bag.import_errors == {}
+    return bag.dags
+
+
+def test_only_the_two_example_dags_are_parsed(example_dags):
+    assert sorted(example_dags) == ["surveillance_triage", "training_data_etl"]
+
+
+def test_surveillance_triage_runs_hourly_over_the_past_hour_in_mapped_batches(example_dags):
+    dag = example_dags["surveillance_triage"]
+    # A run at hh:00 covers the hour before it (the demo's run relies on this too).
+    assert (dag.timetable.expression, dag.timetable.interval) == ("0 * * * *", INTERVAL)
+    assert dag.task_dict["ask_crowd"].is_mapped and dag.task_dict["wait_for_answers"].is_mapped
+    assert dag.task_dict["wait_for_answers"].partial_kwargs["failed_policy"] == "report"
+    assert set(dag.task_dict["wait_for_answers"].downstream_task_ids) == {
+        "report_frames_to_inspect",
+        "count_clear_frames",
+    }
+
+
+def test_training_data_etl_declares_its_dataset_as_an_asset(example_dags):
+    dag = example_dags["training_data_etl"]
+    assert dag.task_dict["ask_crowd"].is_mapped
+    [asset] = dag.task_dict["write_dataset"].outlets
+    assert asset.name == "imagecontains_training_dataset"
+    assert asset.uri.startswith("file://")
+
+
+def test_the_readmes_minimal_dag_parses(tmp_path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    readme = (EXAMPLE_DAGS.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "find_people.py").write_text(code)
+    bag = DagBag(str(tmp_path))
+    assert bag.import_errors == {}
+    dag = bag.dags["find_people"]
+    assert dag.task_dict["submit"].images[1] == "s3://my-bucket/cam2/0002.jpg"
+    assert dag.task_dict["wait"].downstream_task_ids == {"people"}

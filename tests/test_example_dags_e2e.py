@@ -1,0 +1,123 @@
+"""The example DAGs run through Airflow (``airflow dags test``) against the local crowd server,
+their outputs checked against the sample frames' answer key. Also `make demo`'s runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
+from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
+from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder
+
+
+def child_pids() -> set[int]:
+    """Processes whose parent is this test process (Linux /proc)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.add(int(entry.name))
+    return children
+
+
+@pytest.mark.slow
+def test_demo_flags_the_frames_with_a_person_and_leaves_nothing_running(tmp_path):
+    before = child_pids()
+    lines: list[str] = []
+    result = run_demo(tmp_path / "demo", worker_accuracy=1.0, echo=lines.append)
+
+    with_person = sorted(name for name, labels in result.answer_key.items() if "person" in labels)
+    report = result.report
+    assert sorted(row["frame"] for row in report["inspect"]) == with_person
+    assert all(row["reason"] == "contains person" for row in report["inspect"])
+    assert (report["frames"], report["flagged"], report["clear"]) == (24, len(with_person), 24 - len(with_person))
+    # Frames that arrived before the run's interval were not asked about.
+    assert frame_name(0) not in result.answer_key and frame_name(EARLIER_FRAMES) in result.answer_key
+    assert result.answers_bought >= report["frames"]
+    assert result.cost == result.answers_bought * 0.01
+    assert result.report_html.is_file()
+    for row in report["inspect"]:
+        assert (result.report_html.parent / row["thumbnail"]).is_file()
+    assert child_pids() <= before
+    # The connection's secret reached Airflow only through the environment: no log, report, XCom
+    # (the Airflow database) or crowd database holds it.
+    secret = DEMO_ACCOUNT.secret_access_key.encode()
+    assert [p for p in (tmp_path / "demo").rglob("*") if p.is_file() and secret in p.read_bytes()] == []
+
+
+@pytest.fixture
+def airflow_home(airflow_db):
+    """The session's migrated Airflow home (each DAG run gets its own run id)."""
+    return Path(airflow_db)
+
+
+@pytest.mark.slow
+def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_path, airflow_home):
+    images_dir, dataset = tmp_path / "images", tmp_path / "dataset"
+    key = generate_frames(images_dir, 9)
+    log_path = tmp_path / "airflow.log"
+    with (
+        LocalCrowdServer(
+            tmp_path / "crowd.db", answer_key_path=str(images_dir / ANSWER_KEY_NAME), worker_accuracy=1.0
+        ) as crowd,
+        serve_folder(images_dir) as images_url,
+    ):
+        env = {
+            **crowd.airflow_connection_env(),
+            "IMAGECONTAINS_IMAGES_SOURCE": str(images_dir),
+            "IMAGECONTAINS_IMAGES_BASE_URL": images_url,
+            "IMAGECONTAINS_DATASET_URI": f"file://{dataset}",
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+        }
+        # 9 images x 2 labels in batches of 5: four mapped crowd tasks.
+        params = {"labels": ["person", "car"], "batch_size": 5}
+        run_dag("training_data_etl", datetime(2026, 2, 1, tzinfo=timezone.utc), airflow_home, env, log_path, params)
+        asked = crowd.tasks("image-contains")
+
+    assert len(asked) == 18
+    records = [json.loads(line) for line in (dataset / "labels.jsonl").read_text().splitlines()]
+    assert {Path(r["source"]).name: r["labels"] for r in records} == {
+        name: [label for label in ("person", "car") if label in labels] for name, labels in key.items()
+    }
+    assert all(r["url"] == f"{images_url}/{Path(r['source']).name}" for r in records)
+    manifest = [json.loads(line) for line in (dataset / "output.manifest").read_text().splitlines()]
+    assert len(manifest) == 9
+    for line in manifest:
+        labels = key[Path(line["source-ref"]).name]
+        assert sorted(line["image-contains-metadata"]["class-map"].values()) == sorted(labels)
+        assert line["image-contains"] == [
+            ["person", "car"].index(label) for label in ("person", "car") if label in labels
+        ]
+
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        events = db.execute(
+            "SELECT asset.uri FROM asset_event JOIN asset ON asset.id = asset_event.asset_id WHERE asset.name = ?",
+            ("imagecontains_training_dataset",),
+        ).fetchall()
+    assert events == [(f"file://{dataset}",)]
+
+
+@pytest.mark.slow
+def test_surveillance_triage_writes_an_empty_report_for_an_interval_without_frames(tmp_path, airflow_home):
+    (tmp_path / "frames").mkdir()
+    generate_frames(tmp_path / "frames", 3)  # modified now, long after the interval
+    env = {
+        "IMAGECONTAINS_FRAMES_SOURCE": str(tmp_path / "frames"),
+        "IMAGECONTAINS_FRAMES_BASE_URL": "http://127.0.0.1:9",
+        "IMAGECONTAINS_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    run_dag("surveillance_triage", datetime(2026, 3, 1, 8, tzinfo=timezone.utc), airflow_home, env, tmp_path / "log")
+    report = json.loads((tmp_path / "reports" / "20260301T070000" / "triage.json").read_text())
+    assert (report["frames"], report["flagged"], report["inspect"]) == (0, 0, [])
+    assert "No frame needs inspection." in (tmp_path / "reports" / "20260301T070000" / "index.html").read_text()

@@ -1,0 +1,83 @@
+"""The triage report page, opened in headless Chromium: it renders one row per flagged frame and
+every thumbnail loads (decoded at the frames' size, shown at thumbnail width)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from demo.frames import HEIGHT, WIDTH, frame_name, generate_frames
+from demo.run_demo import serve_folder
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium_page():
+    if not Path(CHROMIUM).is_file():
+        reason = f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):
+    import surveillance_triage
+
+    key = generate_frames(tmp_path / "frames", 12)
+    with serve_folder(tmp_path / "frames") as base_url:
+        answers = [
+            {
+                "url": f"{base_url}/{name}",
+                "label": "person",
+                "task_name": f"task-{index}",
+                "state": "completed",
+                "contains_target": "person" in labels,
+                "problem": None,
+            }
+            for index, (name, labels) in enumerate(key.items())
+        ]
+        answers[1].update(state="failed", contains_target=None, problem={"code": "Expired", "message": "no workers"})
+        summary = {"label": "person", "run_id": "r1", "data_interval_start": "11:00", "data_interval_end": "12:00"}
+        report = surveillance_triage.write_report(answers, summary, str(tmp_path / "report"))
+    flagged = sorted([name for name, labels in key.items() if "person" in labels] + [frame_name(1)])
+
+    failed_requests: list[str] = []
+    chromium_page.on("requestfailed", lambda request: failed_requests.append(request.url))
+    # The HTTP server is stopped: the page must stand on its own copies of the frames.
+    chromium_page.goto(Path(report["report_html"]).as_uri())
+    chromium_page.wait_for_load_state("load")
+
+    rows = chromium_page.locator("#frames tbody tr.frame")
+    assert rows.count() == len(flagged)
+    assert sorted(rows.nth(i).locator("td").nth(1).inner_text().split("\n")[0] for i in range(rows.count())) == flagged
+    assert "no answer (Expired)" in chromium_page.locator("#frames").inner_text()
+    assert "to inspect: " + str(len(flagged)) in chromium_page.locator("#summary").inner_text()
+
+    images = chromium_page.locator("#frames img")
+    images.last.scroll_into_view_if_needed()
+    chromium_page.wait_for_function("Array.from(document.images).every(img => img.complete)")
+    loaded = chromium_page.evaluate(
+        "Array.from(document.images).map(img => [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width])"
+    )
+    assert len(loaded) == len(flagged)
+    assert all(size == [WIDTH, HEIGHT, surveillance_triage.THUMBNAIL_WIDTH] for size in loaded), loaded
+    assert failed_requests == []
