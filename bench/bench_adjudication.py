@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-from pathlib import Path
+
+from report import write_section
 
 from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 WORKER_ACCURACIES = (0.7, 0.8, 0.9)
 POOL_SIZE = 30
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> dict[str, float]:
@@ -59,18 +59,6 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
         "majority3": majority_right[3] / tasks,
         "majority5": majority_right[5] / tasks,
     }
-
-
-def write_section(name: str, text: str) -> None:
-    """Replace this benchmark's own section of docs/benchmarks.md, creating the file if needed."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    current = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    section = f"{start}\n{text.strip()}\n{end}"
-    if start in current and end in current:
-        current = current[: current.index(start)] + section + current[current.index(end) + len(end) :]
-    else:
-        current = current.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(current)
 
 
 def main() -> None:

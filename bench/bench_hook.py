@@ -34,13 +34,13 @@ from bench_server_capacity import measure, presign
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
+from report import write_section
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 
 FUNCTION_NAME = "image-contains"
 SECTION = "hook"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def task_input(index: int) -> dict[str, Any]:
@@ -206,7 +206,6 @@ def run_latency(latency_ms: int, count: int, reference_count: int, repeats: int,
 
 def render(results: list[dict[str, Any]], count: int, repeats: int, concurrency: int, load: float) -> str:
     lines = [
-        f"<!-- bench:{SECTION} -->",
         "## Hook: put_tasks / get_tasks vs the reference client",
         "",
         f"`bench/bench_hook.py`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores shared by client and server "
@@ -253,7 +252,6 @@ def render(results: list[dict[str, Any]], count: int, repeats: int, concurrency:
             f"({r['thread_pool_cpu_us']:.0f} µs CPU per task): {r['hook_get'] / r['thread_pool']:.1f}x."
         )
     lines.extend(target_lines(results))
-    lines.append(f"<!-- /bench:{SECTION} -->")
     return "\n".join(lines)
 
 
@@ -285,18 +283,6 @@ def target_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the other benchmarks' sections alone."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
@@ -314,7 +300,7 @@ def main() -> None:
     print(section)
     print(json.dumps(results, indent=1))
     if not args.no_write:
-        write_section(section)
+        write_section(SECTION, section)
 
 
 if __name__ == "__main__":

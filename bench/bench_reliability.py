@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from report import DOCS, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "reliability.md"
-START, END = "<!-- bench:reliability -->", "<!-- /bench:reliability -->"
+DOC = DOCS / "reliability.md"
 COLUMNS = ("images", "tasks_created", "requests_retried", "results_lost", "duplicates")
 
 
@@ -30,7 +30,6 @@ def run_scenarios(figures_file: Path) -> None:
 
 def render(figures: dict[str, dict]) -> str:
     lines = [
-        START,
         "| scenario | images | tasks created | requests retried | results lost | duplicates | other figures |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -38,16 +37,7 @@ def render(figures: dict[str, dict]) -> str:
         other = ", ".join(f"{key} {value}" for key, value in sorted(row.items()) if key not in (*COLUMNS, "scenario"))
         cells = [str(row.get(column, "-")) for column in COLUMNS]
         lines.append(f"| {row['scenario']} | {' | '.join(cells)} | {other} |")
-    lines.append(END)
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else f"# Reliability\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    DOC.write_text(pattern.sub(lambda _: section, text))
 
 
 def main() -> None:
@@ -55,7 +45,7 @@ def main() -> None:
         figures_file = Path(scratch, "figures.json")
         run_scenarios(figures_file)
         figures = json.loads(figures_file.read_text())
-    write_section(render(figures))
+    write_section("reliability", render(figures), DOC)
     print(render(figures))
 
 

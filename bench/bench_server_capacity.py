@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from report import write_section
 
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 INPUT = {"image": {"url": "https://images.example.com/cam1.jpg"}, "target": {"label": "person"}}
 
 
@@ -77,18 +77,6 @@ def run(requests: int, connections: int, repetition: int) -> dict[str, float]:
             put_rate, put_statuses = asyncio.run(measure(server.port, puts, connections))
             assert set(get_statuses) == {200} and set(put_statuses) == {201}, "unexpected statuses"
             return {"GET": get_rate, "PUT": put_rate}
-
-
-def write_section(name: str, text: str) -> None:
-    """Replace this benchmark's own section of docs/benchmarks.md, creating the file if needed."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    current = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    section = f"{start}\n{text.strip()}\n{end}"
-    if start in current and end in current:
-        current = current[: current.index(start)] + section + current[current.index(end) + len(end) :]
-    else:
-        current = current.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(current)
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from report import write_section
+
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.store import COMPLETED, PROCESSING
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
@@ -41,7 +43,6 @@ from airflow_provider_imagecontains.triggers._tracking import TaskTracker
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 SECTION = "trigger"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 FUNCTION = "image-contains"
 TICK = 0.005
 
@@ -258,7 +259,6 @@ def build_section(
 
     return "\n".join(
         [
-            f"<!-- bench:{SECTION} -->",
             "## Trigger watching 10,000 tasks (`bench/bench_trigger.py`)",
             "",
             f"One `ImageContainsTrigger` (in a fresh child process) watching {args.tasks:,} `image-contains` tasks "
@@ -283,21 +283,8 @@ def build_section(
             "The longest stalls with default GC are full (generation 2) collections of the whole process heap",
             f"({statistics.median(run['heap_objects'] for run in watch):,.0f} objects here; more in a triggerer), not the trigger's own work: no callback of the",
             "trigger runs long, and with the start-up heap frozen the worst stall drops to the figure above.",
-            f"<!-- /bench:{SECTION} -->",
         ]
     )
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, leaving the other benchmarks' sections alone."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
 
 
 def main() -> None:
@@ -336,7 +323,7 @@ def main() -> None:
     section = build_section(args, watch, frozen, idle_ms, cycle, bulk)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(SECTION, section)
 
 
 if __name__ == "__main__":

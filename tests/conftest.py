@@ -46,3 +46,36 @@ def airflow_db() -> str:
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser build).
+
+    Missing Chromium skips the browser tests on a developer's machine and fails them in CI.
+    Module-scoped: Playwright's sync API must not stay open while other tests run their own event loops.
+    """
+    import shutil
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(executable):
+        reason = f"Chromium is missing at {executable} (Debian: apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        # The machine's network is closed: background connections would only fail, many at a time.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=args)
+        yield browser
+        browser.close()

@@ -3,40 +3,19 @@ every thumbnail loads (decoded at the frames' size, shown at thumbnail width).""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from demo.frames import HEIGHT, WIDTH, frame_name, generate_frames
 from demo.run_demo import serve_folder
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
-def chromium_page():
-    if not Path(CHROMIUM).is_file():
-        reason = f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def chromium_page(chromium):
+    page = chromium.new_page()
+    yield page
+    page.close()
 
 
 def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):

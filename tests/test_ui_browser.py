@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -17,16 +16,6 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.human import WorkforceStore
 from demo.frames import frame_name, generate_frames
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MALICIOUS_LABEL = '<script>window.pwned = "label"</script><img src=x onerror="window.pwned = 1">'
 # Two agreeing new workers reach 0.97 > 0.95 with this prior; one answer alone (0.855) does not.
 TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 0.95}
@@ -34,20 +23,6 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium is missing at {CHROMIUM}; CI must install Debian's chromium package.")
-        pytest.skip(f"Chromium is missing at {CHROMIUM} (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -115,7 +90,7 @@ def wait_until_finished(server, timeout=30.0):
 
 
 def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_follows(
-    browser, crowd_server, tmp_path, screenshots
+    chromium, crowd_server, tmp_path, screenshots
 ):
     frames = generate_frames(tmp_path / "frames", 4)
     server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
@@ -123,9 +98,9 @@ def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_foll
     truth_by_question = {("person", name.split("/")[-1]): "person" in labels for name, labels in frames.items()}
     truth_by_question[(MALICIOUS_LABEL, frame_name(1))] = False
 
-    dashboard_context, dashboard = sign_in(browser, server, "dashboard", server.account.account_id, DESKTOP)
-    alice_context, alice = sign_in(browser, server, "worker", "alice", DESKTOP)
-    bob_context, bob = sign_in(browser, server, "worker", "bob", PHONE)
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
+    alice_context, alice = sign_in(chromium, server, "worker", "alice", DESKTOP)
+    bob_context, bob = sign_in(chromium, server, "worker", "bob", PHONE)
     try:
         assert dashboard.url.endswith("/dashboard")
         dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('0 of 5 finished')")
@@ -173,13 +148,13 @@ def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_foll
             context.close()
 
 
-def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(browser, crowd_server, tmp_path):
+def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(chromium, crowd_server, tmp_path):
     generate_frames(tmp_path / "frames", 1)
     server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), task_deadline_seconds=3.0)
     url = f"{server.endpoint_url}/images/{frame_name(0)}"
     ImageContainsHook().put_task("image-contains", "blurry", {"image": {"url": url}, "target": {"label": "car"}})
-    dashboard_context, dashboard = sign_in(browser, server, "dashboard", server.account.account_id, DESKTOP)
-    worker_context, worker = sign_in(browser, server, "worker", "carol", PHONE)
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
+    worker_context, worker = sign_in(chromium, server, "worker", "carol", PHONE)
     try:
         assert shown_question(worker) == ("car", frame_name(0))
         with worker.expect_navigation():
@@ -196,11 +171,11 @@ def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(browser, 
         worker_context.close()
 
 
-def test_no_token_and_path_traversal_are_refused_in_the_browser(browser, crowd_server, tmp_path):
+def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_server, tmp_path):
     generate_frames(tmp_path / "frames", 1)
     (tmp_path / "secret.png").write_bytes(b"secret outside the folder")
     server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
-    context = browser.new_context()
+    context = chromium.new_context()
     try:
         page = context.new_page()
         assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 401
