@@ -2,21 +2,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+# The tested current release; `make test AIRFLOW_VERSION=3.1.8` tests another one in the same venv.
+AIRFLOW_VERSION ?= 3.3.2
+# One stamp per Airflow version, so changing the version reinstalls.
+INSTALLED := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 
 .PHONY: venv test lint demo bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	rm -f $(VENV)/.installed*
 	touch $@
 
 venv: $(INSTALLED)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check airflow_provider_imagecontains tests bench example_dags
-	$(BIN)/ruff format --check airflow_provider_imagecontains tests bench example_dags
+	$(BIN)/ruff check airflow_provider_imagecontains tests bench example_dags demo
+	$(BIN)/ruff format --check airflow_provider_imagecontains tests bench example_dags demo
 	$(BIN)/mypy airflow_provider_imagecontains
 
 test: lint
@@ -25,6 +29,12 @@ test: lint
 # Runs surveillance_triage against the local crowd server; everything it makes stays in .demo/.
 demo: $(INSTALLED)
 	$(BIN)/python -m demo.run_demo $(DEMO_ARGS)
+
+# Every benchmark, one after another (they share the machine's 2 cores); each rewrites its docs section.
+bench: $(INSTALLED)
+	for name in server_capacity adjudication hook trigger reliability; do \
+		$(BIN)/python bench/bench_$$name.py || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .demo build dist *.egg-info

@@ -30,12 +30,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 from botocore.exceptions import BotoCoreError, ClientError
 from example_io import as_records, batched, join_location, list_images, read_image, write_output
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+try:
+    from airflow.sdk import CronTriggerTimetable
+except ImportError:  # Airflow < 3.2; common-compat does not re-export timetables
+    from airflow.timetables.trigger import CronTriggerTimetable
 
 log = logging.getLogger(__name__)
 

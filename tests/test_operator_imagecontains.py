@@ -10,12 +10,13 @@ from datetime import datetime
 import boto3
 import pytest
 import requests
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from moto.server import ThreadedMotoServer
 
-from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.operators._images import plan_image_tasks
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 
 TEST_FN = "image-contains-test"
@@ -61,6 +62,48 @@ def test_rerun_and_retry_after_a_half_finished_submission_create_no_duplicates(c
 
     assert len(server.tasks(function_name=TEST_FN)) == len(IMAGES)
     assert _count(server, "PUT", 201) <= len(IMAGES)
+
+
+def _impatient(operator: ImageContainsOperator) -> ImageContainsOperator:
+    """Every throttled call outlives the hook's retries at once, as a long burst of 429s would."""
+    operator.hook.max_attempts = 1
+    return operator
+
+
+def test_calls_that_outlive_the_hooks_retries_are_submitted_again_in_later_rounds(crowd_server, capsys) -> None:
+    server = crowd_server(throttle_rate=0.5, retry_after_seconds=0, seed=4)
+    handle = _impatient(_operator(submit_rounds=20, submit_round_delay=0)).execute({})
+
+    stored = {t["task_name"] for t in server.tasks(function_name=TEST_FN)}
+    assert stored == {t["task_name"] for t in handle["tasks"]}
+    assert _count(server, "PUT", 201) == len(IMAGES)  # each created once: successes are never re-sent
+    assert _count(server, "PUT") == len(IMAGES) + _count(server, "PUT", 429)
+    assert "crowd task calls failed on throttling or server errors after retries" in capsys.readouterr().out
+
+
+def test_calls_still_throttled_after_the_last_round_fail_the_task_keeping_the_rest(crowd_server) -> None:
+    server = crowd_server(throttle_rate=1.0, retry_after_seconds=0)
+    with pytest.raises(BulkTaskError) as raised:
+        _impatient(_operator(submit_rounds=2, submit_round_delay=0)).execute({})
+    assert len(raised.value.errors) == len(IMAGES) and not raised.value.results
+    assert all(isinstance(error, ThrottledError) for error in raised.value.errors.values())
+    assert _count(server, "PUT", 429) == 2 * len(IMAGES)  # two rounds, then the Airflow task fails
+
+
+def test_an_error_that_resubmitting_cannot_fix_fails_at_once_naming_the_image(crowd_server) -> None:
+    server = crowd_server(throttle_rate=0.5, retry_after_seconds=0, seed=4)
+    taken = plan_image_tasks(IMAGES, "person", "ops_dag", TEST_FN)[3]
+    patient = ImageContainsHook(max_attempts=30, retry_base_delay=0.001, max_retry_delay=0.01)
+    patient.put_task(TEST_FN, taken.task_name, {"image": {"url": IMAGES[0]}, "target": {"label": "other"}})
+    puts_before = _count(server, "PUT")
+
+    with pytest.raises(AirflowFailException) as raised:
+        _impatient(_operator(submit_rounds=5, submit_round_delay=0)).execute({})
+
+    message = str(raised.value)
+    assert message.startswith(f"1 of {len(IMAGES)} crowd task(s) could not be submitted:")
+    assert f"{taken.url} (label 'person', task {taken.task_name}): TaskNameConflictError" in message
+    assert _count(server, "PUT") - puts_before == len(IMAGES)  # one round: nothing was submitted again
 
 
 def test_answered_images_are_reused_not_bought_again(crowd_server) -> None:

@@ -23,8 +23,8 @@ import boto3
 import pytest
 import requests
 import uvicorn
+from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_imagecontains.exceptions import AccessDeniedError, CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook

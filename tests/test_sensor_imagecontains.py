@@ -7,8 +7,8 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, TaskDeferred
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException, TaskDeferred
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor, parse_submission

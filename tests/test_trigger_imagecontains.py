@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import importlib
 import re
+import threading
+from functools import partial
 
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.triggers._tracking import build_records
+from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from airflow_provider_imagecontains.triggers import imagecontains as trigger_module
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 TEST_FN = "image-contains-test"
@@ -134,3 +138,87 @@ def test_an_unusable_connection_ends_in_an_error_event(crowd_server, monkeypatch
     names = _submit(crowd_server.current, TEST_FN, 2)
     event = asyncio.run(_events(_trigger(names, function_name="no-such-function")))[0]
     assert event["status"] == "error" and "FunctionNotFoundError" in event["message"]
+
+
+@pytest.fixture
+def short_hook_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trigger's hook gives up after two attempts a fraction of a second apart (instead of about 16 s),
+    so an outage longer than its retry budget fits in a fast test."""
+    short = partial(ImageContainsHook, max_attempts=2, retry_base_delay=0.05, max_retry_delay=0.1)
+    monkeypatch.setattr(trigger_module, "ImageContainsHook", short)
+
+
+def _gets_at_least(server: LocalCrowdServer, count: int) -> None:
+    for _ in range(600):
+        if server.running and _gets(server) >= count:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"fewer than {count} GETs reached the server")
+
+
+def test_an_outage_longer_than_the_hooks_retries_does_not_end_the_wait(
+    tmp_path, monkeypatch, capsys, short_hook_retries
+) -> None:
+    server = LocalCrowdServer(tmp_path / "crowd.db", subprocess=True, test_function_seconds=1.0)
+    server.start()
+    try:
+        for name, value in server.airflow_connection_env().items():
+            monkeypatch.setenv(name, value)
+        names = _submit(server, TEST_FN, 12)
+        events: list[dict] = []
+        watcher = _trigger(names, max_consecutive_poll_failures=1000)
+        waiting = threading.Thread(target=lambda: events.extend(asyncio.run(_events(watcher))))
+        waiting.start()
+        _gets_at_least(server, len(names))  # the first cycle read every task: all still processing
+        server.kill()
+        threading.Event().wait(2.0)  # many cycles, each outliving the hook's retries
+        server.start()
+        waiting.join(timeout=60)
+        stored = {task["task_name"]: task for task in server.tasks(TEST_FN)}
+    finally:
+        server.kill()
+
+    (event,) = events
+    assert event["status"] == "success"
+    assert event["outcomes"] == "".join("Y" if stored[n]["result"]["containsTarget"] else "N" for n in names)
+    warnings = re.findall(
+        r"(\d+) of (\d+) crowd task reads failed after retries \((\d+) ServiceError\)", capsys.readouterr().out
+    )
+    assert len(warnings) >= 2  # several cycles in a row got no answer at all, and the wait went on
+    assert all(failed == polled == count for failed, polled, count in warnings)
+
+
+def test_a_lasting_outage_ends_the_wait_after_the_documented_number_of_cycles(
+    crowd_server, capsys, short_hook_retries
+) -> None:
+    server = crowd_server()
+    names = _submit(server, TEST_FN, 3)
+    server.stop()
+
+    (event,) = asyncio.run(_events(_trigger(names, max_consecutive_poll_failures=3)))
+
+    assert event["status"] == "error"
+    assert "for 3 poll cycles in a row" in event["message"] and "ServiceError" in event["message"]
+    assert "retrying this Airflow task resumes the wait" in event["message"]
+    output = capsys.readouterr().out
+    assert len(re.findall(r"3 of 3 crowd task reads failed after retries", output)) == 2  # cycles 1 and 2 warn
+
+
+def test_a_partly_throttled_poll_keeps_the_answers_that_arrived(crowd_server) -> None:
+    server = crowd_server(throttle_rate=0.5, retry_after_seconds=0, seed=2)
+    patient = ImageContainsHook(max_attempts=30, retry_base_delay=0.001, max_retry_delay=0.01)
+    inputs = {
+        f"p-{i}": {"image": {"url": f"https://img.example.com/p/{i}.jpg"}, "target": {"label": "x"}} for i in range(20)
+    }
+    patient.put_tasks(TEST_FN, inputs)
+    tracker = TaskTracker(inputs)
+    impatient = ImageContainsHook(max_attempts=1)  # every throttled read outlives its retries
+    mixed_polls = 0
+    for _ in range(40):
+        found = asyncio.run(tracker.apoll(partial(impatient.aget_tasks, TEST_FN), tracker.unfinished))
+        assert set(found.transient_errors) <= set(tracker.unfinished)  # a throttled task is simply read again
+        mixed_polls += bool(found.finished and found.transient_errors)
+        if tracker.done:
+            break
+    assert tracker.done and mixed_polls >= 1
+    assert server.request_counts()[("GET", 429)] > 0

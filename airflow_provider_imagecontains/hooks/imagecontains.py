@@ -15,15 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import boto3
 import requests
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from requests.adapters import HTTPAdapter
@@ -51,7 +51,7 @@ from airflow_provider_imagecontains.validation import (
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 DEFAULT_ENDPOINT_URL = "https://crowd.us-east-1.amazonaws.com"
 DEFAULT_REGION_NAME = "us-east-1"
@@ -160,6 +160,15 @@ class wait_full_jitter_or_retry_after(wait_base):
         if retry_after is not None:
             delay = max(delay, retry_after)
         return min(delay, self.max_delay)
+
+
+@dataclass
+class _RetryTally:
+    """The retries of one bulk request, summed up in its one INFO line (each retry is logged at DEBUG)."""
+
+    calls: int = 0
+    retries: int = 0
+    longest_retry_after: float | None = None
 
 
 class _Answer(NamedTuple):
@@ -481,8 +490,9 @@ class ImageContainsHook(BaseHook):
 
     async def _aresolve_account(self) -> None:
         if self._connection is None:
-            # The triggerer forbids sync connection lookups from its event loop.
-            self._connection = await self.aget_connection(self.imagecontains_conn_id)
+            # The triggerer forbids sync connection lookups from its event loop, and before Airflow 3.3.2
+            # aget_connection can raise DeadlockImminentError there; the compat helper avoids both.
+            self._connection = await get_async_connection(self.imagecontains_conn_id, self)
         await asyncio.to_thread(self._resolve_account)
 
     async def _afrozen_credentials(self) -> ReadOnlyCredentials:
@@ -511,13 +521,16 @@ class ImageContainsHook(BaseHook):
 
     # ---- internals: sending, one retry policy for both clients ----
 
-    def _retry_policy(self) -> dict[str, Any]:
-        """Tenacity settings shared by the sync (``Retrying``) and async (``AsyncRetrying``) paths."""
+    def _retry_policy(self, tally: _RetryTally | None = None) -> dict[str, Any]:
+        """Tenacity settings shared by the sync (``Retrying``) and async (``AsyncRetrying``) paths.
+
+        :param tally: where a bulk request counts its retries; without one, each retry is logged at INFO.
+        """
         return {
             "retry": retry_if_exception_type(_TransientError),
             "stop": stop_after_attempt(self.max_attempts),
             "wait": wait_full_jitter_or_retry_after(self.retry_base_delay, self.max_retry_delay),
-            "before_sleep": self._log_retry,
+            "before_sleep": partial(self._log_retry, tally),
             "reraise": True,
         }
 
@@ -553,7 +566,9 @@ class ImageContainsHook(BaseHook):
     ) -> dict[str, dict[str, Any] | CrowdApiError]:
         """Call once per task over one aiohttp session, at most ``max_concurrency`` at a time; return each outcome."""
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        retry_policy = self._retry_policy()
+        # One call is one line per retry; a bulk request logs its retries at DEBUG and one INFO summary.
+        tally = _RetryTally() if len(bodies) > 1 else None
+        retry_policy = self._retry_policy(tally)
         is_https = self.config.endpoint_url.startswith("https://")
         connector = aiohttp.TCPConnector(limit=self.max_concurrency, ssl=self._ssl_context if is_https else True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
@@ -571,6 +586,8 @@ class ImageContainsHook(BaseHook):
                         return err
 
             outcomes = await asyncio.gather(*(call(name) for name in bodies))
+        if tally is not None and tally.retries:
+            self._log_retry_summary(tally, method, function_name, len(bodies))
         return dict(zip(bodies, outcomes, strict=True))
 
     async def _asend(
@@ -630,15 +647,35 @@ class ImageContainsHook(BaseHook):
             )
         )
 
-    def _log_retry(self, retry_state: RetryCallState) -> None:
+    def _log_retry(self, tally: _RetryTally | None, retry_state: RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        self.log.info(
+        if tally is not None:
+            if retry_state.attempt_number == 1:  # this call's first retry
+                tally.calls += 1
+            tally.retries += 1
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                honoured = min(retry_after, self.max_retry_delay)
+                tally.longest_retry_after = max(honoured, tally.longest_retry_after or 0.0)
+        (self.log.info if tally is None else self.log.debug)(
             "Crowd API call failed (%s), attempt %d of %d; retrying in %.2fs.",
             type(error.error).__name__ if isinstance(error, _TransientError) else error,
             retry_state.attempt_number,
             self.max_attempts,
             sleep,
+        )
+
+    def _log_retry_summary(self, tally: _RetryTally, method: str, function_name: str, calls: int) -> None:
+        self.log.info(
+            "Crowd API %s of %d tasks (%s): %d calls were retried, %d retries in all; longest Retry-After "
+            "honoured: %s.",
+            method,
+            calls,
+            function_name,
+            tally.calls,
+            tally.retries,
+            "none" if tally.longest_retry_after is None else f"{tally.longest_retry_after:.2f}s",
         )
 
     # ---- internals: reading answers, shared by both clients ----

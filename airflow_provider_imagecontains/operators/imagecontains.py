@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, BaseOperator, conf
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseHook, BaseOperator, conf
 
-from airflow_provider_imagecontains.exceptions import BulkTaskError, TaskNameConflictError, TaskNotFoundError
+from airflow_provider_imagecontains.exceptions import (
+    BulkTaskError,
+    CrowdApiError,
+    TaskNameConflictError,
+    TaskNotFoundError,
+)
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators._images import ImageTask, plan_image_tasks, presign_s3_urls
 from airflow_provider_imagecontains.sensors.imagecontains import (
     FAILED_POLICIES,
+    MAX_LISTED,
     apply_failed_policy,
     records_from_event,
 )
-from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
     from mypy_boto3_s3 import S3Client
 
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
@@ -67,6 +72,11 @@ class ImageContainsOperator(BaseOperator):
     :param aws_conn_id: Airflow AWS connection used to presign ``s3://`` images; ``None`` uses
         boto3's default credential chain.
     :param presign_expires_in: seconds the presigned URLs stay valid (at most 7 days).
+    :param submit_rounds: PUT rounds in all: calls that still fail on throttling, server errors or
+        dropped connections after the hook's own retries are submitted again in the next round,
+        keeping every success; the task fails only if some remain after the last round. Any other
+        error (invalid input, name conflict, access denied, unknown function) fails it at once.
+    :param submit_round_delay: seconds to pause before each further round, for the service to recover.
     """
 
     template_fields: Sequence[str] = ("images", "target_label", "namespace", "function_name", "imagecontains_conn_id")
@@ -90,11 +100,15 @@ class ImageContainsOperator(BaseOperator):
         failed_policy: str = "fail",
         aws_conn_id: str | None = None,
         presign_expires_in: int = DEFAULT_PRESIGN_EXPIRES_IN,
+        submit_rounds: int = 3,
+        submit_round_delay: float = 30,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if failed_policy not in FAILED_POLICIES:
             raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        if submit_rounds < 1:
+            raise ValueError(f"Invalid submit_rounds {submit_rounds!r}: expected at least 1.")
         self.images = images
         # Not ``self.label``: BaseOperator.label is the task's display label.
         self.target_label = label
@@ -112,6 +126,8 @@ class ImageContainsOperator(BaseOperator):
         self.failed_policy = failed_policy
         self.aws_conn_id = aws_conn_id
         self.presign_expires_in = presign_expires_in
+        self.submit_rounds = submit_rounds
+        self.submit_round_delay = submit_round_delay
 
     @cached_property
     def hook(self) -> ImageContainsHook:
@@ -178,13 +194,14 @@ class ImageContainsOperator(BaseOperator):
             task.task_name: {"image": {"url": presigned.get(task.url, task.url)}, "target": {"label": task.label}}
             for task in tasks
         }
-        docs = self._put_or_reuse(inputs)
+        by_name = {task.task_name: task for task in tasks}
+        docs = self._put_or_reuse(inputs, by_name)
         failed = [name for name, doc in docs.items() if doc["state"] == "failed"]
         if failed and self.resubmit_failed:
             self.log.info("Deleting and resubmitting %d failed crowd tasks (resubmit_failed=True).", len(failed))
             for name in failed:
                 self.hook.delete_task(self.function_name, name)
-            docs.update(self._put_or_reuse({name: inputs[name] for name in failed}))
+            docs.update(self._put_or_reuse({name: inputs[name] for name in failed}, by_name))
         elif failed:
             self.log.warning(
                 "%d crowd tasks had already failed; they are kept as failed (set resubmit_failed=True to pay for "
@@ -193,20 +210,69 @@ class ImageContainsOperator(BaseOperator):
             )
         return docs
 
-    def _put_or_reuse(self, inputs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """PUT ``inputs``; a name conflict on an S3 image is the same image with an earlier presigned URL,
-        so the existing task is fetched and reused instead."""
-        try:
-            return self.hook.put_tasks(self.function_name, inputs)
-        except BulkTaskError as err:
-            reusable = [
+    def _put_or_reuse(
+        self, inputs: dict[str, dict[str, Any]], tasks: Mapping[str, ImageTask]
+    ) -> dict[str, dict[str, Any]]:
+        """PUT ``inputs`` in up to ``submit_rounds`` rounds and return every task document.
+
+        A round submits again only the calls that failed transiently in the one before. A name
+        conflict on an S3 image is the same image with an earlier presigned URL, so the existing
+        task is fetched and reused instead.
+        """
+        docs: dict[str, dict[str, Any]] = {}
+        reusable: list[str] = []
+        pending = inputs
+        for submit_round in range(1, self.submit_rounds + 1):
+            results, errors = self._put_once(pending)
+            docs.update(results)
+            reusable += [
                 name
-                for name, error in err.errors.items()
+                for name, error in errors.items()
                 if isinstance(error, TaskNameConflictError) and self._is_presigned(inputs[name])
             ]
-            if len(reusable) < len(err.errors):
-                raise
-            return {**err.results, **self.hook.get_tasks(self.function_name, reusable)}
+            transient = {name: error for name, error in errors.items() if is_transient(error)}
+            permanent = {
+                name: error for name, error in errors.items() if name not in transient and name not in reusable
+            }
+            if permanent:
+                raise AirflowFailException(self._failure_message(permanent, tasks, len(inputs)))
+            if not transient:
+                break
+            if submit_round == self.submit_rounds:
+                raise BulkTaskError(docs, transient)
+            self.log.warning(
+                "%d of %d crowd task calls failed on throttling or server errors after retries; submitting them "
+                "again in %.0fs (round %d of %d).",
+                len(transient),
+                len(inputs),
+                self.submit_round_delay,
+                submit_round + 1,
+                self.submit_rounds,
+            )
+            time.sleep(self.submit_round_delay)
+            pending = {name: inputs[name] for name in transient}
+        if reusable:
+            docs.update(self.hook.get_tasks(self.function_name, reusable))
+        return docs
+
+    def _put_once(
+        self, inputs: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, CrowdApiError]]:
+        """One bulk PUT: the task documents of the calls that succeeded and the errors of those that failed."""
+        try:
+            return self.hook.put_tasks(self.function_name, inputs), {}
+        except BulkTaskError as err:
+            return err.results, err.errors
+
+    @staticmethod
+    def _failure_message(errors: dict[str, CrowdApiError], tasks: Mapping[str, ImageTask], total: int) -> str:
+        lines = [
+            f"  - {tasks[name].url} (label {tasks[name].label!r}, task {name}): {type(error).__name__}: {error.message}"
+            for name, error in list(errors.items())[:MAX_LISTED]
+        ]
+        if len(errors) > MAX_LISTED:
+            lines.append(f"  ... and {len(errors) - MAX_LISTED} more")
+        return "\n".join([f"{len(errors)} of {total} crowd task(s) could not be submitted:", *lines])
 
     def _count_new_tasks(self, tasks: list[ImageTask]) -> dict[str, Any]:
         """Dry run: GET every task and count those a real run would create (and pay for)."""

@@ -4,7 +4,7 @@ operator's synchronous wait, so every waiting mode reaches the same results."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_imagecontains.exceptions import (
     BulkTaskError,
@@ -18,7 +18,27 @@ from airflow_provider_imagecontains.exceptions import (
 # "Y" completed and contains the target, "N" completed without it, "F" failed.
 CONTAINS, NOT_CONTAINS, FAILED = "Y", "N", "F"
 UNFINISHED = "."
-_POLL_ERRORS = (BulkTaskError, TaskNotFoundError, ThrottledError)
+_POLL_ERRORS = (BulkTaskError, TaskNotFoundError, ThrottledError, ServiceError)
+
+
+def is_transient(error: CrowdApiError) -> bool:
+    """Whether ``error`` may go away by itself: throttling, a server error or a dropped connection that
+    outlived the hook's retries. A success status with a body that is not a task document is not."""
+    if isinstance(error, ThrottledError):
+        return True
+    return isinstance(error, ServiceError) and (error.status_code is None or error.status_code >= 500)
+
+
+class PollResult(NamedTuple):
+    """What one poll of a batch of tasks found.
+
+    :param finished: how many tasks newly finished.
+    :param transient_errors: ``{task_name: error}`` of the reads that failed transiently (see
+        :func:`is_transient`); those tasks are simply polled again.
+    """
+
+    finished: int
+    transient_errors: dict[str, CrowdApiError]
 
 
 class TaskTracker:
@@ -73,49 +93,46 @@ class TaskTracker:
                 self.problems[name] = doc.get("problemDetails") or {"code": "Failed", "message": "No details given."}
         return len(self.outcomes) - before
 
-    def poll(
-        self, get_tasks: Callable[[list[str]], dict[str, dict[str, Any]]], task_names: list[str]
-    ) -> tuple[int, bool]:
-        """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished.
-
-        Returns (newly finished, whether the service throttled us).
-        """
+    def poll(self, get_tasks: Callable[[list[str]], dict[str, dict[str, Any]]], task_names: list[str]) -> PollResult:
+        """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished."""
         try:
-            return self.record(get_tasks(task_names)), False
+            docs = get_tasks(task_names)
         except _POLL_ERRORS as err:
             return self.record_error(task_names, err)
+        return PollResult(self.record(docs), {})
 
     async def apoll(
         self, aget_tasks: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]], task_names: list[str]
-    ) -> tuple[int, bool]:
+    ) -> PollResult:
         """Async :meth:`poll`, for the trigger."""
         try:
-            return self.record(await aget_tasks(task_names)), False
+            docs = await aget_tasks(task_names)
         except _POLL_ERRORS as err:
             return self.record_error(task_names, err)
+        return PollResult(self.record(docs), {})
 
-    def record_error(self, task_names: list[str], error: CrowdApiError) -> tuple[int, bool]:
-        """Keep what a partly failed GET returned; a task that vanished counts as failed.
+    def record_error(self, task_names: list[str], error: CrowdApiError) -> PollResult:
+        """Keep what a partly failed GET returned; a task that vanished counts as failed, and a
+        transient failure leaves its task to the next poll.
 
-        Returns (newly finished, whether the service throttled us). Any other error is raised,
-        since polling again would not fix it.
+        Any other error is raised, since polling again would not fix it.
         """
         if isinstance(error, BulkTaskError):
             results, errors = error.results, error.errors
         else:  # a one-task read raises its own error rather than a BulkTaskError
             results, errors = {}, dict.fromkeys(task_names, error)
         finished = self.record(results)
-        throttled = False
+        transient_errors = {}
         for name, item_error in errors.items():
             if isinstance(item_error, TaskNotFoundError):
                 self.outcomes[name] = FAILED
                 self.problems[name] = {"code": "TaskNotFound", "message": "The task was deleted while waiting."}
                 finished += 1
-            elif isinstance(item_error, ThrottledError):
-                throttled = True
+            elif is_transient(item_error):
+                transient_errors[name] = item_error
             else:
                 raise item_error
-        return finished, throttled
+        return PollResult(finished, transient_errors)
 
     def to_event(self) -> dict[str, Any]:
         """The compact success payload: outcomes in task order plus problems of failed tasks."""
