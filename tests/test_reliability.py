@@ -67,6 +67,11 @@ else:
             tick.cancel()
             return event.payload, stall
 
+    # Baseline after the libraries a triggerer has loaded anyway (Airflow's connection machinery,
+    # boto3, aiohttp): what is measured is the memory the watch itself adds.
+    from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+    ImageContainsHook(imagecontains_conn_id=arguments["imagecontains_conn_id"]).get_conn()
+    import aiohttp  # noqa: F401
     rss_before = rss_mb()
     payload, stall = asyncio.run(main())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
