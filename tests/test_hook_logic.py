@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from airflow.providers_manager import ProvidersManager
 from airflow.sdk import Connection
+from loopback import LoopbackServer
 from tenacity import RetryCallState, Retrying
 
 from airflow_provider_imagecontains import get_provider_info
@@ -49,7 +49,7 @@ def task_document(name: str, state: str = "processing", **extra: Any) -> dict[st
     return {"taskName": name, "input": GOOD_INPUT, "state": state, "result": None, "problemDetails": None, **extra}
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A loopback HTTP server answering each request with the next scripted (status, headers, body)."""
 
     def __init__(self) -> None:
@@ -57,39 +57,18 @@ class ScriptedServer:
         self.default: tuple[int, dict[str, str], bytes] = (500, {}, b"no script")
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
-        scripted = self
+        super().__init__(self._next_answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                with scripted._lock:
-                    scripted.requests.append((self.command, self.path, dict(self.headers)))
-                    status, headers, body = scripted.script.pop(0) if scripted.script else scripted.default
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_PUT = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
+    def _next_answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            self.requests.append((method, path, headers))
+            return self.script.pop(0) if self.script else self.default
 
     def add(self, status: int, body: Any = b"", headers: dict[str, str] | None = None) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.script.append((status, headers or {"Content-Type": "application/json"}, raw))
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

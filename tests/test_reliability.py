@@ -20,13 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 from airflow.sdk import DAG
+from loopback import LoopbackServer
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
@@ -359,33 +359,6 @@ def test_insufficient_funds_and_expired_tasks_are_reported_by_name_per_policy(pr
 # ---- nonsense answers ----
 
 
-class NonsenseServer:
-    """A loopback HTTP server that answers every request with one fixed (status, content type, body)."""
-
-    def __init__(self, status: int, content_type: str, body: bytes) -> None:
-        answer = (status, content_type, body)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, content_type, body = answer
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _document(name: str, **fields: Any) -> bytes:
     document = {"taskName": name, "input": {"image": {"url": "https://x.example/1.jpg"}, "target": {"label": "cat"}}}
     return json.dumps({**document, **fields}).encode()
@@ -412,7 +385,7 @@ NONSENSE = {
 @pytest.mark.parametrize("answer", list(NONSENSE))
 def test_nonsense_answers_end_in_a_clear_error_never_a_result(answer, monkeypatch) -> None:
     status, content_type, body = NONSENSE[answer]
-    nonsense = NonsenseServer(status, content_type, body)
+    nonsense = LoopbackServer(lambda *request: (status, {"Content-Type": content_type}, body))
     connection = {
         "conn_type": "imagecontains",
         "login": "AKIANONSENSE",

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -25,6 +23,7 @@ import requests
 import uvicorn
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk import DAG
+from loopback import LoopbackServer
 
 from airflow_provider_imagecontains.exceptions import AccessDeniedError, CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
@@ -38,37 +37,20 @@ from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsT
 INPUT = {"image": {"url": "https://img.example.com/secure/1.jpg"}, "target": {"label": "person"}}
 
 
-class CapturingServer:
+class CapturingServer(LoopbackServer):
     """Records the requests the hook signs (method, path, headers, body) and answers a valid task document."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        captured = self.requests
+        super().__init__(self._capture)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                captured.append((self.command, self.path, dict(self.headers), body))
-                name = self.path.rsplit("/", 1)[1]
-                answer = json.dumps({"taskName": name, "input": INPUT, "state": "processing"}).encode()
-                self.send_response(201 if self.command == "PUT" else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_GET = do_PUT = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _capture(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append((method, path, headers, body))
+        name = path.rsplit("/", 1)[1]
+        answer = json.dumps({"taskName": name, "input": INPUT, "state": "processing"}).encode()
+        return 201 if method == "PUT" else 200, {"Content-Type": "application/json"}, answer
 
 
 def test_requests_the_hook_signed_cannot_be_replayed_elsewhere_or_late(crowd_server, monkeypatch) -> None:
