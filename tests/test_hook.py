@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +212,65 @@ def test_async_reads_do_not_block_the_event_loop(
     assert single["taskName"] == names[0]
     with pytest.raises(TaskNotFoundError):
         asyncio.run(hook.aget_task("image-contains-test", "missing"))
+
+
+def test_streamed_reads_arrive_as_they_finish_and_closing_early_sends_no_more(
+    start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
+) -> None:
+    server = start_server(latency_ms=50)
+    hook = make_hook(server, max_concurrency=4)
+    names = [f"stream-{i}" for i in range(40)]
+    hook.put_tasks("image-contains-test", {name: image_input(i) for i, name in enumerate(names)})
+
+    async def read_all() -> dict[str, Any]:
+        return {name: outcome async for name, outcome in hook.aiter_tasks("image-contains-test", [*names, "missing"])}
+
+    reads = asyncio.run(read_all())
+    assert {name: doc["taskName"] for name, doc in reads.items() if name != "missing"} == {n: n for n in names}
+    assert isinstance(reads["missing"], TaskNotFoundError)  # one read's error is its outcome, not the end
+
+    async def read_five() -> list[str]:
+        taken = []
+        async with aclosing(hook.aiter_tasks("image-contains-test", names)) as stream:
+            async for name, _doc in stream:
+                taken.append(name)
+                if len(taken) == 5:
+                    break
+        await asyncio.sleep(0.3)  # long enough for any request still running to reach the server
+        return taken
+
+    gets_before = server.request_counts()[("GET", 200)]
+    assert len(asyncio.run(read_five())) == 5
+    # The 5 read plus at most the 4 that were in flight when the stream closed; the other 31 were never sent.
+    assert 5 <= server.request_counts()[("GET", 200)] - gets_before <= 5 + 4
+
+
+def test_bulk_reads_leave_no_reference_cycles_behind_per_task(
+    start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
+) -> None:
+    """Garbage in reference cycles is only freed by the garbage collector, and in a triggerer its full
+    collections stall the event loop; reading a task must leave none (a new retry object per call left 18)."""
+    server = start_server(subprocess=True)  # the in-process server's own garbage would count too
+    hook = make_hook(server)
+    names = [f"gc-{i}" for i in range(400)]
+    hook.put_tasks("image-contains-test", {name: image_input(i) for i, name in enumerate(names)})
+
+    def cyclic_garbage_of_reading(count: int) -> int:
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            asyncio.run(hook.aget_tasks("image-contains-test", names[:count]))
+            gc.collect()
+            return len(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+
+    cyclic_garbage_of_reading(100)  # warm up: imports and caches
+    per_task = (cyclic_garbage_of_reading(400) - cyclic_garbage_of_reading(100)) / 300
+    assert per_task < 0.5
 
 
 def test_async_puts_create_each_task_once_and_keep_failures(

@@ -263,6 +263,8 @@ def test_bad_input_is_rejected_before_any_request(hook: ImageContainsHook, scrip
         hook.get_tasks("image-contains", "fine")
     with pytest.raises(InvalidTaskError, match=r"'odd'.*not JSON"):
         hook.put_tasks("other-function", {"ok": {"x": 1}, "odd": {"x": float("nan")}})
+    with pytest.raises(InvalidTaskError, match="'a b'"):
+        asyncio.run(anext(hook.aiter_tasks("image-contains", ["fine", "a b"])))
     assert scripted.requests == []
 
 

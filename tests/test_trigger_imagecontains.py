@@ -44,12 +44,12 @@ def _gets(server) -> int:
 
 
 def test_serializes_to_classpath_and_plain_kwargs() -> None:
-    trigger = _trigger(["a", "b"], batch_size=7)
+    trigger = _trigger(["a", "b"], max_consecutive_poll_failures=7)
     classpath, kwargs = trigger.serialize()
     module_name, class_name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
-    assert kwargs["task_names"] == ["a", "b"] and kwargs["batch_size"] == 7
+    assert kwargs["task_names"] == ["a", "b"] and kwargs["max_consecutive_poll_failures"] == 7
     assert all(isinstance(v, (str, int, float, list)) for v in kwargs.values())
 
 
@@ -182,10 +182,13 @@ def test_an_outage_longer_than_the_hooks_retries_does_not_end_the_wait(
     assert event["status"] == "success"
     assert event["outcomes"] == "".join("Y" if stored[n]["result"]["containsTarget"] else "N" for n in names)
     warnings = re.findall(
-        r"(\d+) of (\d+) crowd task reads failed after retries \((\d+) ServiceError\)", capsys.readouterr().out
+        r"A crowd task read failed after retries \((\w+)\) after (\d+) answers this cycle; "
+        r"the 12 unfinished tasks are read again in \d+s \((\d+) of at most 1000 cycles",
+        capsys.readouterr().out,
     )
-    assert len(warnings) >= 2  # several cycles in a row got no answer at all, and the wait went on
-    assert all(failed == polled == count for failed, polled, count in warnings)
+    # Several cycles in a row got no answer at all, and the wait went on.
+    assert max(int(failed_cycles) for _, _, failed_cycles in warnings) >= 2
+    assert {kind for kind, _, _ in warnings} == {"ServiceError"}
 
 
 def test_a_lasting_outage_ends_the_wait_after_the_documented_number_of_cycles(
@@ -201,7 +204,10 @@ def test_a_lasting_outage_ends_the_wait_after_the_documented_number_of_cycles(
     assert "for 3 poll cycles in a row" in event["message"] and "ServiceError" in event["message"]
     assert "retrying this Airflow task resumes the wait" in event["message"]
     output = capsys.readouterr().out
-    assert len(re.findall(r"3 of 3 crowd task reads failed after retries", output)) == 2  # cycles 1 and 2 warn
+    warned = re.findall(
+        r"failed after retries \(ServiceError\) after 0 answers this cycle.*\((\d) of at most 3", output
+    )
+    assert warned == ["1", "2"]  # cycles 1 and 2 warn, cycle 3 ends the wait
 
 
 def test_a_partly_throttled_poll_keeps_the_answers_that_arrived(crowd_server) -> None:
@@ -211,14 +217,27 @@ def test_a_partly_throttled_poll_keeps_the_answers_that_arrived(crowd_server) ->
         f"p-{i}": {"image": {"url": f"https://img.example.com/p/{i}.jpg"}, "target": {"label": "x"}} for i in range(20)
     }
     patient.put_tasks(TEST_FN, inputs)
-    tracker = TaskTracker(inputs)
     impatient = ImageContainsHook(max_attempts=1)  # every throttled read outlives its retries
-    mixed_polls = 0
-    for _ in range(40):
-        found = asyncio.run(tracker.apoll(partial(impatient.aget_tasks, TEST_FN), tracker.unfinished))
-        assert set(found.transient_errors) <= set(tracker.unfinished)  # a throttled task is simply read again
-        mixed_polls += bool(found.finished and found.transient_errors)
-        if tracker.done:
+    trigger = _trigger(list(inputs))
+
+    async_tracker, mixed_cycles = TaskTracker(inputs), 0
+    for _ in range(60):
+        before = set(async_tracker.unfinished)
+        cycle = asyncio.run(trigger._poll(impatient, async_tracker))
+        assert before - set(async_tracker.unfinished) == set(async_tracker.outcomes) & before
+        if cycle.error is not None:
+            assert cycle.error.status_code == 429
+            mixed_cycles += bool(cycle.finished)  # the answers read before the throttled one are kept
+        if async_tracker.done:
             break
-    assert tracker.done and mixed_polls >= 1
+    assert async_tracker.done and mixed_cycles >= 1
+
+    sync_tracker, mixed_polls = TaskTracker(inputs), 0
+    for _ in range(60):
+        found = sync_tracker.poll(partial(impatient.get_tasks, TEST_FN), sync_tracker.unfinished)
+        assert set(found.transient_errors) <= set(sync_tracker.unfinished)  # a throttled task is simply read again
+        mixed_polls += bool(found.finished and found.transient_errors)
+        if sync_tracker.done:
+            break
+    assert sync_tracker.done and mixed_polls >= 1
     assert server.request_counts()[("GET", 429)] > 0

@@ -3,7 +3,7 @@ operator's synchronous wait, so every waiting mode reaches the same results."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from airflow_provider_imagecontains.exceptions import (
@@ -78,61 +78,59 @@ class TaskTracker:
         """Store the outcome of every finished document; return how many tasks newly finished."""
         before = len(self.outcomes)
         for name, doc in docs.items():
-            state = doc.get("state")
-            if state == "completed":
-                contains = (doc.get("result") or {}).get("containsTarget")
-                # A result that is not a JSON boolean must not become a "yes" or a "no".
-                if not isinstance(contains, bool):
-                    raise ServiceError(
-                        f"Task {name!r} completed with result {str(doc.get('result'))[:120]!r}; "
-                        "expected {'containsTarget': true or false}. The endpoint may not be the crowd API."
-                    )
-                self.outcomes[name] = CONTAINS if contains else NOT_CONTAINS
-            elif state == "failed":
-                self.outcomes[name] = FAILED
-                self.problems[name] = doc.get("problemDetails") or {"code": "Failed", "message": "No details given."}
+            self._record_document(name, doc)
         return len(self.outcomes) - before
 
+    def record_read(self, name: str, outcome: dict[str, Any] | CrowdApiError) -> CrowdApiError | None:
+        """Record one read of task ``name``: its document, or the error the read ended with.
+
+        A task that vanished counts as failed. A transient error (see :func:`is_transient`) is returned
+        and leaves the task to the next poll; any other error is raised, since reading again would not fix it.
+        """
+        if not isinstance(outcome, CrowdApiError):
+            self._record_document(name, outcome)
+        elif isinstance(outcome, TaskNotFoundError):
+            self.outcomes[name] = FAILED
+            self.problems[name] = {"code": "TaskNotFound", "message": "The task was deleted while waiting."}
+        elif is_transient(outcome):
+            return outcome
+        else:
+            raise outcome
+        return None
+
     def poll(self, get_tasks: Callable[[list[str]], dict[str, dict[str, Any]]], task_names: list[str]) -> PollResult:
-        """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished."""
+        """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished; the answers
+        that arrived are kept when some reads fail."""
         try:
             docs = get_tasks(task_names)
         except _POLL_ERRORS as err:
-            return self.record_error(task_names, err)
-        return PollResult(self.record(docs), {})
-
-    async def apoll(
-        self, aget_tasks: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]], task_names: list[str]
-    ) -> PollResult:
-        """Async :meth:`poll`, for the trigger."""
-        try:
-            docs = await aget_tasks(task_names)
-        except _POLL_ERRORS as err:
-            return self.record_error(task_names, err)
-        return PollResult(self.record(docs), {})
-
-    def record_error(self, task_names: list[str], error: CrowdApiError) -> PollResult:
-        """Keep what a partly failed GET returned; a task that vanished counts as failed, and a
-        transient failure leaves its task to the next poll.
-
-        Any other error is raised, since polling again would not fix it.
-        """
-        if isinstance(error, BulkTaskError):
-            results, errors = error.results, error.errors
-        else:  # a one-task read raises its own error rather than a BulkTaskError
-            results, errors = {}, dict.fromkeys(task_names, error)
-        finished = self.record(results)
+            # A one-task read raises its own error rather than a BulkTaskError.
+            reads: dict[str, dict[str, Any] | CrowdApiError] = (
+                {**err.results, **err.errors} if isinstance(err, BulkTaskError) else dict.fromkeys(task_names, err)
+            )
+        else:
+            return PollResult(self.record(docs), {})
+        before = len(self.outcomes)
         transient_errors = {}
-        for name, item_error in errors.items():
-            if isinstance(item_error, TaskNotFoundError):
-                self.outcomes[name] = FAILED
-                self.problems[name] = {"code": "TaskNotFound", "message": "The task was deleted while waiting."}
-                finished += 1
-            elif is_transient(item_error):
-                transient_errors[name] = item_error
-            else:
-                raise item_error
-        return PollResult(finished, transient_errors)
+        for name, outcome in reads.items():
+            if (error := self.record_read(name, outcome)) is not None:
+                transient_errors[name] = error
+        return PollResult(len(self.outcomes) - before, transient_errors)
+
+    def _record_document(self, name: str, doc: dict[str, Any]) -> None:
+        state = doc.get("state")
+        if state == "completed":
+            contains = (doc.get("result") or {}).get("containsTarget")
+            # A result that is not a JSON boolean must not become a "yes" or a "no".
+            if not isinstance(contains, bool):
+                raise ServiceError(
+                    f"Task {name!r} completed with result {str(doc.get('result'))[:120]!r}; "
+                    "expected {'containsTarget': true or false}. The endpoint may not be the crowd API."
+                )
+            self.outcomes[name] = CONTAINS if contains else NOT_CONTAINS
+        elif state == "failed":
+            self.outcomes[name] = FAILED
+            self.problems[name] = doc.get("problemDetails") or {"code": "Failed", "message": "No details given."}
 
     def to_event(self) -> dict[str, Any]:
         """The compact success payload: outcomes in task order plus problems of failed tasks."""

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
-from functools import partial
-from typing import Any
+from contextlib import aclosing
+from typing import Any, NamedTuple
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.triggers._tracking import PollResult, TaskTracker
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker
+
+
+class _Cycle(NamedTuple):
+    """What one poll cycle found: how many tasks newly finished, how many answers arrived, and the
+    transient error that ended the cycle early, if any."""
+
+    finished: int
+    answers: int
+    error: CrowdApiError | None
 
 
 class ImageContainsTrigger(BaseTrigger):
@@ -21,14 +29,15 @@ class ImageContainsTrigger(BaseTrigger):
     Poll the unfinished tasks of one submission until all are completed or failed.
 
     One trigger watches all tasks (not one per image). Each cycle GETs only the tasks that have
-    not finished yet, in batches through the hook's async client, so the triggerer's event loop
-    never blocks. The interval doubles (up to ``max_poll_interval``) while nothing finishes and
+    not finished yet through the hook's async client (at most its ``max_concurrency`` at a time) and
+    records each answer as it arrives, so the triggerer's event loop never blocks and memory does not
+    grow with the number of tasks. The interval doubles (up to ``max_poll_interval``) while nothing finishes and
     after transient failures, and resets once tasks finish. Progress counts are logged at most every
     ``log_interval`` seconds.
 
-    Reads that fail after the hook's own retries on throttling, server errors or dropped
-    connections are transient: their tasks are read again next cycle (a warning gives the counts)
-    and the answers that did arrive are kept. Only ``max_consecutive_poll_failures`` cycles in a
+    A read that fails after the hook's own retries on throttling, server errors or dropped
+    connections is transient: the cycle stops there, the answers that did arrive are kept, and the
+    tasks not read yet are read next cycle (a warning says how far the cycle got). Only ``max_consecutive_poll_failures`` cycles in a
     row without a single answer end the wait with an error; any other error (access denied,
     unknown function, a body that is not a task document) ends it at once. A task that no longer
     exists counts as failed. The trigger yields a single event: ``{"status": "success",
@@ -42,8 +51,6 @@ class ImageContainsTrigger(BaseTrigger):
     :param poll_interval: seconds from the start of one poll to the next while tasks keep finishing.
     :param max_poll_interval: the longest wait between polls when nothing changes.
     :param log_interval: the shortest time in seconds between two progress log lines.
-    :param batch_size: how many GETs one batch hands to the hook (bounds memory and in-flight work;
-        the hook bounds concurrency within a batch).
     :param max_consecutive_poll_failures: give up after this many poll cycles in a row in which no
         task could be read (each after the hook's retries, about 16 s). With the default intervals
         (60 s doubling to 600 s) 10 cycles ride out an outage of about 75 minutes; the sensor's
@@ -59,7 +66,6 @@ class ImageContainsTrigger(BaseTrigger):
         poll_interval: float = 60,
         max_poll_interval: float = 600,
         log_interval: float = 60,
-        batch_size: int = 1000,
         max_consecutive_poll_failures: int = 10,
     ) -> None:
         super().__init__()
@@ -73,7 +79,6 @@ class ImageContainsTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.max_poll_interval = max(max_poll_interval, poll_interval)
         self.log_interval = log_interval
-        self.batch_size = batch_size
         self.max_consecutive_poll_failures = max_consecutive_poll_failures
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -86,7 +91,6 @@ class ImageContainsTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "log_interval": self.log_interval,
-                "batch_size": self.batch_size,
                 "max_consecutive_poll_failures": self.max_consecutive_poll_failures,
             },
         )
@@ -100,63 +104,57 @@ class ImageContainsTrigger(BaseTrigger):
         try:
             while True:
                 cycle_started = time.monotonic()
-                found, polled = await self._poll(hook, tracker)
+                cycle = await self._poll(hook, tracker)
                 if tracker.done or time.monotonic() - last_log >= self.log_interval:
                     self.log.info("Crowd tasks: %s", tracker.progress_message())
                     last_log = time.monotonic()
                 if tracker.done:
                     yield TriggerEvent(tracker.to_event())
                     return
-                if found.finished and not found.transient_errors:
+                if cycle.finished and cycle.error is None:
                     interval = self.poll_interval
                 else:
                     interval = min(interval * 2, self.max_poll_interval)
                 # A cycle in which not one task could be read means the service is down or refusing us.
-                failed_cycles = failed_cycles + 1 if len(found.transient_errors) == polled else 0
-                if failed_cycles >= self.max_consecutive_poll_failures:
-                    yield TriggerEvent({"status": "error", "message": self._outage_message(found.transient_errors)})
-                    return
-                if found.transient_errors:
-                    self._warn_transient(found.transient_errors, polled, interval, failed_cycles)
+                failed_cycles = failed_cycles + 1 if cycle.error is not None and not cycle.answers else 0
+                if cycle.error is not None:
+                    if failed_cycles >= self.max_consecutive_poll_failures:
+                        yield TriggerEvent({"status": "error", "message": self._outage_message(cycle.error)})
+                        return
+                    self._warn_transient(cycle, len(tracker.unfinished), interval, failed_cycles)
                 # Polls start every ``interval`` seconds: the time a cycle took counts towards the wait.
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - cycle_started)))
         except CrowdApiError as err:
             yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err.message}"})
 
-    async def _poll(self, hook: ImageContainsHook, tracker: TaskTracker) -> tuple[PollResult, int]:
-        """GET every unfinished task once; return what was found and how many tasks were polled."""
-        unfinished = tracker.unfinished
-        finished, transient_errors, polled = 0, {}, 0
-        for start in range(0, len(unfinished), self.batch_size):
-            batch = unfinished[start : start + self.batch_size]
-            found = await tracker.apoll(partial(hook.aget_tasks, self.function_name), batch)
-            finished += found.finished
-            transient_errors.update(found.transient_errors)
-            polled += len(batch)
-            if found.transient_errors:
-                # Later batches would likely fail too; leave them for the next, slower cycle.
-                break
-        return PollResult(finished, transient_errors), polled
+    async def _poll(self, hook: ImageContainsHook, tracker: TaskTracker) -> _Cycle:
+        """GET the unfinished tasks once, recording each answer as it arrives."""
+        finished_before = len(tracker.outcomes)
+        answers = 0
+        async with aclosing(hook.aiter_tasks(self.function_name, tracker.unfinished)) as reads:
+            async for task_name, outcome in reads:
+                error = tracker.record_read(task_name, outcome)
+                if error is not None:
+                    # The reads still to come would likely fail too: leave them to the next, slower cycle.
+                    return _Cycle(len(tracker.outcomes) - finished_before, answers, error)
+                answers += 1
+        return _Cycle(len(tracker.outcomes) - finished_before, answers, None)
 
-    def _warn_transient(
-        self, transient_errors: dict[str, CrowdApiError], polled: int, interval: float, failed_cycles: int
-    ) -> None:
-        kinds = Counter(type(error).__name__ for error in transient_errors.values())
+    def _warn_transient(self, cycle: _Cycle, unfinished: int, interval: float, failed_cycles: int) -> None:
         self.log.warning(
-            "%d of %d crowd task reads failed after retries (%s); reading them again in %.0fs "
-            "(%d of at most %d cycles in a row without an answer).",
-            len(transient_errors),
-            polled,
-            ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
+            "A crowd task read failed after retries (%s) after %d answers this cycle; the %d unfinished tasks "
+            "are read again in %.0fs (%d of at most %d cycles in a row without an answer).",
+            type(cycle.error).__name__,
+            cycle.answers,
+            unfinished,
             interval,
             failed_cycles,
             self.max_consecutive_poll_failures,
         )
 
-    def _outage_message(self, transient_errors: dict[str, CrowdApiError]) -> str:
-        last_error = next(iter(transient_errors.values()))
+    def _outage_message(self, error: CrowdApiError) -> str:
         return (
             f"No crowd task could be read for {self.max_consecutive_poll_failures} poll cycles in a row "
-            f"(max_consecutive_poll_failures); last error {type(last_error).__name__}: {last_error.message} "
+            f"(max_consecutive_poll_failures); last error {type(error).__name__}: {error.message} "
             "The tasks are still on the service: retrying this Airflow task resumes the wait without resubmitting."
         )
