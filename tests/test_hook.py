@@ -245,6 +245,29 @@ def test_streamed_reads_arrive_as_they_finish_and_closing_early_sends_no_more(
     assert 5 <= server.request_counts()[("GET", 200)] - gets_before <= 5 + 4
 
 
+def test_a_shared_limit_bounds_the_requests_of_several_calls_together(
+    start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
+) -> None:
+    server = start_server(latency_ms=100)
+    hook = make_hook(server, max_concurrency=6)
+    names = [f"shared-{i}" for i in range(12)]
+    hook.put_tasks("image-contains-test", {name: image_input(i) for i, name in enumerate(names)})
+
+    async def read_in_two_calls(shared_limit: asyncio.Semaphore | None) -> float:
+        async def read(part: list[str]) -> int:
+            return len(
+                [read async for read in hook.aiter_tasks("image-contains-test", part, shared_limit=shared_limit)]
+            )
+
+        started = time.monotonic()
+        assert await asyncio.gather(read(names[:6]), read(names[6:])) == [6, 6]
+        return time.monotonic() - started
+
+    # 12 reads of at least 100 ms each, at most 3 at a time: at least 4 rounds.
+    assert asyncio.run(read_in_two_calls(asyncio.Semaphore(3))) >= 0.4
+    assert asyncio.run(read_in_two_calls(None)) < 0.4  # each call alone: 6 at a time, one round
+
+
 def test_bulk_reads_leave_no_reference_cycles_behind_per_task(
     start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import re
 import threading
+import time
 from functools import partial
 
 import pytest
@@ -131,6 +132,24 @@ def test_progress_is_logged_as_counts_not_per_image(crowd_server, capsys) -> Non
         "Crowd tasks: 50 completed, 0 failed, 0 processing of 50 tasks (100.0% finished)",
     ]
     assert not any(name in output for name in names)
+
+
+def test_triggers_on_one_event_loop_share_one_limit_of_reads_in_flight(crowd_server, monkeypatch) -> None:
+    crowd_server(latency_ms=100)
+    names = _submit(crowd_server.current, TEST_FN, 12)
+    monkeypatch.setattr(trigger_module, "ImageContainsHook", partial(ImageContainsHook, max_concurrency=2))
+
+    async def three_triggers() -> list[list[dict]]:
+        return await asyncio.gather(*(_events(_trigger(names[i : i + 4])) for i in range(0, 12, 4)))
+
+    started = time.monotonic()
+    events = asyncio.run(three_triggers())
+    elapsed = time.monotonic() - started
+
+    assert all(event["status"] == "success" for (event,) in events)
+    # Each task is read twice (processing, then its answer): 24 reads of at least 100 ms, 2 at a time across
+    # all three triggers, take at least 1.2 s; with 2 per trigger they would take about a third of that.
+    assert elapsed >= 1.2
 
 
 def test_an_unusable_connection_ends_in_an_error_event(crowd_server, monkeypatch) -> None:

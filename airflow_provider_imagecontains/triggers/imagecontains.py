@@ -7,12 +7,25 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker
+
+# All triggers of a triggerer share its event loop: together they keep at most one hook's worth of reads in
+# flight (64 by default), or 50 mapped sensors would start 3,200 requests at once and starve the loop.
+_loop_read_limits: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+def _reads_in_flight(limit: int) -> asyncio.Semaphore:
+    """The read limit shared by every trigger on the running event loop."""
+    loop = asyncio.get_running_loop()
+    if loop not in _loop_read_limits:
+        _loop_read_limits[loop] = asyncio.Semaphore(limit)
+    return _loop_read_limits[loop]
 
 
 class _Cycle(NamedTuple):
@@ -131,7 +144,10 @@ class ImageContainsTrigger(BaseTrigger):
         """GET the unfinished tasks once, recording each answer as it arrives."""
         finished_before = len(tracker.outcomes)
         answers = 0
-        async with aclosing(hook.aiter_tasks(self.function_name, tracker.unfinished)) as reads:
+        reads_in_flight = _reads_in_flight(hook.max_concurrency)
+        async with aclosing(
+            hook.aiter_tasks(self.function_name, tracker.unfinished, shared_limit=reads_in_flight)
+        ) as reads:
             async for task_name, outcome in reads:
                 error = tracker.record_read(task_name, outcome)
                 if error is not None:
