@@ -42,21 +42,23 @@ class ImageContainsTrigger(BaseTrigger):
     Poll the unfinished tasks of one submission until all are completed or failed.
 
     One trigger watches all tasks (not one per image). Each cycle GETs only the tasks that have
-    not finished yet through the hook's async client (at most its ``max_concurrency`` at a time) and
-    records each answer as it arrives, so the triggerer's event loop never blocks and memory does not
-    grow with the number of tasks. The interval doubles (up to ``max_poll_interval``) while nothing finishes and
-    after transient failures, and resets once tasks finish. Progress counts are logged at most every
+    not finished yet through the hook's streamed reads and records each answer as it arrives, so
+    the triggerer's event loop never blocks and memory does not grow with the number of tasks. All
+    triggers on one event loop share one limit of reads in flight (the hook's ``max_concurrency``).
+    The interval doubles (up to ``max_poll_interval``) while nothing finishes and after transient
+    failures, and resets once tasks finish. Progress counts are logged at most every
     ``log_interval`` seconds.
 
     A read that fails after the hook's own retries on throttling, server errors or dropped
-    connections is transient: the cycle stops there, the answers that did arrive are kept, and the
-    tasks not read yet are read next cycle (a warning says how far the cycle got). Only ``max_consecutive_poll_failures`` cycles in a
-    row without a single answer end the wait with an error; any other error (access denied,
-    unknown function, a body that is not a task document) ends it at once. A task that no longer
-    exists counts as failed. The trigger yields a single event: ``{"status": "success",
-    "outcomes": ..., "problems": ...}`` (see ``TaskTracker.to_event``) or ``{"status": "error",
-    "message": ...}``. It keeps no state beyond its kwargs: after a triggerer restart it polls
-    all tasks once more and carries on; nothing is resubmitted.
+    connections is transient: the cycle stops there, the answers that did arrive are kept, and
+    the tasks not read yet are read next cycle (a warning says how far the cycle got). Only
+    ``max_consecutive_poll_failures`` cycles in a row without a single answer end the wait with an
+    error; any other error (access denied, unknown function, a body that is not a task document)
+    ends it at once. A task that no longer exists counts as failed. The trigger yields a single
+    event: ``{"status": "success", "outcomes": ..., "problems": ...}`` (see
+    ``TaskTracker.to_event``) or ``{"status": "error", "message": ...}``. It keeps no state beyond
+    its kwargs: after a triggerer restart it polls all tasks once more and carries on; nothing is
+    resubmitted.
 
     :param task_names: the crowd task names to watch, in submission order.
     :param function_name: the crowd function the tasks belong to.
