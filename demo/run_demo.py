@@ -27,7 +27,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_imagecontains.server.human import WorkforceStore
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
 
@@ -214,12 +213,8 @@ WORKER_PAGE_CONFIG: dict[str, Any] = {"workforce": "mixed", "answer_delay_second
 
 def worker_page_instructions(crowd: LocalCrowdServer) -> str:
     """Where to answer and watch, with fresh sign-in tokens for the demo's worker and account."""
-    store = WorkforceStore(crowd.db_path)
-    try:
-        worker_token = store.issue_token("worker", "you")
-        dashboard_token = store.issue_token("dashboard", crowd.account.account_id)
-    finally:
-        store.close()
+    worker_token = crowd.issue_token("worker", "you")
+    dashboard_token = crowd.issue_token("dashboard", crowd.account.account_id)
     return (
         f"Worker page: {crowd.endpoint_url}/work  (token {worker_token})\n"
         f"Dashboard:   {crowd.endpoint_url}/dashboard  (token {dashboard_token})"

@@ -49,6 +49,18 @@ def airflow_db() -> str:
 
 
 @pytest.fixture(scope="module")
+def s3_endpoint():
+    """A local S3 (moto's server mode) on loopback; returns its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def chromium():
     """Debian's headless Chromium driven by Playwright (never a downloaded browser build).
 

@@ -29,20 +29,12 @@ TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
 
 
-def issue(server, kind, subject):
-    store = WorkforceStore(server.db_path)
-    try:
-        return store.issue_token(kind, subject)
-    finally:
-        store.close()
-
-
 class Worker:
     """A person on the worker page, as a plain HTTP client that submits the page's own form."""
 
     def __init__(self, server, name):
         self.client = httpx.Client(base_url=server.endpoint_url, timeout=30)
-        response = self.client.post("/signin", data={"token": issue(server, "worker", name)})
+        response = self.client.post("/signin", data={"token": server.issue_token("worker", name)})
         assert response.status_code == 303 and response.headers["location"] == "/work"
 
     def question(self):
@@ -191,16 +183,16 @@ def test_requests_without_a_valid_token_are_refused(crowd_server, tmp_path, meth
 def test_a_worker_token_opens_no_dashboard_and_a_dashboard_token_answers_nothing(crowd_server):
     server = crowd_server(workforce="human")
     with httpx.Client(base_url=server.endpoint_url) as client:
-        client.post("/signin", data={"token": issue(server, "worker", "alice")})
+        client.post("/signin", data={"token": server.issue_token("worker", "alice")})
         assert client.get("/dashboard/data").status_code == 401
-        client.post("/signin", data={"token": issue(server, "dashboard", server.account.account_id)})
+        client.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
         assert client.get("/work/wait").status_code == 401
         assert client.get("/dashboard/data").status_code == 200
 
 
 def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
     server = crowd_server(workforce="human")
-    issue(server, "worker", "alice")
+    server.issue_token("worker", "alice")
     response = httpx.post(server.endpoint_url + "/signin", data={"token": "icw_guessed"})
     assert response.status_code == 401 and "Unknown token" in response.text
     assert SESSION_COOKIE not in response.cookies
@@ -227,7 +219,7 @@ def test_answers_need_the_page_csrf_token_and_this_origin(crowd_server):
 
 def test_session_cookie_is_httponly_and_samesite_strict(crowd_server):
     server = crowd_server(workforce="human")
-    response = httpx.post(server.endpoint_url + "/signin", data={"token": issue(server, "worker", "alice")})
+    response = httpx.post(server.endpoint_url + "/signin", data={"token": server.issue_token("worker", "alice")})
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
 
@@ -255,9 +247,9 @@ def test_dashboard_figures(crowd_server):
     bob.answer(bob.question(), "yes")  # t0 still needs an answer, and bob has not given one
     alice.answer(alice.question(), "no")  # t1
     with httpx.Client(base_url=server.endpoint_url) as owner:
-        owner.post("/signin", data={"token": issue(server, "dashboard", "123456789012")})
+        owner.post("/signin", data={"token": server.issue_token("dashboard", "123456789012")})
         figures = owner.get("/dashboard/data").json()
-        owner.post("/signin", data={"token": issue(server, "dashboard", OTHER.account_id)})
+        owner.post("/signin", data={"token": server.issue_token("dashboard", OTHER.account_id)})
         other = owner.get("/dashboard/data").json()
     assert figures["account"] == "123456789012"
     assert (figures["total"], figures["finished"], figures["progress"]) == (2, 1, 0.5)
@@ -281,7 +273,7 @@ def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
     (frames / "escape.png").symlink_to(tmp_path / "secret.png")
     (frames / ".hidden.png").write_bytes(b"hidden")
     server = crowd_server(workforce="human", images_dir=str(frames))
-    token = issue(server, "worker", "alice")
+    token = server.issue_token("worker", "alice")
 
     def raw_get(path):
         # http.client sends the path exactly as written: no client-side normalisation of "..".

@@ -12,7 +12,6 @@ import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
-from moto.server import ThreadedMotoServer
 
 from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
@@ -192,15 +191,6 @@ def test_waiting_without_deferring_gives_the_same_records(crowd_server) -> None:
     crowd_server()
     records = _operator(wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})
     assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server, s3_endpoint, monkeypatch) -> None:

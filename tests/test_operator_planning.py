@@ -5,7 +5,6 @@ from __future__ import annotations
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.operators._images import plan_image_tasks, presign_s3_urls, task_name
@@ -90,15 +89,6 @@ def test_validation_needs_a_label_and_a_list() -> None:
 def test_long_error_lists_are_summarised() -> None:
     with pytest.raises(InvalidTaskError, match=r"\.\.\. and 30 more"):
         plan_image_tasks([f"ftp://h/{i}.jpg" for i in range(50)], "person", "ns", "image-contains")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _s3_client(endpoint: str, **kwargs):

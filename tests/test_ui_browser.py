@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.human import WorkforceStore
 from demo.frames import frame_name, generate_frames
 
 MALICIOUS_LABEL = '<script>window.pwned = "label"</script><img src=x onerror="window.pwned = 1">'
@@ -33,21 +32,13 @@ def screenshots(tmp_path):
     return folder
 
 
-def issue(server, kind, subject):
-    store = WorkforceStore(server.db_path)
-    try:
-        return store.issue_token(kind, subject)
-    finally:
-        store.close()
-
-
 def sign_in(browser, server, kind, subject, viewport, start="/work"):
     """A browser context signed in through the sign-in form; returns (context, page)."""
     context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
     page = context.new_page()
     page.goto(server.endpoint_url + start)
     assert page.url == server.endpoint_url + "/signin", "an unsigned visitor is sent to the sign-in page"
-    page.fill("#token", issue(server, kind, subject))
+    page.fill("#token", server.issue_token(kind, subject))
     with page.expect_navigation():
         page.click("button[type=submit]")
     return context, page
@@ -187,7 +178,7 @@ def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_
         assert page.inner_text(".error") == "Unknown token."
         assert context.cookies() == []
 
-        page.fill("#token", issue(server, "worker", "dave"))
+        page.fill("#token", server.issue_token("worker", "dave"))
         with page.expect_navigation():
             page.click("button[type=submit]")
         assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 200

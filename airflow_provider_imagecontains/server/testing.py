@@ -26,6 +26,7 @@ import uvicorn
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import REGION_NAME, Account, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH
+from airflow_provider_imagecontains.server.human import WorkforceStore
 from airflow_provider_imagecontains.server.store import TaskStore
 
 _LOOPBACK = "127.0.0.1"
@@ -136,6 +137,15 @@ class LocalCrowdServer:
         store = TaskStore(self.db_path)
         try:
             return store.tasks(function_name)
+        finally:
+            store.close()
+
+    def issue_token(self, kind: str, subject: str) -> str:
+        """A sign-in token for the worker page (``kind="worker"``, subject the worker's name) or an
+        account's dashboard (``kind="dashboard"``, subject its account id), as ``imagecontains-server token``."""
+        store = WorkforceStore(self.db_path)
+        try:
+            return store.issue_token(kind, subject)
         finally:
             store.close()
 
