@@ -101,15 +101,12 @@ class TaskTracker:
     def poll(self, get_tasks: Callable[[list[str]], dict[str, dict[str, Any]]], task_names: list[str]) -> PollResult:
         """GET ``task_names`` (a batch of the unfinished tasks) once and record what finished; the answers
         that arrived are kept when some reads fail."""
+        reads: Mapping[str, dict[str, Any] | CrowdApiError]
         try:
-            docs = get_tasks(task_names)
+            reads = get_tasks(task_names)
         except _POLL_ERRORS as err:
             # A one-task read raises its own error rather than a BulkTaskError.
-            reads: dict[str, dict[str, Any] | CrowdApiError] = (
-                {**err.results, **err.errors} if isinstance(err, BulkTaskError) else dict.fromkeys(task_names, err)
-            )
-        else:
-            return PollResult(self.record(docs), {})
+            reads = {**err.results, **err.errors} if isinstance(err, BulkTaskError) else dict.fromkeys(task_names, err)
         before = len(self.outcomes)
         transient_errors = {}
         for name, outcome in reads.items():
