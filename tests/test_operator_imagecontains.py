@@ -16,7 +16,7 @@ from airflow.sdk import DAG
 from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators._images import plan_image_tasks
-from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator, InvalidImagesError
 
 TEST_FN = "image-contains-test"
 IMAGES = [f"https://img.example.com/cam/{i:04d}.jpg" for i in range(10)]
@@ -142,8 +142,10 @@ def test_failed_tasks_are_kept_unless_resubmit_failed(crowd_server) -> None:
 
 def test_invalid_input_is_refused_before_any_request(crowd_server) -> None:
     server = crowd_server()
-    with pytest.raises(InvalidTaskError, match=r"2 invalid image\(s\), nothing was submitted"):
+    # AirflowFailException: Airflow fails the task for good; a retry would only meet the same input.
+    with pytest.raises(AirflowFailException, match=r"2 invalid image\(s\), nothing was submitted") as raised:
         _operator(images=[*IMAGES, "gs://bucket/a.jpg", IMAGES[0]]).execute({})
+    assert isinstance(raised.value, InvalidTaskError)
     with pytest.raises(AirflowFailException, match="20 crowd tasks, more than max_tasks=10"):
         _operator(label=["person", "car"], max_tasks=10).execute({})
     assert _count(server, "PUT") == 0 and _count(server, "GET") == 0
@@ -226,5 +228,6 @@ def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server,
 def test_unsupported_scheme_and_bad_policy_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="failed_policy"):
         _operator(failed_policy="ignore")
-    with pytest.raises(InvalidTaskError, match="only absolute http"):
+    with pytest.raises(InvalidImagesError, match="only absolute http") as raised:
         _operator(images=["file:///etc/passwd"]).execute({})
+    assert isinstance(raised.value, AirflowFailException)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.validation import (
     MAX_IMAGE_URL_LENGTH,
@@ -28,6 +30,15 @@ SLUG_LENGTH = MAX_TASK_NAME_LENGTH - HASH_LENGTH - 1
 # How many bad items an error message lists before summarising the rest.
 MAX_LISTED = 20
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# status_code is the crowd response's (None here: no request was made), not AirflowException's HTTP 500.
+class InvalidImagesError(InvalidTaskError, AirflowFailException):  # type: ignore[misc]
+    """The operator's images or labels break the API's rules; nothing was submitted.
+
+    An :class:`AirflowFailException`, so Airflow fails the task without retrying: a retry would meet
+    the same input. Defined here rather than in ``exceptions``, which the server imports without Airflow.
+    """
 
 
 @dataclass(frozen=True)
@@ -60,10 +71,10 @@ def plan_image_tasks(images: Any, label: str | list[str] | None, namespace: str,
     :param label: the label (or labels) for images that do not carry their own.
     :param namespace: the naming namespace (see :func:`task_name`).
     :param function_name: the crowd function, part of the task name.
-    :raises InvalidTaskError: listing every bad item; raised before anything is submitted.
+    :raises InvalidImagesError: listing every bad item; raised before anything is submitted.
     """
     if isinstance(images, (str, dict)) or not isinstance(images, (list, tuple)):
-        raise InvalidTaskError(
+        raise InvalidImagesError(
             f"Invalid images {_short(images)}: give a list of image URLs or of {{'url', 'label'}} dicts."
         )
     # Anything but a list or tuple is one label (checked below), so label=0 is an InvalidTaskError, not a TypeError.
@@ -92,7 +103,7 @@ def plan_image_tasks(images: Any, label: str | list[str] | None, namespace: str,
                 seen.add((url, item_label))
                 tasks.append(ImageTask(task_name(namespace, function_name, url, item_label), url, item_label))
     if problems:
-        raise InvalidTaskError(_listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
+        raise InvalidImagesError(_listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
     return tasks
 
 
@@ -102,7 +113,7 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
     Presigning is local (no request). The URLs carry a signature, so they are only ever sent to the
     crowd service, never logged or returned.
 
-    :raises InvalidTaskError: listing the URIs whose presigned URL exceeds the API's 400 characters.
+    :raises InvalidImagesError: listing the URIs whose presigned URL exceeds the API's 400 characters.
     """
     presigned: dict[str, str] = {}
     too_long: list[str] = []
@@ -115,7 +126,7 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
             too_long.append(f"{uri}: its presigned URL has {len(url)} characters")
         presigned[uri] = url
     if too_long:
-        raise InvalidTaskError(
+        raise InvalidImagesError(
             _listing(
                 f"{len(too_long)} S3 image(s) exceed the API's {MAX_IMAGE_URL_LENGTH}-character URL limit once "
                 "presigned (shorten the key, or use credentials without a session token); nothing was submitted",

@@ -17,7 +17,12 @@ from airflow_provider_imagecontains.exceptions import (
     TaskNotFoundError,
 )
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.operators._images import ImageTask, plan_image_tasks, presign_s3_urls
+from airflow_provider_imagecontains.operators._images import (
+    ImageTask,
+    InvalidImagesError,
+    plan_image_tasks,
+    presign_s3_urls,
+)
 from airflow_provider_imagecontains.sensors.imagecontains import (
     FAILED_POLICIES,
     MAX_LISTED,
@@ -31,6 +36,8 @@ from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from mypy_boto3_s3 import S3Client
+
+__all__ = ["ImageContainsOperator", "InvalidImagesError"]
 
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
 DEFAULT_PRESIGN_EXPIRES_IN = 7 * 24 * 3600
