@@ -24,7 +24,11 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "MTurk Crowd Image Contains",
-                "python-modules": ["airflow_provider_imagecontains.hooks.imagecontains"],
+                "python-modules": [
+                    "airflow_provider_imagecontains.hooks.credentials",
+                    "airflow_provider_imagecontains.hooks.base_crowd",
+                    "airflow_provider_imagecontains.hooks.imagecontains",
+                ],
             }
         ],
         "operators": [

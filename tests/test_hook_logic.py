@@ -30,14 +30,13 @@ from airflow_provider_imagecontains.exceptions import (
     TaskNotFoundError,
     ThrottledError,
 )
-from airflow_provider_imagecontains.hooks.imagecontains import (
-    DEFAULT_ENDPOINT_URL,
-    CrowdConnectionConfig,
-    ImageContainsHook,
+from airflow_provider_imagecontains.hooks.base_crowd import (
+    WaitFullJitterOrRetryAfter,
     parse_retry_after,
     task_document_problem,
-    wait_full_jitter_or_retry_after,
 )
+from airflow_provider_imagecontains.hooks.credentials import DEFAULT_ENDPOINT_URL, CrowdConnectionConfig
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 
 ACCOUNT_ID = "123456789012"
 SECRET = "scripted-secret-access-key-0123456789"
@@ -192,7 +191,7 @@ class _Throttled(Exception):
         self.retry_after = retry_after
 
 
-def _wait_after(attempt: int, error: Exception, wait: wait_full_jitter_or_retry_after) -> float:
+def _wait_after(attempt: int, error: Exception, wait: WaitFullJitterOrRetryAfter) -> float:
     state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
     state.attempt_number = attempt
     state.set_exception((type(error), error, None))
@@ -200,7 +199,7 @@ def _wait_after(attempt: int, error: Exception, wait: wait_full_jitter_or_retry_
 
 
 def test_backoff_is_full_jitter_doubling_and_capped() -> None:
-    wait = wait_full_jitter_or_retry_after(base_delay=1.0, max_delay=5.0)
+    wait = WaitFullJitterOrRetryAfter(base_delay=1.0, max_delay=5.0)
     for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 5.0)]:
         waits = [_wait_after(attempt, _Throttled(None), wait) for _ in range(200)]
         assert all(0 <= value <= cap for value in waits)
@@ -209,7 +208,7 @@ def test_backoff_is_full_jitter_doubling_and_capped() -> None:
 
 
 def test_backoff_never_waits_less_than_retry_after_but_stays_capped() -> None:
-    wait = wait_full_jitter_or_retry_after(base_delay=0.01, max_delay=5.0)
+    wait = WaitFullJitterOrRetryAfter(base_delay=0.01, max_delay=5.0)
     assert all(_wait_after(1, _Throttled(2.0), wait) >= 2.0 for _ in range(50))
     assert _wait_after(1, _Throttled(60.0), wait) == 5.0
 
