@@ -142,3 +142,18 @@ def test_an_empty_submission_finishes_at_once_with_no_records(crowd_server) -> N
     handle = _submit(images=[])
     assert handle["tasks"] == []
     assert _sensor(handle).execute({}) == []
+
+
+def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
+    server = crowd_server()
+    with _dag():
+        summary = ImageContainsOperator(
+            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, dry_run=True
+        ).execute({})
+
+    for submission, counts in ((summary, "8 of 8"), (str(summary), "8 of 8"), ([summary, summary], "16 of 16")):
+        with pytest.raises(AirflowSkipException, match=rf"dry run \(dry_run=True\).* {counts} crowd tasks would be new"):
+            _sensor(submission).execute({})
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        _sensor(summary, deferrable=False).execute({})
+    assert not server.tasks(function_name=TEST_FN)

@@ -111,7 +111,10 @@ class ImageContainsSensor(BaseSensorOperator):
 
 
 def parse_submission(submission: Any) -> dict[str, Any]:
-    """Return one submission handle from the operator's XCom value, its string rendering, or a list of them."""
+    """Return one submission handle from the operator's XCom value, its string rendering, or a list of them.
+
+    :raises AirflowSkipException: when the operator ran with ``dry_run=True`` and so created no tasks.
+    """
     if isinstance(submission, str):
         try:
             submission = ast.literal_eval(submission)
@@ -120,6 +123,14 @@ def parse_submission(submission: Any) -> dict[str, Any]:
                 f"Invalid submission {submission[:80]!r}: expected the ImageContainsOperator's return value."
             ) from None
     handles = [submission] if isinstance(submission, dict) else list(submission or [])
+    dry_runs = [h for h in handles if isinstance(h, dict) and h.get("dry_run")]
+    if dry_runs and len(dry_runs) == len(handles):
+        new_tasks = sum(h.get("new_tasks", 0) for h in dry_runs)
+        total_tasks = sum(h.get("total_tasks", 0) for h in dry_runs)
+        raise AirflowSkipException(
+            f"The submission is the result of a dry run (dry_run=True): no crowd task was created, so there is "
+            f"nothing to wait for; {new_tasks} of {total_tasks} crowd tasks would be new in a real run."
+        )
     if not handles or not all(
         isinstance(h, dict) and {"function_name", "imagecontains_conn_id", "tasks"} <= h.keys() for h in handles
     ):
