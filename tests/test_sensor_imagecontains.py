@@ -152,7 +152,9 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
         ).execute({})
 
     for submission, counts in ((summary, "8 of 8"), (str(summary), "8 of 8"), ([summary, summary], "16 of 16")):
-        with pytest.raises(AirflowSkipException, match=rf"dry run \(dry_run=True\).* {counts} crowd tasks would be new"):
+        with pytest.raises(
+            AirflowSkipException, match=rf"dry run \(dry_run=True\).* {counts} crowd tasks would be new"
+        ):
             _sensor(submission).execute({})
     with pytest.raises(AirflowSkipException, match="dry run"):
         _sensor(summary, deferrable=False).execute({})
