@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def put_frames(server, frames):
     for task, task_input in inputs.items():  # one by one: the bulk form refuses the running Playwright loop
         hook.put_task("image-contains", task, task_input)
     return truth
+
+
+def stored_answers(server):
+    """Every stored answer as (task name, worker, answer): 1 yes, 0 no, -1 can't tell (the database's own codes)."""
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute(
+            "SELECT t.name, a.worker, a.answer FROM answers a JOIN tasks t ON t.id = a.task_id ORDER BY a.id"
+        ).fetchall()
+
+
+def put_questions(server, names, label="person", image=frame_name(0)):
+    """One task per name, all asking about ``image`` of the images folder."""
+    url = f"{server.endpoint_url}/images/{image}"
+    hook = ImageContainsHook()
+    for name in names:
+        hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": label}})
 
 
 def wait_until_finished(server, timeout=30.0):
@@ -186,5 +203,29 @@ def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_
             response = page.goto(server.endpoint_url + path)
             assert response.status in (403, 404), path
             assert b"secret" not in response.body(), path
+    finally:
+        context.close()
+
+
+def test_space_and_enter_on_a_focused_control_do_what_that_control_does(chromium, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["q1", "q2", "q3"])
+    context, page = sign_in(chromium, server, "worker", "erin", DESKTOP)
+    try:
+        for task, button, key, answer in (("q1", "no", " ", 0), ("q2", "yes", "Enter", 1)):
+            shown_question(page)
+            page.keyboard.press("Tab")  # as a keyboard user gets there: Tab until the button has focus
+            while not page.evaluate(f"document.activeElement.matches('button.{button}')"):
+                page.keyboard.press("Tab")
+            with page.expect_navigation():
+                page.keyboard.press(key)
+            assert stored_answers(server)[-1] == (task, "human:erin", answer), f"{key!r} on {button}"
+        shown_question(page)
+        page.focus("button.link")  # Sign out
+        with page.expect_navigation():
+            page.keyboard.press(" ")
+        assert page.url.endswith("/signin"), "Space on Sign out signs out"
+        assert [task for task, *_ in stored_answers(server)] == ["q1", "q2"], "and answers nothing"
     finally:
         context.close()

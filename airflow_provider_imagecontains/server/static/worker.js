@@ -3,6 +3,14 @@
 
 const KEYS = { y: "yes", n: "no", " ": "cant-tell" };
 
+// True when the focused control handles the key itself: typing into a field, or Space / Enter pressing
+// a focused button or link. A page-wide shortcut must never take that away (Space on "No" means "No").
+function ownedByFocus(target, key) {
+  if (!(target instanceof Element)) return false;
+  if (target.closest("input, textarea, select, [contenteditable]")) return true;
+  return (key === " " || key === "Enter") && target.closest("button, a[href], summary, [role=button]") !== null;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("answer-form");
   if (form) {
@@ -16,8 +24,8 @@ document.addEventListener("DOMContentLoaded", () => {
     });
     document.addEventListener("keydown", (event) => {
       const answer = KEYS[event.key.toLowerCase()];
-      if (!answer || event.ctrlKey || event.metaKey || event.altKey) return;
-      event.preventDefault();  // space would scroll the page or press the focused button
+      if (!answer || event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
+      event.preventDefault();  // space would scroll the page
       if (!event.repeat) form.querySelector(`button[value="${answer}"]`).click();
     });
   }
