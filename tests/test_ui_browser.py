@@ -81,9 +81,9 @@ def stored_answers(server):
         ).fetchall()
 
 
-def put_questions(server, names, label="person", image=frame_name(0)):
-    """One task per name, all asking about ``image`` of the images folder."""
-    url = f"{server.endpoint_url}/images/{image}"
+def put_questions(server, names, label="person", image=None):
+    """One task per name, all asking about ``image`` of the images folder (the first frame by default)."""
+    url = f"{server.endpoint_url}/images/{image or frame_name(0)}"
     hook = ImageContainsHook()
     for name in names:
         hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": label}})
