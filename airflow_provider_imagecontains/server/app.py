@@ -24,11 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
+from airflow_provider_imagecontains.server.guards import BodyLimit, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
 from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.server.ui import mount_workforce_ui
+from airflow_provider_imagecontains.server.ui import UI_PATHS, mount_workforce_ui
 from airflow_provider_imagecontains.server.workforce import AnswerKey, SimulatedWorkforce
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class CrowdServerApp:
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
         self.api = self._build_api()
-        self.asgi = FaultInjector(self.api, config)
+        self.faults = FaultInjector(self.api, config)
+        self.asgi = BodyLimit(self.faults, self._body_limit, _refusal)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -135,7 +137,7 @@ class CrowdServerApp:
         return Response(status_code=204)
 
     async def request_counts(self) -> Response:
-        counts = [[method, status, n] for (method, status), n in self.asgi.request_counts.items()]
+        counts = [[method, status, n] for (method, status), n in self.faults.request_counts.items()]
         return Response(json.dumps(counts), media_type="application/json")
 
     @property
@@ -146,21 +148,14 @@ class CrowdServerApp:
 
     async def _authorized(self, request: Request, account: str) -> bytes:
         """Return the body once the request is signed by ``account`` itself."""
-        body = await self._read_body(request)
+        body = await request.body()
         key = self._verify(request, body, SERVICE_NAME, REGION_NAME)
         if key.account_id != account:
             raise CrowdError(403, "AccessDenied", f"Your credentials do not grant access to account {account!r}.")
         return body
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > limit:
-            raise CrowdError(413, "PayloadTooLarge", f"The body has {declared} bytes; at most {limit} are accepted.")
-        body = await request.body()
-        if len(body) > limit:
-            raise CrowdError(413, "PayloadTooLarge", f"The body has {len(body)} bytes; at most {limit} are accepted.")
-        return body
+    def _body_limit(self, scope: Scope) -> int:
+        return self.config.max_body_bytes
 
     def _verify(self, request: Request, body: bytes, service: str, region: str | None) -> SigningKey:
         headers: dict[str, str] = {}
@@ -197,7 +192,7 @@ class CrowdServerApp:
 
     async def sts(self, request: Request) -> Response:
         try:
-            body = await self._read_body(request)
+            body = await request.body()
             params = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
                 params.update(parse_qsl(body.decode("utf-8", "replace")))
@@ -241,6 +236,15 @@ def error_response(err: CrowdError) -> Response:
     """The API's error body ``{"code": ..., "message": ...}`` (never a stack trace)."""
     body = json.dumps({"code": err.code, "message": err.message})
     return Response(body, err.status, headers=err.headers, media_type="application/json")
+
+
+def _refusal(scope: Scope, status: int, code: str, message: str) -> Response:
+    """A refusal before routing, in the format of the route asked for: STS XML, plain text for pages, else JSON."""
+    if scope["path"] == "/":
+        return _sts_error(CrowdError(status, code, message))
+    if scope["path"].startswith(UI_PATHS):
+        return Response(message, status, media_type="text/plain; charset=utf-8")
+    return error_response(CrowdError(status, code, message))
 
 
 def _caller_identity(key: SigningKey, request: Request) -> str:

@@ -106,6 +106,11 @@ class LocalCrowdServer:
         self.start()
 
     @property
+    def pid(self) -> int:
+        """The server's process id (this process's own id in-process)."""
+        return self._process.pid if self._process is not None else os.getpid()
+
+    @property
     def running(self) -> bool:
         return (self._process is not None and self._process.poll() is None) or (
             self._thread is not None and self._thread.is_alive()
