@@ -260,3 +260,25 @@ def test_a_partly_throttled_poll_keeps_the_answers_that_arrived(crowd_server) ->
             break
     assert sync_tracker.done and mixed_polls >= 1
     assert server.request_counts()[("GET", 429)] > 0
+
+
+def test_the_first_wait_is_poll_interval_then_it_doubles_while_nothing_finishes(crowd_server, monkeypatch) -> None:
+    server = crowd_server(workforce_size=0)
+    names = _submit(server, "image-contains", 2)  # nobody answers: every cycle is empty
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_wait(seconds: float) -> None:
+        if seconds < 1:  # the client library's own short pauses
+            return await real_sleep(seconds)
+        waits.append(seconds)
+        if len(waits) == 6:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(trigger_module.asyncio, "sleep", record_wait)
+    trigger = _trigger(names, "image-contains", poll_interval=60, max_poll_interval=600)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_events(trigger))
+
+    # Each wait counts from the start of its poll, so it is a little shorter than the interval.
+    assert [round(wait / 10) * 10 for wait in waits] == [60, 120, 240, 480, 600, 600]

@@ -45,8 +45,8 @@ class ImageContainsTrigger(BaseTrigger):
     not finished yet through the hook's streamed reads and records each answer as it arrives, so
     the triggerer's event loop never blocks and memory does not grow with the number of tasks. All
     triggers on one event loop share one limit of reads in flight (the hook's ``max_concurrency``).
-    The interval doubles (up to ``max_poll_interval``) while nothing finishes and after transient
-    failures, and resets once tasks finish. Progress counts are logged at most every
+    The first wait is ``poll_interval``; each further one doubles (up to ``max_poll_interval``) while
+    nothing finishes and after transient failures, and it resets once tasks finish. Progress counts are logged at most every
     ``log_interval`` seconds.
 
     A read that fails after the hook's own retries on throttling, server errors or dropped
@@ -68,7 +68,7 @@ class ImageContainsTrigger(BaseTrigger):
     :param log_interval: the shortest time in seconds between two progress log lines.
     :param max_consecutive_poll_failures: give up after this many poll cycles in a row in which no
         task could be read (each after the hook's retries, about 16 s). With the default intervals
-        (60 s doubling to 600 s) 10 cycles ride out an outage of about 75 minutes; the sensor's
+        (60 s doubling to 600 s) 10 cycles ride out an outage of about 70 minutes; the sensor's
         ``timeout`` still bounds the whole wait.
     """
 
@@ -128,8 +128,6 @@ class ImageContainsTrigger(BaseTrigger):
                     return
                 if cycle.finished and cycle.error is None:
                     interval = self.poll_interval
-                else:
-                    interval = min(interval * 2, self.max_poll_interval)
                 # A cycle in which not one task could be read means the service is down or refusing us.
                 failed_cycles = failed_cycles + 1 if cycle.error is not None and not cycle.answers else 0
                 if cycle.error is not None:
@@ -139,6 +137,8 @@ class ImageContainsTrigger(BaseTrigger):
                     self._warn_transient(cycle, len(tracker.unfinished), interval, failed_cycles)
                 # Polls start every ``interval`` seconds: the time a cycle took counts towards the wait.
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - cycle_started)))
+                # The first wait is poll_interval; each one after doubles until a cycle sees tasks finish.
+                interval = min(interval * 2, self.max_poll_interval)
         except CrowdApiError as err:
             yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err.message}"})
 
