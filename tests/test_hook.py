@@ -111,6 +111,21 @@ def test_service_refusals_map_to_exceptions(
     assert [task["task_name"] for task in server.tasks()] == ["busy"]
 
 
+def test_sts_calls_go_to_the_sts_endpoint_never_to_the_crowd_endpoint(
+    start_server: Callable[..., LocalCrowdServer],
+    make_hook: Callable[..., ImageContainsHook],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crowd, sts = start_server(workforce_size=0), start_server(workforce_size=0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.endpoint_url)  # boto3's own STS setting
+    hook = make_hook(crowd, {"extra": {"account_id": None, "service_config": None}})
+    hook.put_task("image-contains-test", "sts-1", image_input(1))
+    assert hook.account_id == crowd.account.account_id
+    assert crowd.request_counts()[("POST", 200)] == 0  # no GetCallerIdentity sent to the crowd host
+    assert sts.request_counts()[("POST", 200)] == 1
+    assert [task["task_name"] for task in crowd.tasks()] == ["sts-1"]
+
+
 def test_account_id_is_learned_once_through_sts(
     start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
 ) -> None:

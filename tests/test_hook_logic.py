@@ -108,9 +108,9 @@ def test_config_defaults_to_the_production_endpoint_and_boto_default_chain() -> 
     assert config.access_key_id is None
 
 
-def test_config_endpoint_applies_to_sts_unless_overridden() -> None:
+def test_config_sts_endpoint_is_its_own_never_the_crowd_endpoint() -> None:
     config = CrowdConnectionConfig.from_connection(make_connection(extra={"endpoint_url": "http://127.0.0.1:9/"}))
-    assert (config.endpoint_url, config.sts_endpoint_url) == ("http://127.0.0.1:9", "http://127.0.0.1:9/")
+    assert (config.endpoint_url, config.sts_endpoint_url) == ("http://127.0.0.1:9", None)
     config = CrowdConnectionConfig.from_connection(
         make_connection(
             extra={"endpoint_url": "http://127.0.0.1:9", "service_config": {"sts": {"endpoint_url": "http://sts:8"}}}

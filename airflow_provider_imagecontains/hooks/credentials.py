@@ -38,7 +38,8 @@ class CrowdConnectionConfig:
 
     :param endpoint_url: base URL of the crowd API.
     :param region_name: region the requests are signed for.
-    :param sts_endpoint_url: STS endpoint for GetCallerIdentity and AssumeRole (None: boto3's default).
+    :param sts_endpoint_url: STS endpoint for GetCallerIdentity and AssumeRole (None: boto3's own, which
+        honours ``AWS_ENDPOINT_URL_STS``); never derived from ``endpoint_url``.
     :param account_id: 12-digit account id of the task URLs (None: learned through STS).
     :param role_arn: role to assume through STS, refreshed before its credentials expire.
     :param profile_name: boto3 profile that supplies the credentials when no keys are given.
@@ -62,8 +63,9 @@ class CrowdConnectionConfig:
         """Read and check the connection's login, password and extras (named like the Amazon provider's)."""
         extra = conn.extra_dejson
         endpoint_url = extra.get("endpoint_url")
-        # Like the Amazon provider, an endpoint override also applies to STS unless STS has its own.
-        sts_endpoint_url = ((extra.get("service_config") or {}).get("sts") or {}).get("endpoint_url") or endpoint_url
+        # The crowd endpoint is not an STS endpoint: STS uses its own setting, else boto3's (which reads
+        # AWS_ENDPOINT_URL_STS and the profile's services section).
+        sts_endpoint_url = ((extra.get("service_config") or {}).get("sts") or {}).get("endpoint_url")
         account_id = extra.get("account_id")
         if account_id is not None:
             account_id = str(account_id)

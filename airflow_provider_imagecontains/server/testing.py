@@ -126,6 +126,8 @@ class LocalCrowdServer:
             "password": self.account.secret_access_key,
             "extra": {
                 "endpoint_url": self.endpoint_url,
+                # The local server also plays STS; a real connection's STS is never its crowd endpoint.
+                "service_config": {"sts": {"endpoint_url": self.endpoint_url}},
                 "region_name": REGION_NAME,
                 "account_id": self.account.account_id,
             },
