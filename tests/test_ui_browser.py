@@ -229,3 +229,35 @@ def test_space_and_enter_on_a_focused_control_do_what_that_control_does(chromium
         assert [task for task, *_ in stored_answers(server)] == ["q1", "q2"], "and answers nothing"
     finally:
         context.close()
+
+
+def test_question_wording_keyboard_hints_and_a_sign_in_page_for_workers(chromium, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    questions = {"apple": "an apple", "traffic lights": "traffic lights", "smoke": "smoke", "SUV": "an SUV"}
+    for n, label in enumerate(questions):
+        put_questions(server, [f"w{n}"], label=label)
+    signin = chromium.new_page()
+    try:
+        signin.goto(server.endpoint_url + "/signin")
+        text = signin.inner_text("main")
+        assert "token you were given" in text
+        assert "imagecontains-server" not in text and signin.locator("main code").count() == 0, "no command line"
+    finally:
+        signin.close()
+    desktop_context, desktop = sign_in(chromium, server, "worker", "fay", DESKTOP)
+    try:
+        for label, wording in questions.items():
+            assert shown_question(desktop)[0] == label
+            assert desktop.inner_text("h1") == f"Does this image contain {wording}?"
+            assert all(key.is_visible() for key in desktop.locator("kbd").all())
+            with desktop.expect_navigation():
+                desktop.keyboard.press("n")
+    finally:
+        desktop_context.close()
+    phone_context, phone = sign_in(chromium, server, "worker", "gus", PHONE)
+    try:
+        shown_question(phone)
+        assert phone.locator("kbd").count() == 3 and not any(key.is_visible() for key in phone.locator("kbd").all())
+    finally:
+        phone_context.close()

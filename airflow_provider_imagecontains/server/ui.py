@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from airflow_provider_imagecontains.server.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
@@ -145,6 +146,7 @@ class WorkforcePages:
         context = {
             "worker": identity.subject,
             "assignment": assignment,
+            "article": article(assignment.label) if assignment else "",
             "answered": self.workforce.answers_given(identity.subject),
             "csrf": csrf_token(request.cookies[SESSION_COOKIE]),
         }
