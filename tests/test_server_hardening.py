@@ -10,9 +10,11 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 
 MiB = 1024 * 1024
 
@@ -85,3 +87,32 @@ def test_an_unauthenticated_chunked_upload_is_refused_at_the_limit_with_flat_mem
     assert answer == b"" or b" 413 " in answer.split(b"\r\n", 1)[0]
     assert time.monotonic() - started < 10
     assert server.tasks() == []
+
+
+# 2. Sign-in takes only the page's own small form
+
+
+def send_head(port: int, head: str) -> bytes:
+    """Send only a request's head (promising a body) and return what the server answers without the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        return read_answer(sock)
+
+
+def test_sign_in_refuses_uploads_and_oversized_forms_before_reading_them(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    token = server.issue_token("worker", "alice")
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+    huge = send_head(
+        server.port,
+        f"POST /signin HTTP/1.1\r\n{host}Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {40 * MiB}\r\n\r\n",
+    )
+    assert huge.startswith(b"HTTP/1.1 415 "), huge[:80]
+    with httpx.Client(base_url=server.endpoint_url) as client:
+        as_upload = client.post("/signin", files={"token": (None, token)}, data={"token": token})
+        assert as_upload.status_code == 415 and SESSION_COOKIE not in client.cookies
+        padded = client.post("/signin", data={"token": token, "padding": "x" * 8192})
+        assert padded.status_code == 413 and SESSION_COOKIE not in client.cookies
+        signed_in = client.post("/signin", data={"token": token})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/work"

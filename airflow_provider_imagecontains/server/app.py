@@ -24,12 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
-from airflow_provider_imagecontains.server.guards import BodyLimit, Scope
+from airflow_provider_imagecontains.server.guards import BodyLimit, BodyRule, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
 from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.server.ui import UI_PATHS, mount_workforce_ui
+from airflow_provider_imagecontains.server.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
 from airflow_provider_imagecontains.server.workforce import AnswerKey, SimulatedWorkforce
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class CrowdServerApp:
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
         self.api = self._build_api()
         self.faults = FaultInjector(self.api, config)
-        self.asgi = BodyLimit(self.faults, self._body_limit, _refusal)
+        self._api_bodies = BodyRule(config.max_body_bytes)
+        self.asgi = BodyLimit(self.faults, self._body_rule, _refusal)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -154,8 +155,9 @@ class CrowdServerApp:
             raise CrowdError(403, "AccessDenied", f"Your credentials do not grant access to account {account!r}.")
         return body
 
-    def _body_limit(self, scope: Scope) -> int:
-        return self.config.max_body_bytes
+    def _body_rule(self, scope: Scope) -> BodyRule:
+        # The pages take only the small forms they send themselves (never a multipart upload).
+        return PAGE_BODIES if scope["path"].startswith(UI_PATHS) else self._api_bodies
 
     def _verify(self, request: Request, body: bytes, service: str, region: str | None) -> SigningKey:
         headers: dict[str, str] = {}

@@ -1,15 +1,16 @@
-"""What every request passes before any other work: a bounded body, read within a bounded time.
+"""What every request passes before any other work: a bounded body of an accepted type.
 
-``BodyLimit`` is the outermost ASGI middleware: it refuses a declared ``Content-Length`` over the
-route's limit without reading a byte, stops reading a chunked body as soon as it passes the limit,
-and hands the app a body it has already read whole. Nothing behind it (faults, signatures, forms)
-ever holds more than the limit.
+``BodyLimit`` is the outermost ASGI middleware: it refuses a body of a type the route does not take,
+or a declared ``Content-Length`` over the route's limit, without reading a byte; it stops reading a
+chunked body as soon as it passes the limit, and hands the app a body it has already read whole.
+Nothing behind it (faults, signatures, form parsing) ever holds more than the limit.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
@@ -23,27 +24,47 @@ Send = Any
 Refusal = Callable[[Scope, int, str, str], Response]
 
 
+@dataclass(frozen=True)
+class BodyRule:
+    """The bodies a route accepts.
+
+    :param max_bytes: the largest body, in bytes.
+    :param content_types: the media types a non-empty body may have (any when empty).
+    """
+
+    max_bytes: int
+    content_types: tuple[str, ...] = ()
+
+
 class BodyLimit:
-    """Read each request's body up to the route's limit, or refuse the request (413) and close the connection.
+    """Read each request's body within the route's rule, or refuse the request (413, 415) and close the connection.
 
     :param app: the ASGI app to wrap.
-    :param limit_for: the largest body accepted for a request scope, in bytes.
+    :param rule_for: the body rule of a request scope.
     :param refusal: builds the refusal in the route's error format.
     """
 
-    def __init__(self, app: Any, limit_for: Callable[[Scope], int], refusal: Refusal) -> None:
+    def __init__(self, app: Any, rule_for: Callable[[Scope], BodyRule], refusal: Refusal) -> None:
         self.app = app
-        self.limit_for = limit_for
+        self.rule_for = rule_for
         self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope)
+        rule = self.rule_for(scope)
+        limit = rule.max_bytes
         declared = _header(scope, b"content-length")
+        has_body = declared not in (None, "0") or _header(scope, b"transfer-encoding") is not None
+        content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if has_body and rule.content_types and content_type not in rule.content_types:
+            message = f"Bodies of type {content_type or 'none'!r} are not accepted here; send {rule.content_types[0]}."
+            await self._refuse(scope, receive, send, 415, "UnsupportedMediaType", message)
+            return
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._refuse(scope, receive, send, f"The body has {declared} bytes; at most {limit} are accepted.")
+            message = f"The body has {declared} bytes; at most {limit} are accepted."
+            await self._refuse(scope, receive, send, 413, "PayloadTooLarge", message)
             return
         chunks: list[bytes] = []
         size = 0
@@ -55,9 +76,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._refuse(
-                    scope, receive, send, f"The body has more than {limit} bytes; at most {limit} are accepted."
-                )
+                message = f"The body has more than {limit} bytes; at most {limit} are accepted."
+                await self._refuse(scope, receive, send, 413, "PayloadTooLarge", message)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -74,8 +94,8 @@ class BodyLimit:
 
         await self.app(scope, receive_read_body, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
-        response = self.refusal(scope, 413, "PayloadTooLarge", message)
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+        response = self.refusal(scope, status, code, message)
         # The rest of the body is never read: close the connection instead of reading on to the next request.
         response.headers["connection"] = "close"
         await response(scope, receive, send)

@@ -23,11 +23,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from airflow_provider_imagecontains.server.guards import BodyRule
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
 from airflow_provider_imagecontains.server.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+# What a request to the pages may carry: the small url-encoded forms the pages themselves send.
+PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
 SESSION_SECONDS = 12 * 3600
 # A waiting worker page asks for work with requests that return after this long at the latest.
