@@ -16,13 +16,17 @@ from airflow_provider_imagecontains import __version__, get_provider_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UV = Path(sys.executable).with_name("uv")
-MODULES = [
+# What workers and the triggerer import.
+PROVIDER_MODULES = [
     "airflow_provider_imagecontains.hooks.imagecontains",
     "airflow_provider_imagecontains.operators.imagecontains",
     "airflow_provider_imagecontains.sensors.imagecontains",
     "airflow_provider_imagecontains.triggers.imagecontains",
-    "airflow_provider_imagecontains.server.testing",
 ]
+MODULES = [*PROVIDER_MODULES, "airflow_provider_imagecontains.server.testing"]
+# The `[server]` extra and what it brings along.
+SERVER_EXTRA = ["fastapi", "uvicorn", "jinja2", "python-multipart"]
+SERVER_STACK = {"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "httptools", "uvloop"}
 
 
 def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
@@ -81,3 +85,75 @@ def test_airflow_lists_the_provider_its_hook_and_connection_type(installed):
     expected = get_provider_info()["connection-types"][0]["hook-class-name"]
     assert hook["class"] == expected
     assert hook["package_name"] == "airflow-provider-imagecontains"
+
+
+def test_importing_the_provider_imports_none_of_the_servers_stack() -> None:
+    # Airflow's own base classes load some of the same libraries (jinja2 for templates): only what ours add counts.
+    script = f"""
+import json, sys
+from airflow.providers.common.compat.sdk import BaseHook, BaseOperator, BaseSensorOperator
+from airflow.triggers.base import BaseTrigger
+before = set(sys.modules)
+{"; ".join(f"import {module}" for module in PROVIDER_MODULES)}
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    added = json.loads(run(sys.executable, "-c", script).strip().splitlines()[-1])
+    assert "airflow_provider_imagecontains.operators.imagecontains" in added
+    assert [name for name in added if name.startswith("airflow_provider_imagecontains.server")] == []
+    assert [name for name in added if name.split(".")[0] in SERVER_STACK] == []
+
+
+@pytest.mark.slow
+def test_the_servers_dependencies_are_the_server_extra_which_dev_includes(installed) -> None:
+    with zipfile.ZipFile(installed["wheel"]) as wheel:
+        metadata = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/METADATA").decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [r for r in requires if "extra ==" not in r]
+    server = [r for r in requires if 'extra == "server"' in r]
+    for name in SERVER_EXTRA:
+        assert not [r for r in runtime if r.startswith(name)], f"{name} is a runtime dependency"
+        assert [r for r in server if r.startswith(name)], f"{name} is missing from the [server] extra"
+    assert [r for r in requires if r.startswith("airflow-provider-imagecontains[server]") and 'extra == "dev"' in r]
+
+
+BARE_RUN = """
+import asyncio, json, sys
+from datetime import datetime
+
+from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.sdk import DAG
+
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+images = [f"https://img.example.com/cam/{i}.jpg" for i in range(5)]
+with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
+    submit = ImageContainsOperator(task_id="submit", images=images, label="person", function_name="image-contains-test")
+handle = submit.execute({})
+with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
+    wait = ImageContainsSensor(task_id="wait", submission=handle, poke_interval=0.2)
+try:
+    wait.execute({})
+    raise SystemExit("expected the sensor to defer")
+except TaskDeferred as deferred:
+    async def first_event():
+        async for event in deferred.trigger.run():
+            return event.payload
+    records = wait.execute_complete({}, asyncio.run(first_event()))
+loaded = sorted(m for m in sys.modules if m.startswith("airflow_provider_imagecontains.server"))
+print(json.dumps({"records": records, "server_modules": loaded}))
+"""
+
+
+@pytest.mark.slow
+def test_the_bare_install_runs_operator_sensor_and_trigger_against_a_server_elsewhere(installed, crowd_server):
+    # The server runs here (the dev environment); the wheel's environment only holds its client side.
+    server = crowd_server(test_function_seconds=1.0)
+    env = {**installed["env"], **server.airflow_connection_env()}
+    output = run(installed["venv"] / "bin" / "python", "-c", BARE_RUN, env=env)
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result["server_modules"] == []
+    assert [(r["url"], r["state"]) for r in result["records"]] == [
+        (f"https://img.example.com/cam/{i}.jpg", "completed") for i in range(5)
+    ]
+    assert len(server.tasks(function_name="image-contains-test")) == 5
