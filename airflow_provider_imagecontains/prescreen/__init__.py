@@ -1,0 +1,35 @@
+"""Pre-screen: a model answers the images it is sure about, the crowd the rest (docs/prescreen.md).
+
+The operator uses :func:`load_scorer`, :class:`ImageFetcher`, :func:`score_images` and :func:`screen`;
+DAGs use :func:`calibrate_thresholds` and :func:`summarize` on the result records. Nothing here
+imports the server, and nothing heavier than ``requests`` is imported at module level.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_imagecontains.prescreen.calibration import Thresholds, calibrate_thresholds, calibration_pairs
+from airflow_provider_imagecontains.prescreen.fetch import ImageFetcher
+from airflow_provider_imagecontains.prescreen.scorer import Scorer, load_scorer
+from airflow_provider_imagecontains.prescreen.screening import (
+    ScoreResult,
+    Screened,
+    is_audited,
+    score_images,
+    screen,
+    summarize,
+)
+
+__all__ = [
+    "ImageFetcher",
+    "ScoreResult",
+    "Scorer",
+    "Screened",
+    "Thresholds",
+    "calibrate_thresholds",
+    "calibration_pairs",
+    "is_audited",
+    "load_scorer",
+    "score_images",
+    "screen",
+    "summarize",
+]
