@@ -23,6 +23,15 @@ from airflow_provider_imagecontains.operators._images import (
     plan_image_tasks,
     presign_s3_urls,
 )
+from airflow_provider_imagecontains.prescreen.fetch import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, ImageFetcher
+from airflow_provider_imagecontains.prescreen.scorer import Scorer, load_scorer
+from airflow_provider_imagecontains.prescreen.screening import (
+    Screened,
+    score_images,
+    screen,
+    summary_message,
+    validate_thresholds,
+)
 from airflow_provider_imagecontains.sensors.imagecontains import (
     FAILED_POLICIES,
     MAX_LISTED,
@@ -84,9 +93,31 @@ class ImageContainsOperator(BaseOperator):
         keeping every success; the task fails only if some remain after the last round. Any other
         error (invalid input, name conflict, access denied, unknown function) fails it at once.
     :param submit_round_delay: seconds to pause before each further round, for the service to recover.
+    :param prescreen: a model that answers the images it is sure about (docs/prescreen.md): an object
+        with ``score(url, image, label) -> float | None``, or the import path ``"package.module.ClassName"``
+        of a class built with no arguments (imported only when the task runs). ``None``: every image
+        goes to the crowd.
+    :param accept_above: (templated) images scored at or above it are answered "contains" by the model;
+        ``None``: never.
+    :param reject_below: (templated) images scored at or below it are answered "does not contain" by
+        the model; ``None``: never.
+    :param audit_rate: the fraction of model-answered images sent to the crowd as well, chosen by a
+        hash of (image, label) so a re-run audits the same ones.
+    :param prescreen_concurrency: images fetched and scored at once (threads).
+    :param prescreen_timeout: seconds to connect to an image's host and between bytes received.
+    :param prescreen_max_bytes: larger images are not scored (they go to the crowd).
+    :param crowd_task_cost: dollars a crowd task costs on average, to log the spend the model avoided.
     """
 
-    template_fields: Sequence[str] = ("images", "target_label", "namespace", "function_name", "imagecontains_conn_id")
+    template_fields: Sequence[str] = (
+        "images",
+        "target_label",
+        "namespace",
+        "function_name",
+        "imagecontains_conn_id",
+        "accept_above",
+        "reject_below",
+    )
     ui_color = "#f4d9e6"
 
     def __init__(
@@ -109,6 +140,14 @@ class ImageContainsOperator(BaseOperator):
         presign_expires_in: int = DEFAULT_PRESIGN_EXPIRES_IN,
         submit_rounds: int = 3,
         submit_round_delay: float = 30,
+        prescreen: Scorer | str | None = None,
+        accept_above: float | None = None,
+        reject_below: float | None = None,
+        audit_rate: float = 0.05,
+        prescreen_concurrency: int = 8,
+        prescreen_timeout: float = DEFAULT_TIMEOUT,
+        prescreen_max_bytes: int = DEFAULT_MAX_BYTES,
+        crowd_task_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -135,6 +174,18 @@ class ImageContainsOperator(BaseOperator):
         self.presign_expires_in = presign_expires_in
         self.submit_rounds = submit_rounds
         self.submit_round_delay = submit_round_delay
+        if isinstance(prescreen, str) and "." not in prescreen.strip("."):
+            raise ValueError(f"Invalid prescreen {prescreen!r}: expected an import path 'package.module.ClassName'.")
+        if prescreen_concurrency < 1:
+            raise ValueError(f"Invalid prescreen_concurrency {prescreen_concurrency!r}: expected at least 1.")
+        self.prescreen = prescreen
+        self.accept_above = accept_above
+        self.reject_below = reject_below
+        self.audit_rate = audit_rate
+        self.prescreen_concurrency = prescreen_concurrency
+        self.prescreen_timeout = prescreen_timeout
+        self.prescreen_max_bytes = prescreen_max_bytes
+        self.crowd_task_cost = crowd_task_cost
 
     @cached_property
     def hook(self) -> ImageContainsHook:
@@ -146,20 +197,22 @@ class ImageContainsOperator(BaseOperator):
             raise AirflowFailException(
                 f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
             )
+        screened = self._prescreen(tasks) if self.prescreen is not None else None
+        crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
-            return self._count_new_tasks(tasks)
-        docs = self._submit(tasks)
+            return self._count_new_tasks(crowd)
+        docs = self._submit(crowd) if crowd else {}
         states = Counter(doc["state"] for doc in docs.values())
         self.log.info(
             "Submitted %d crowd tasks to %s: %s.",
-            len(tasks),
+            len(crowd),
             self.function_name,
-            ", ".join(f"{count} {state}" for state, count in sorted(states.items())),
+            ", ".join(f"{count} {state}" for state, count in sorted(states.items())) or "none",
         )
-        handle = self._handle(tasks)
+        handle = self._handle(tasks, screened)
         if not self.wait_for_completion:
             return handle
-        tracker = TaskTracker(task.task_name for task in tasks)
+        tracker = TaskTracker(task.task_name for task in crowd)
         tracker.record(docs)
         if self.deferrable and not tracker.done:
             self.defer(
@@ -171,6 +224,8 @@ class ImageContainsOperator(BaseOperator):
                     max_poll_interval=self.max_poll_interval,
                 ),
                 method_name="execute_complete",
+                # The scores, not the whole handle: the rest is planned again on resume.
+                kwargs={"model_scores": [s.score for s in screened]} if screened else None,
                 timeout=self.execution_timeout,
             )
         while not tracker.done:
@@ -178,21 +233,107 @@ class ImageContainsOperator(BaseOperator):
             # Waiting without deferring holds a worker slot; execution_timeout bounds it.
             time.sleep(self.poll_interval)
             tracker.poll(partial(self.hook.get_tasks, self.function_name), tracker.unfinished)
-        records = build_records(handle["tasks"], tracker.to_event())
-        return apply_failed_policy(records, self.failed_policy)
+        return self._finish(build_records(handle["tasks"], tracker.to_event()))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return apply_failed_policy(records_from_event(self._handle(self._plan()), event), self.failed_policy)
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, model_scores: list[float | None] | None = None
+    ) -> list[dict[str, Any]]:
+        tasks = self._plan()
+        screened = self._screen(tasks, model_scores) if model_scores is not None else None
+        return self._finish(records_from_event(self._handle(tasks, screened), event))
+
+    def _finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if (message := summary_message(records)) is not None:
+            self.log.info("%s", message)
+        return apply_failed_policy(records, self.failed_policy)
 
     def _plan(self) -> list[ImageTask]:
         return plan_image_tasks(self.images, self.target_label, self.namespace or self.dag_id, self.function_name)
 
-    def _handle(self, tasks: list[ImageTask]) -> dict[str, Any]:
+    def _handle(self, tasks: list[ImageTask], screened: list[Screened] | None = None) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = [task.to_handle() for task in tasks]
+        for entry, s in zip(entries, screened or (), strict=False):
+            if not s.to_crowd:
+                entry["task_name"] = None
+            entry["model_score"] = s.score
+            entry["model_contains_target"] = s.verdict
         return {
             "function_name": self.function_name,
             "imagecontains_conn_id": self.imagecontains_conn_id,
-            "tasks": [task.to_handle() for task in tasks],
+            "tasks": entries,
         }
+
+    def _prescreen(self, tasks: list[ImageTask]) -> list[Screened]:
+        """Score every image and decide which ones the model settles; failures only send images to the crowd."""
+        self._thresholds()  # bad thresholds fail the task before any image is fetched
+        items = [(task.url, task.label) for task in tasks]
+        try:
+            scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
+        except Exception as err:
+            self.log.warning(
+                "The pre-screen model could not be loaded (%s: %s); all %d images go to the crowd.",
+                type(err).__name__,
+                err,
+                len(tasks),
+            )
+            return self._screen(tasks, [None] * len(tasks))
+        fetcher = ImageFetcher(
+            timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
+        )
+        started = time.monotonic()
+        results = score_images(items, scorer, fetcher.fetch, max_workers=self.prescreen_concurrency)
+        unscored = [(task, result.reason) for task, result in zip(tasks, results, strict=True) if result.score is None]
+        self.log.info(
+            "Pre-screen scored %d of %d images in %.1fs.",
+            len(tasks) - len(unscored),
+            len(tasks),
+            time.monotonic() - started,
+        )
+        if unscored:
+            lines = [f"  - {task.url} (label {task.label!r}): {reason}" for task, reason in unscored[:MAX_LISTED]]
+            if len(unscored) > MAX_LISTED:
+                lines.append(f"  ... and {len(unscored) - MAX_LISTED} more")
+            self.log.warning("%d images have no model score and go to the crowd:\n%s", len(unscored), "\n".join(lines))
+        screened = self._screen(tasks, [result.score for result in results])
+        self._log_screening(screened)
+        return screened
+
+    def _screen(self, tasks: list[ImageTask], scores: list[float | None]) -> list[Screened]:
+        accept_above, reject_below = self._thresholds()
+        return screen(
+            [(task.url, task.label) for task in tasks],
+            scores,
+            accept_above=accept_above,
+            reject_below=reject_below,
+            audit_rate=self.audit_rate,
+        )
+
+    def _thresholds(self) -> tuple[float | None, float | None]:
+        """The thresholds as numbers (templates render them as strings), checked."""
+        accept_above, reject_below = (_as_number(value) for value in (self.accept_above, self.reject_below))
+        validate_thresholds(accept_above, reject_below, self.audit_rate)
+        return accept_above, reject_below
+
+    def _log_screening(self, screened: list[Screened]) -> None:
+        settled = [s for s in screened if not s.to_crowd]
+        audited = sum(1 for s in screened if s.audited)
+        contains = sum(1 for s in settled if s.verdict)
+        avoided = f"{len(settled)} crowd tasks not bought"
+        if self.crowd_task_cost is not None:
+            avoided += f" (about ${len(settled) * self.crowd_task_cost:,.2f} at ${self.crowd_task_cost} a task)"
+        self.log.info(
+            "Pre-screen: the model settled %d of %d images (%d contain the label, %d do not); %d go to the crowd "
+            "(%d unsure or unscored, %d audits of model answers at audit_rate=%s); %s.",
+            len(settled),
+            len(screened),
+            contains,
+            len(settled) - contains,
+            len(screened) - len(settled),
+            len(screened) - len(settled) - audited,
+            audited,
+            self.audit_rate,
+            avoided,
+        )
 
     def _submit(self, tasks: list[ImageTask]) -> dict[str, dict[str, Any]]:
         """PUT every task and return its document; PUT is idempotent, so existing tasks come back unpaid."""
@@ -331,3 +472,16 @@ class ImageContainsOperator(BaseOperator):
                 endpoint_url=extra.get("endpoint_url"),
             )
         return boto3.client("s3", **client_kwargs)
+
+
+def _as_number(value: Any) -> float | None:
+    """A threshold given as a number, None, or a template's rendering of either."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None", "null"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"Invalid threshold {value!r}: expected a number in [0, 1] or None.") from None
+    return value

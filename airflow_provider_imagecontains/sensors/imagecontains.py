@@ -16,7 +16,8 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from airflow_provider_imagecontains.prescreen.screening import summary_message
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class ImageContainsSensor(BaseSensorOperator):
     ``deferrable=False`` it pokes in ``poke`` or ``reschedule`` mode and returns the same results.
 
     The XCom return value is a list of records ``{"url", "label", "task_name", "state",
-    "contains_target", "problem"}``, one per task, in submission order.
+    "contains_target", "problem", "source", "model_score", "model_contains_target"}``, one per image and
+    label in submission order, including those a pre-screen settled (``source`` ``"model"``, no task).
 
     :param submission: the operator's return value (templated), e.g. ``submit.output`` or
         ``"{{ ti.xcom_pull(task_ids='submit') }}"``; a list of handles (from a mapped operator)
@@ -82,7 +84,7 @@ class ImageContainsSensor(BaseSensorOperator):
         handle = parse_submission(self.submission)
         self.defer(
             trigger=ImageContainsTrigger(
-                task_names=[task["task_name"] for task in handle["tasks"]],
+                task_names=crowd_task_names(handle["tasks"]),
                 function_name=handle["function_name"],
                 imagecontains_conn_id=handle["imagecontains_conn_id"],
                 poll_interval=self.poke_interval,
@@ -96,17 +98,21 @@ class ImageContainsSensor(BaseSensorOperator):
         handle = parse_submission(self.submission)
         if self._tracker is None:
             # Kept between pokes in poke mode; reschedule mode starts afresh and polls all tasks once.
-            self._tracker = TaskTracker(task["task_name"] for task in handle["tasks"])
+            self._tracker = TaskTracker(crowd_task_names(handle["tasks"]))
         hook = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"])
         self._tracker.poll(partial(hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
         self.log.info("Crowd tasks: %s", self._tracker.progress_message())
         if not self._tracker.done:
             return PokeReturnValue(is_done=False)
         records = build_records(handle["tasks"], self._tracker.to_event())
-        return PokeReturnValue(is_done=True, xcom_value=apply_failed_policy(records, self.failed_policy))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(records))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        records = records_from_event(parse_submission(self.submission), event)
+        return self._finish(records_from_event(parse_submission(self.submission), event))
+
+    def _finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if (message := summary_message(records)) is not None:
+            self.log.info("%s", message)
         return apply_failed_policy(records, self.failed_policy)
 
 

@@ -138,23 +138,44 @@ class TaskTracker:
         }
 
 
-def build_records(tasks: list[dict[str, str]], event: Mapping[str, Any]) -> list[dict[str, Any]]:
+def build_records(tasks: list[dict[str, Any]], event: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Join the submission's tasks with a success event into the result records pushed to XCom.
 
-    :param tasks: the submission handle's ``tasks`` (``task_name``, ``url``, ``label``), in order.
-    :param event: a payload made by :meth:`TaskTracker.to_event` for the same tasks.
+    :param tasks: the submission handle's ``tasks`` (``task_name``, ``url``, ``label``), in order; with a
+        pre-screen also ``model_score``, and ``model_contains_target`` where the model answered. An entry
+        whose ``task_name`` is ``None`` was settled by the model and has no crowd task.
+    :param event: a payload made by :meth:`TaskTracker.to_event` for the crowd tasks among ``tasks``.
     """
     problems = event["problems"]
+    outcomes = iter(event["outcomes"])
+    crowd_tasks = sum(1 for task in tasks if task["task_name"] is not None)
+    if crowd_tasks != len(event["outcomes"]):
+        raise ValueError(f"The event has {len(event['outcomes'])} outcomes for {crowd_tasks} crowd tasks.")
     records = []
-    for task, outcome in zip(tasks, event["outcomes"], strict=True):
+    for task in tasks:
+        model_answer = task.get("model_contains_target")
+        if task["task_name"] is None:
+            state, contains, source = "completed", model_answer, "model"
+        else:
+            outcome = next(outcomes)
+            state = "failed" if outcome == FAILED else "completed"
+            contains, source = None if outcome == FAILED else outcome == CONTAINS, "crowd"
         records.append(
             {
                 "url": task["url"],
                 "label": task["label"],
                 "task_name": task["task_name"],
-                "state": "failed" if outcome == FAILED else "completed",
-                "contains_target": None if outcome == FAILED else outcome == CONTAINS,
-                "problem": problems.get(task["task_name"]),
+                "state": state,
+                "contains_target": contains,
+                "problem": problems.get(task["task_name"]) if task["task_name"] is not None else None,
+                "source": source,
+                "model_score": task.get("model_score"),
+                "model_contains_target": model_answer,
             }
         )
     return records
+
+
+def crowd_task_names(tasks: list[dict[str, Any]]) -> list[str]:
+    """The names of the crowd tasks in a submission handle's ``tasks`` (model-settled images have none)."""
+    return [task["task_name"] for task in tasks if task["task_name"] is not None]

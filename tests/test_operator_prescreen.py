@@ -1,0 +1,236 @@
+"""ImageContainsOperator and ImageContainsSensor with a pre-screen model, against the local crowd server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+
+import boto3
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.sdk import DAG
+from loopback import LoopbackServer
+
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.prescreen.screening import is_audited
+from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+TEST_FN = "image-contains-test"
+
+
+class ByteScorer:
+    """Scores an image by the number written in its bytes: proves the bytes were fetched and judged."""
+
+    def score(self, url: str, image: bytes, label: str) -> float | None:
+        text = image.decode()
+        if text == "raise":
+            raise RuntimeError("model crashed")
+        return None if text == "none" else float(text)
+
+
+@pytest.fixture
+def images():
+    """A loopback image host: ``/<name>`` answers with the bytes registered for it, anything else 404."""
+    served: dict[str, bytes] = {}
+
+    def answer(method, path, headers, body):
+        name = path.lstrip("/")
+        return (200, {"Content-Type": "image/jpeg"}, served[name]) if name in served else (404, {}, b"")
+
+    server = LoopbackServer(answer)
+
+    def add(name: str, content: str) -> str:
+        served[name] = content.encode()
+        return f"{server.endpoint_url}/{name}"
+
+    yield add
+    server.close()
+
+
+def _operator(image_urls, **kwargs) -> ImageContainsOperator:
+    with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        settings = {
+            "task_id": "submit",
+            "images": image_urls,
+            "label": "person",
+            "function_name": TEST_FN,
+            "prescreen": ByteScorer(),
+            "accept_above": 0.9,
+            "reject_below": 0.1,
+            "audit_rate": 0.0,
+            **kwargs,
+        }
+        return ImageContainsOperator(**settings)
+
+
+def _crowd_urls(server) -> list[str]:
+    return sorted(task["input"]["image"]["url"] for task in server.tasks(function_name=TEST_FN))
+
+
+def test_only_the_uncertain_images_become_crowd_tasks_and_records_cover_every_image(crowd_server, images) -> None:
+    server = crowd_server()
+    scores = [0.99, 0.02, 0.5, 0.95, 0.1, 0.9, 0.3, 0.05]
+    urls = [images(f"{n}.jpg", str(score)) for n, score in enumerate(scores)]
+
+    records = _operator(urls, wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})
+
+    uncertain = [url for url, score in zip(urls, scores, strict=True) if 0.1 < score < 0.9]
+    assert _crowd_urls(server) == sorted(uncertain)
+    assert [r["url"] for r in records] == urls  # every image, in submission order
+    for record, score in zip(records, scores, strict=True):
+        assert record["model_score"] == score and record["state"] == "completed"
+        if record["url"] in uncertain:
+            assert record["source"] == "crowd" and record["task_name"] and record["model_contains_target"] is None
+            assert isinstance(record["contains_target"], bool)
+        else:
+            assert record["source"] == "model" and record["task_name"] is None and record["problem"] is None
+            assert record["contains_target"] is (score >= 0.9) is record["model_contains_target"]
+
+
+def test_the_audit_share_holds_and_a_rerun_audits_the_same_images(crowd_server, images, capsys) -> None:
+    server = crowd_server()
+    urls = [images(f"{n}.jpg", "0.97" if n % 3 else "0.03") for n in range(400)]
+
+    handle = _operator(urls, audit_rate=0.25).execute({})
+    audited = _crowd_urls(server)
+    again = _operator(urls, audit_rate=0.25).execute({})
+
+    assert again == handle and _crowd_urls(server) == audited  # same audits, no new tasks
+    assert audited == sorted(url for url in urls if is_audited(url, "person", 0.25))
+    assert 70 <= len(audited) <= 130  # 100 expected; binomial standard deviation 8.7
+    crowd_entries = [t for t in handle["tasks"] if t["task_name"] is not None]
+    assert all(t["model_contains_target"] is not None for t in crowd_entries)
+    log = capsys.readouterr().out
+    assert f"the model settled {400 - len(audited)} of 400 images" in log
+    assert f"{len(audited)} audits of model answers" in log
+
+
+def test_a_missing_image_and_a_raising_scorer_end_in_the_crowd_with_the_reason_logged(
+    crowd_server, images, capsys
+) -> None:
+    server = crowd_server()
+    urls = [images("sure.jpg", "0.99"), images("crash.jpg", "raise"), images("unsure.jpg", "none")]
+    missing = urls[0].replace("sure.jpg", "gone.jpg")
+    urls.append(missing)
+
+    records = _operator(urls, wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})
+
+    assert _crowd_urls(server) == sorted(urls[1:])
+    assert [(r["source"], r["model_score"]) for r in records] == [
+        ("model", 0.99),
+        ("crowd", None),
+        ("crowd", None),
+        ("crowd", None),
+    ]
+    log = capsys.readouterr().out
+    assert "3 images have no model score and go to the crowd" in log
+    assert "crash.jpg (label 'person'): scorer failed: RuntimeError: model crashed" in log
+    assert "unsure.jpg (label 'person'): the scorer cannot judge this label" in log
+    assert "gone.jpg (label 'person'): fetch failed: HTTPError: 404" in log
+
+
+def test_a_scorer_that_cannot_be_loaded_sends_everything_to_the_crowd(crowd_server, images, capsys) -> None:
+    server = crowd_server()
+    urls = [images(f"{n}.jpg", "0.99") for n in range(3)]
+    _operator(urls, prescreen="no_such_module.Scorer").execute({})
+    assert _crowd_urls(server) == sorted(urls)
+    assert "The pre-screen model could not be loaded (ModuleNotFoundError" in capsys.readouterr().out
+
+
+def test_a_scorer_given_by_import_path_is_built_when_the_task_runs(crowd_server, images) -> None:
+    server = crowd_server()
+    urls = [images("a.jpg", "0.99"), images("b.jpg", "0.5")]
+    _operator(urls, prescreen=f"{__name__}.ByteScorer").execute({})
+    assert _crowd_urls(server) == [urls[1]]
+
+
+def test_deferred_wait_and_the_sensor_give_the_same_complete_records(crowd_server, images) -> None:
+    crowd_server()
+    scores = [0.99, 0.5, 0.01, 0.6]
+    urls = [images(f"{n}.jpg", str(score)) for n, score in enumerate(scores)]
+    operator = _operator(urls, wait_for_completion=True, deferrable=True, poll_interval=0.05)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    assert deferred.value.kwargs == {"model_scores": scores}
+    event = asyncio.run(anext(deferred.value.trigger.run())).payload
+    records = operator.execute_complete({}, event, **deferred.value.kwargs)
+
+    handle = _operator(urls).execute({})  # same tasks: the sensor path
+    with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        sensor = ImageContainsSensor(task_id="wait", submission=handle, deferrable=False, poke_interval=0.05)
+    assert sensor.execute({}) == records
+    assert [(r["source"], r["model_score"]) for r in records] == [
+        ("model", 0.99),
+        ("crowd", 0.5),
+        ("model", 0.01),
+        ("crowd", 0.6),
+    ]
+
+
+def test_s3_images_are_fetched_with_the_operators_aws_connection(crowd_server, s3_endpoint, monkeypatch) -> None:
+    server = crowd_server()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_PRESCREEN",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="prescreen-frames")
+    s3.put_object(Bucket="prescreen-frames", Key="sure.jpg", Body=b"0.99")
+    s3.put_object(Bucket="prescreen-frames", Key="unsure.jpg", Body=b"0.5")
+
+    handle = _operator(
+        ["s3://prescreen-frames/sure.jpg", "s3://prescreen-frames/unsure.jpg"], aws_conn_id="aws_prescreen"
+    ).execute({})
+
+    assert [(t["url"], t["model_score"], t["task_name"] is None) for t in handle["tasks"]] == [
+        ("s3://prescreen-frames/sure.jpg", 0.99, True),
+        ("s3://prescreen-frames/unsure.jpg", 0.5, False),
+    ]
+    assert len(server.tasks(function_name=TEST_FN)) == 1
+
+
+def test_thresholds_are_checked_before_any_image_is_fetched_or_task_submitted(crowd_server, images) -> None:
+    server = crowd_server()
+    url = images("a.jpg", "0.5")
+    with pytest.raises(ValueError, match=r"reject_below=0\.9 must be below accept_above=0\.8"):
+        _operator([url], accept_above=0.8, reject_below=0.9).execute({})
+    with pytest.raises(ValueError, match="audit_rate"):
+        _operator([url], audit_rate=1.5).execute({})
+    with pytest.raises(ValueError, match="import path"):
+        _operator([url], prescreen="Scorer")
+    assert server.tasks(function_name=TEST_FN) == []
+
+
+def test_thresholds_rendered_by_templates_are_numbers(crowd_server, images) -> None:
+    server = crowd_server()
+    urls = [images("a.jpg", "0.97"), images("b.jpg", "0.5")]
+    _operator(urls, accept_above="0.95", reject_below="None").execute({})
+    assert _crowd_urls(server) == [urls[1]]
+
+
+def test_without_a_prescreen_records_say_crowd(crowd_server, caplog) -> None:
+    crowd_server()
+    caplog.set_level(logging.INFO)
+    records = _operator(
+        ["https://img.example.com/x.jpg"],
+        prescreen=None,
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.05,
+    ).execute({})
+    assert [(r["source"], r["model_score"], r["model_contains_target"]) for r in records] == [("crowd", None, None)]
