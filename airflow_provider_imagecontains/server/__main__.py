@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,9 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
     "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
     "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
+    "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
+    "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),
+    "--mturk-profile": ("mturk_profile", str, "AWS profile that pays for HITs (default: boto3's credential chain)"),
 }
 
 
@@ -57,13 +61,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.add_argument(
+        "--mturk-production",
+        dest="mturk_production",
+        action="store_const",
+        const=True,
+        help="with --workforce mturk: post HITs to MTurk production, paid with real money (default: the sandbox)",
+    )
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The ServerConfig the flags describe: the --config file (else the CLI defaults), then every flag given."""
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
-    overrides = {field: getattr(args, field) for field, *_ in _FIELDS.values() if getattr(args, field) is not None}
+    fields = [field for field, *_ in _FIELDS.values()] + ["mturk_production"]
+    overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     if args.account:
         overrides["accounts"] = tuple(args.account)
     return config.replace(**overrides)
@@ -75,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         token_main(argv[1:])
         return
     args = parse_args(argv)
+    # The server's own messages (e.g. which MTurk endpoint and balance are in use) next to uvicorn's.
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
         config = config_from_args(args)
         server, _ = build_uvicorn_server(config, args.db, host=args.host, port=args.port, log_level=args.log_level)

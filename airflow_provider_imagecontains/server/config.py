@@ -10,8 +10,11 @@ from typing import Any
 
 REGION_NAME = "us-east-1"
 SERVICE_NAME = "crowd"
-# Who answers production tasks: simulated workers, people on the worker page, or both.
-WORKFORCES = ("simulated", "human", "mixed")
+# Who answers production tasks: simulated workers, people on the worker page, both, or Mechanical Turk workers.
+WORKFORCES = ("simulated", "human", "mixed", "mturk")
+# MTurk never lets a HIT created with fewer than 10 assignments grow to 10 or more (and charges a higher fee
+# from 10 on), so a HIT that grows one assignment at a time stops at 9.
+MTURK_MAX_ASSIGNMENTS = 9
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,21 @@ class ServerConfig:
     :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
         without an answer.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
+    :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
+        of the sandbox.
+    :param mturk_endpoint_url: the MTurk requester endpoint to use instead of the sandbox or production one.
+    :param mturk_region: the AWS region of the MTurk endpoint.
+    :param mturk_profile: the AWS profile whose credentials pay for HITs; None = boto3's default chain.
+    :param mturk_poll_seconds: how often open HITs are read for submitted assignments.
+    :param mturk_initial_assignments: assignments a new HIT starts with (more are added one at a time).
+    :param mturk_title: the HIT title workers see in the list of HITs.
+    :param mturk_description: the HIT description.
+    :param mturk_keywords: comma-separated search keywords of the HIT.
+    :param mturk_assignment_duration_seconds: time a worker has to answer once they accepted.
+    :param mturk_auto_approval_delay_seconds: MTurk approves an assignment by itself after this long (the
+        server approves each one as soon as it reads it; this is the safety net).
+    :param mturk_qualification_requirements: boto3 ``QualificationRequirements`` of the HIT (approval rate,
+        locale, Masters...); see docs/mturk.md.
     """
 
     accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
@@ -109,6 +127,18 @@ class ServerConfig:
     workforce: str = "simulated"
     human_claim_seconds: float = 300.0
     expose_stats: bool = False
+    mturk_production: bool = False
+    mturk_endpoint_url: str | None = None
+    mturk_region: str = "us-east-1"
+    mturk_profile: str | None = None
+    mturk_poll_seconds: float = 0.2
+    mturk_initial_assignments: int = 1
+    mturk_title: str = "Does this image contain the object?"
+    mturk_description: str = "Look at one image and say whether it contains the named object."
+    mturk_keywords: str = "image, classification, yes/no, quick"
+    mturk_assignment_duration_seconds: int = 600
+    mturk_auto_approval_delay_seconds: int = 3600
+    mturk_qualification_requirements: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.accounts:
@@ -123,6 +153,11 @@ class ServerConfig:
             raise ValueError(f"Invalid prior_worker_accuracy {self.prior_worker_accuracy!r}: expected 0.5 < p < 1.")
         if self.workforce not in WORKFORCES:
             raise ValueError(f"Invalid workforce {self.workforce!r}: expected one of {', '.join(WORKFORCES)}.")
+        if not 1 <= self.mturk_initial_assignments <= min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS):
+            raise ValueError(
+                f"Invalid mturk_initial_assignments {self.mturk_initial_assignments!r}: expected 1 to "
+                f"{min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)} (the answer cap of an MTurk HIT)."
+            )
         for name in ("workforce_size", "max_answers_per_task", "max_tasks_in_progress", "max_body_bytes"):
             if getattr(self, name) < (0 if name == "workforce_size" else 1):
                 raise ValueError(f"Invalid {name} {getattr(self, name)!r}: expected a positive number.")
@@ -131,6 +166,8 @@ class ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
         if "accounts" in overrides:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
+        if "mturk_qualification_requirements" in overrides:
+            overrides["mturk_qualification_requirements"] = tuple(overrides["mturk_qualification_requirements"])
         return dataclasses.replace(self, **overrides)
 
     def to_json(self) -> str:

@@ -6,11 +6,12 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
-from airflow_provider_imagecontains.server.config import ServerConfig
+from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
 from airflow_provider_imagecontains.server.store import (
     PROCESSING,
     StoredTask,
@@ -61,16 +62,23 @@ class CrowdService:
 
     :param store: the persistence.
     :param config: the server settings.
+    :param check_image: returns why the workforce could not load an image URL (the PUT is then refused
+        with 400 ``InvalidInput``), or None when it can.
     """
 
-    def __init__(self, store: TaskStore, config: ServerConfig) -> None:
+    def __init__(
+        self, store: TaskStore, config: ServerConfig, check_image: Callable[[str], str | None] | None = None
+    ) -> None:
         self.store = store
         self.config = config
+        self.check_image = check_image
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
         # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
         self._max_answers = min(config.max_answers_per_task, config.workforce_size or config.max_answers_per_task)
         if config.workforce != "simulated":  # people add workers of their own: only the configured cap applies
             self._max_answers = config.max_answers_per_task
+        if config.workforce == "mturk":  # one HIT per task, and a HIT cannot grow past its size rule
+            self._max_answers = min(config.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)
         # One event per idle worker, set when a task may need an answer (a new task, or an answer that
         # did not decide one). Registered before the worker awaits, so no wake-up is lost.
         self._idle_workers: set[asyncio.Event] = set()
@@ -92,6 +100,10 @@ class CrowdService:
                     f"Task {name!r} already exists with a different input; use another name or delete it when finished.",
                 )
             return 200, existing
+        if function == IMAGE_CONTAINS and self.check_image is not None:
+            problem = self.check_image(task_input["image"]["url"])  # type: ignore[index]
+            if problem is not None:
+                raise CrowdError(400, "InvalidInput", problem)
         if self.store.count_processing(account) >= self.config.max_tasks_in_progress:
             raise CrowdError(
                 429,

@@ -112,6 +112,12 @@ class TaskStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for rooms that keep tables of their own in this file (``server/mturk.py``), so that
+        their changes and the task's can share one :meth:`transaction`."""
+        return self._db
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Apply the changes made inside the block together or not at all."""
