@@ -108,6 +108,8 @@ def test_html_question_escapes_image_and_label_and_posts_to_mturk() -> None:
     assert parts.form_action == "https://workersandbox.mturk.com/mturk/externalSubmit"
     assert parts.hidden == {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE"}
     assert f'Does this image contain a <span class="label">{html.escape(label)}</span>?' in question
+    assert 'Does this image contain an <span class="label">apple</span>?' in html_question(url, "apple", "")
+    assert 'Does this image contain <span class="label">people</span>?' in html_question(url, "people", "")
     assert 'name="viewport" content="width=device-width, initial-scale=1"' in question
 
 

@@ -40,6 +40,7 @@ from airflow_provider_imagecontains.server.service import (
     CrowdService,
 )
 from airflow_provider_imagecontains.server.store import PROCESSING, TaskStore, to_microdollars
+from airflow_provider_imagecontains.server.wording import article
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,10 @@ def html_question(image_url: str, label: str, submit_url: str) -> str:
     The form posts to MTurk (``externalSubmit``, or the ``turkSubmitTo`` MTurk gives the page) with the
     ``assignmentId`` and the answer field ``containsTarget``; in preview (``ASSIGNMENT_ID_NOT_AVAILABLE``)
     the answer buttons are disabled. Image URL and label are HTML-escaped, which also keeps ``]]>`` out of
-    the CDATA section.
+    the CDATA section. The question reads like the worker page's ("an apple", "people").
     """
     page = _PAGE.format(
+        article=f"{article(label)} " if article(label) else "",
         label=html.escape(label, quote=True),
         image_url=html.escape(image_url, quote=True),
         submit_url=html.escape(submit_url, quote=True),
@@ -148,7 +150,7 @@ _PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Does this image contain a {label}?</title>
+<title>Does this image contain {article}{label}?</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; padding: 12px;
   color: #1b1b1b; background: #fff; }}
@@ -169,7 +171,7 @@ h1 {{ font-size: 1.3rem; line-height: 1.35; margin: 0 0 12px; }}
 </head>
 <body>
 <main>
-<h1>Does this image contain a <span class="label">{label}</span>?</h1>
+<h1>Does this image contain {article}<span class="label">{label}</span>?</h1>
 <p id="preview" hidden>This is a preview. Accept the HIT to answer.</p>
 <div class="frame"><img src="{image_url}" alt="The image to look at"></div>
 <form id="mturk_form" name="mturk_form" method="post" action="{submit_url}">
