@@ -260,6 +260,7 @@ def test_dashboard_figures(crowd_server):
     assert (done["state"], done["result"], done["agreement"]) == ("completed", {"containsTarget": True}, 1.0)
     assert (done["yes"], done["no"], done["cant_tell"], sorted(done["workers"])) == (2, 0, 0, ["alice", "bob"])
     assert (open_["state"], open_["yes"], open_["no"], open_["workers"]) == ("processing", 0, 1, ["alice"])
+    assert open_["agreement"] is None, "a single vote agrees with itself: no figure"
     assert figures["slowest"][0]["task_name"] == names[1], "the task still processing has taken longest"
     assert other["total"] == 0 and other["tasks"] == [], "a dashboard shows its own account only"
 

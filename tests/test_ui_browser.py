@@ -261,3 +261,33 @@ def test_question_wording_keyboard_hints_and_a_sign_in_page_for_workers(chromium
         assert phone.locator("kbd").count() == 3 and not any(key.is_visible() for key in phone.locator("kbd").all())
     finally:
         phone_context.close()
+
+
+def test_dashboard_names_images_by_their_path_in_the_folder_and_shows_no_agreement_for_one_vote(
+    chromium, crowd_server, tmp_path
+):
+    for camera in ("cam1", "cam2"):
+        generate_frames(tmp_path / "frames" / camera, 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    for camera in ("cam1", "cam2"):
+        put_questions(server, [camera], image=f"{camera}/{frame_name(0)}")
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
+    contexts = [dashboard_context]
+    try:
+        for name, answers in (("alice", 2), ("bob", 1)):  # two votes on cam1, one on cam2
+            context, page = sign_in(chromium, server, "worker", name, DESKTOP)
+            contexts.append(context)
+            for _ in range(answers):
+                shown_question(page)
+                with page.expect_navigation():
+                    page.keyboard.press("y")
+        dashboard.locator("tr[data-task='cam1']").filter(has_text="completed").wait_for()
+        cells = {
+            camera: dashboard.locator(f"tr[data-task='{camera}'] td").all_inner_texts() for camera in ("cam1", "cam2")
+        }
+        assert cells["cam1"][2] == f"cam1/{frame_name(0)}" and cells["cam2"][2] == f"cam2/{frame_name(0)}"
+        assert cells["cam1"][5:7] == ["2 / 0 / 0", "100 %"]
+        assert cells["cam2"][5:7] == ["1 / 0 / 0", "\N{EN DASH}"], "one vote agrees with itself: no agreement figure"
+    finally:
+        for context in contexts:
+            context.close()

@@ -195,9 +195,12 @@ def _add_answer(task: dict[str, Any], worker: str, answer: int) -> None:
 
 
 def _agreement(task: dict[str, Any]) -> float | None:
-    """The share of yes/no votes that agree with the result (or, before there is one, with the majority)."""
+    """The share of yes/no votes that agree with the result (or, before there is one, with the majority).
+
+    None below two votes: a single vote always agrees with itself, which says nothing.
+    """
     votes = task["yes"] + task["no"]
-    if not votes:
+    if votes < 2:
         return None
     result = task["result"]
     says_yes = result["containsTarget"] if isinstance(result, dict) else task["yes"] >= task["no"]

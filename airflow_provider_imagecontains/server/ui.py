@@ -16,6 +16,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
@@ -36,6 +37,7 @@ SESSION_SECONDS = 12 * 3600
 # A waiting worker page asks for work with requests that return after this long at the latest.
 WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 
 _HERE = Path(__file__).parent
@@ -196,6 +198,8 @@ class WorkforcePages:
         if identity is None:
             return _refused(401, "Sign in with the account's dashboard token first.")
         figures = self.workforce.store.dashboard(identity.subject, self.workforce.config.starting_balance, time.time())
+        for task in figures["tasks"]:
+            task["image"] = _image_shown(task["image_url"], request)
         return Response(json.dumps(figures), media_type="application/json")
 
     # Local images
@@ -233,6 +237,23 @@ class WorkforcePages:
 
     def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _image_shown(url: str | None, request: Request) -> str | None:
+    """How the dashboard names a task's image: its path inside ``--images-dir`` when this server serves it
+    (two cameras' ``frame_0001.png`` stay apart), else the whole URL."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    host = request.headers.get("host", "")
+    ours = parts.netloc == host or (
+        parts.hostname in _LOOPBACK_NAMES
+        and urlsplit(f"//{host}").hostname in _LOOPBACK_NAMES
+        and parts.port == request.url.port
+    )
+    if ours and parts.path.startswith("/images/"):
+        return unquote(parts.path.removeprefix("/images/"))
+    return url
 
 
 def _same_origin(request: Request) -> bool:

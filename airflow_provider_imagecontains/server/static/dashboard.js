@@ -46,12 +46,12 @@ function render(data) {
     row.dataset.task = task.task_name;
     cell(row, task.task_name);
     cell(row, task.label || "", "label");
-    const image = cell(row, "");
+    const image = cell(row, "", "image");
     if (task.image_url) {
       const link = document.createElement("a");
       link.href = task.image_url;  // an http(s) URL: the server validated it
       link.rel = "noreferrer";
-      link.textContent = task.image_url.split("/").pop() || task.image_url;
+      link.textContent = task.image || task.image_url;  // the path in the images folder, else the URL
       image.appendChild(link);
     }
     cell(row, task.state, `state ${task.state}`);
