@@ -6,7 +6,9 @@ child process (``subprocess=True``) and look at that process from outside.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 
 MiB = 1024 * 1024
+INPUT = {"image": {"url": "https://img.example.com/cam/1.jpg"}, "target": {"label": "person"}}
 
 
 def peak_memory_bytes(pid: int) -> int:
@@ -116,3 +119,24 @@ def test_sign_in_refuses_uploads_and_oversized_forms_before_reading_them(crowd_s
         assert padded.status_code == 413 and SESSION_COOKIE not in client.cookies
         signed_in = client.post("/signin", data={"token": token})
         assert signed_in.status_code == 303 and signed_in.headers["location"] == "/work"
+
+
+# 7. The database, its WAL and its shared-memory file are the owner's only
+
+
+def test_the_database_and_its_wal_and_shm_files_are_readable_by_the_owner_only(tmp_path) -> None:
+    previous = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.db"
+        older = tmp_path / "older.db"
+        older.touch(mode=0o644)  # a database file made before this rule
+        for db in (fresh, older):
+            server = LocalCrowdServer(db, subprocess=True, workforce="human")
+            server.issue_token("worker", "alice")  # the token command may be the first to create the file
+            with server:  # it writes (the accounts' balances) on start
+                files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+                assert all(file.exists() for file in files)
+                modes = {file.name: oct(stat.S_IMODE(file.stat().st_mode)) for file in files}
+                assert set(modes.values()) == {"0o600"}, modes
+    finally:
+        os.umask(previous)

@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow_provider_imagecontains.server.config import ServerConfig
 from airflow_provider_imagecontains.server.service import Assignment, CrowdService
-from airflow_provider_imagecontains.server.store import CANT_TELL, PROCESSING
+from airflow_provider_imagecontains.server.store import CANT_TELL, PROCESSING, connect_private
 
 WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
@@ -85,7 +85,7 @@ class WorkforceStore:
     """
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = connect_private(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)

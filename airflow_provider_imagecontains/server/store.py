@@ -8,6 +8,7 @@ All calls come from the server's event loop thread, one connection, no locking n
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,22 @@ class StoredTask:
         )
 
 
+def connect_private(path: str) -> sqlite3.Connection:
+    """Open the server's database, readable and writable by its owner only.
+
+    It holds account secrets of temporary credentials and session hashes. SQLite gives the ``-wal`` and
+    ``-shm`` files it creates the mode of the database file; files made by an older version are tightened.
+    """
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            if os.stat(file).st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
 def canonical_json(value: Any) -> str:
     """JSON text that is equal for equal values (used to compare a repeated PUT's input)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -103,7 +120,7 @@ class TaskStore:
     """
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = connect_private(path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
