@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
