@@ -160,3 +160,16 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     with pytest.raises(AirflowSkipException, match="dry run"):
         _sensor(summary, deferrable=False).execute({})
     assert not server.tasks(function_name=TEST_FN)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, True), ("False", False), ("True", True)])
+def test_deferrable_defaults_to_the_deployments_default_deferrable_else_true(monkeypatch, setting, expected) -> None:
+    if setting is None:
+        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
+    with _dag():
+        sensor = ImageContainsSensor(task_id="wait", submission={})
+        explicit = ImageContainsSensor(task_id="wait_explicitly", submission={}, deferrable=not expected)
+    assert sensor.deferrable is expected
+    assert explicit.deferrable is (not expected)

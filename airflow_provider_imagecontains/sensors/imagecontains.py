@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import configparser
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
@@ -13,6 +15,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
+    conf,
 )
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
@@ -46,7 +49,8 @@ class ImageContainsSensor(BaseSensorOperator):
         is merged.
     :param failed_policy: what to do when tasks end ``failed``: ``"fail"`` the Airflow task
         listing them (default), ``"skip"`` it, or ``"report"`` them in the results.
-    :param deferrable: wait in the triggerer (default ``True``).
+    :param deferrable: wait in the triggerer. ``None`` (default): ``[operators] default_deferrable`` if the
+        deployment sets it, else ``True``.
     :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
     :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
     :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
@@ -60,7 +64,7 @@ class ImageContainsSensor(BaseSensorOperator):
         *,
         submission: Any,
         failed_policy: str = "fail",
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         max_poll_interval: float = 600,
         poke_interval: timedelta | float = 60,
         **kwargs: Any,
@@ -70,7 +74,7 @@ class ImageContainsSensor(BaseSensorOperator):
             raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
         self.submission = submission
         self.failed_policy = failed_policy
-        self.deferrable = deferrable
+        self.deferrable = deployment_default_deferrable() if deferrable is None else deferrable
         self.max_poll_interval = max_poll_interval
         self._tracker: TaskTracker | None = None
 
@@ -114,6 +118,19 @@ class ImageContainsSensor(BaseSensorOperator):
         if (message := summary_message(records)) is not None:
             self.log.info("%s", message)
         return apply_failed_policy(records, self.failed_policy)
+
+
+def deployment_default_deferrable() -> bool:
+    """``[operators] default_deferrable`` if the deployment sets it (airflow.cfg or environment), else True.
+
+    Airflow's own default for the option is False, so ``getboolean(..., fallback=True)`` would never defer
+    by default: only a value the deployment chose overrides the sensor's default of deferring.
+    """
+    variable = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
+    in_file = configparser.ConfigParser.has_option(conf, "operators", "default_deferrable")
+    if in_file or any(name in os.environ for name in (variable, f"{variable}_CMD", f"{variable}_SECRET")):
+        return conf.getboolean("operators", "default_deferrable")
+    return True
 
 
 def parse_submission(submission: Any) -> dict[str, Any]:
