@@ -7,7 +7,12 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    TaskDeferred,
+)
 from airflow.sdk import DAG
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
@@ -99,9 +104,10 @@ def failed_handle(crowd_server):
 
 def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
     _, event = _deferred_result(_sensor(failed_handle))
-    with pytest.raises(AirflowException, match="3 of 3 crowd task") as caught:
+    with pytest.raises(AirflowFailException, match="3 of 3 crowd task") as caught:  # final: no Airflow retry
         _sensor(failed_handle).execute_complete({}, event)
     assert IMAGES[0] in str(caught.value) and "Expired" in str(caught.value)
+    assert "resubmit_failed=True" in str(caught.value)
 
 
 def test_failed_policy_skip_and_report(failed_handle) -> None:

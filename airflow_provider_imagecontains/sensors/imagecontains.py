@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
+    AirflowFailException,
     AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
@@ -191,4 +192,8 @@ def apply_failed_policy(records: list[dict[str, Any]], failed_policy: str) -> li
     message = "\n".join([f"{len(failed)} of {len(records)} crowd task(s) failed:", *lines])
     if failed_policy == "skip":
         raise AirflowSkipException(message)
-    raise AirflowException(message)
+    # A failed crowd task is final: an Airflow retry would read the same outcome, so fail without retrying.
+    raise AirflowFailException(
+        f"{message}\nA failed crowd task stays failed; to pay for another attempt, run the submitting "
+        "ImageContainsOperator again with resubmit_failed=True."
+    )
