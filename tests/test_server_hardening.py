@@ -6,12 +6,15 @@ child process (``subprocess=True``) and look at that process from outside.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
 import time
 from pathlib import Path
 
+import boto3
+import botocore.exceptions
 import httpx
 import pytest
 
@@ -140,3 +143,59 @@ def test_the_database_and_its_wal_and_shm_files_are_readable_by_the_owner_only(t
                 assert set(modes.values()) == {"0o600"}, modes
     finally:
         os.umask(previous)
+
+
+# 9. Small ones: non-ASCII CSRF, a client leaving mid-body, chained AssumeRole
+
+
+def test_a_non_ascii_csrf_value_is_refused_with_403(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    with httpx.Client(base_url=server.endpoint_url) as client:
+        client.post("/signin", data={"token": server.issue_token("worker", "alice")})
+        response = client.post("/work/answer", data={"task": "1", "answer": "yes", "csrf": "jeton-é"})
+        assert response.status_code == 403
+
+
+def test_a_client_leaving_mid_body_is_one_debug_line(crowd_server, caplog, monkeypatch) -> None:
+    server = crowd_server(workforce_size=0)
+    caplog.set_level(logging.DEBUG)
+    # uvicorn's loggers do not propagate to the root logger, and Airflow's logging set-up disables loggers
+    # that existed before it: listen to both directly.
+    monkeypatch.setattr(logging.getLogger("airflow_provider_imagecontains.server.guards"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "handlers", [caplog.handler])
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                f"PUT /{server.account.account_id}/functions/image-contains/tasks/left HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{server.port}\r\nContent-Length: 5000\r\n\r\n{'x' * 100}".encode()
+            )
+            time.sleep(0.2)
+    time.sleep(0.5)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    left = [r for r in caplog.records if "left during the body" in r.getMessage()]
+    assert [r.levelno for r in left] == [logging.DEBUG, logging.DEBUG]
+
+
+def test_chained_assume_role_never_outlives_the_first_session(crowd_server) -> None:
+    server = crowd_server(workforce_size=0, session_duration_seconds=3)
+    account = server.account
+    role_arn = f"arn:aws:iam::{account.account_id}:role/pipeline"
+
+    def sts(credentials=None):
+        keys = {"aws_access_key_id": account.access_key_id, "aws_secret_access_key": account.secret_access_key}
+        if credentials is not None:
+            keys = {
+                "aws_access_key_id": credentials["AccessKeyId"],
+                "aws_secret_access_key": credentials["SecretAccessKey"],
+                "aws_session_token": credentials["SessionToken"],
+            }
+        return boto3.client("sts", endpoint_url=server.endpoint_url, region_name="us-east-1", **keys)
+
+    first = sts().assume_role(RoleArn=role_arn, RoleSessionName="first")["Credentials"]
+    time.sleep(1.5)
+    chained = sts(first).assume_role(RoleArn=role_arn, RoleSessionName="chained")["Credentials"]
+    assert chained["Expiration"] <= first["Expiration"]
+    time.sleep(max(0.0, first["Expiration"].timestamp() - time.time()) + 1.2)
+    with pytest.raises(botocore.exceptions.ClientError) as expired:
+        sts(chained).get_caller_identity()
+    assert expired.value.response["Error"]["Code"] == "ExpiredToken"

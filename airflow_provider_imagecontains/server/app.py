@@ -237,6 +237,9 @@ class CrowdServerApp:
             raise CrowdError(400, "ValidationError", f"Invalid DurationSeconds {requested!r}.")
         duration = min(int(requested), self.config.session_duration_seconds)
         expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=duration)
+        if caller.expires_at is not None:
+            # Role chaining: temporary credentials never outlive the session that asked for them.
+            expires_at = min(expires_at, caller.expires_at)
         access_key_id = "ASIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
         secret, token = secrets.token_urlsafe(30), secrets.token_urlsafe(96)
         self._service.store.add_session(access_key_id, caller.account_id, secret, token, expires_at.timestamp())

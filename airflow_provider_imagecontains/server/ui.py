@@ -162,8 +162,9 @@ class WorkforcePages:
         if identity is None:
             return _refused(401, "Sign in with your worker token first.")
         form = await request.form()
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
         if not _same_origin(request) or not hmac.compare_digest(
-            str(form.get("csrf", "")), csrf_token(request.cookies[SESSION_COOKIE])
+            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[SESSION_COOKIE]).encode()
         ):
             return _refused(403, "Cross-site request refused; reload the page.")
         answer, task_id = str(form.get("answer", "")), str(form.get("task", ""))
