@@ -6,6 +6,7 @@ Kept free of Airflow imports so the local server starts quickly.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,12 +26,15 @@ ALLOWED_URL_SCHEMES = frozenset({"http", "https"})
 
 
 def validate_task_name(task_name: Any) -> str:
-    """Return ``task_name`` if it is 1 to 64 characters from ``[A-Za-z0-9._-]``."""
+    """Return ``task_name`` if it is 1 to 64 characters from ``[A-Za-z0-9._-]``, other than ``.`` and ``..``."""
     if not isinstance(task_name, str) or not TASK_NAME_PATTERN.fullmatch(task_name):
         raise InvalidTaskError(
             f"Invalid task name {task_name!r}: use 1 to {MAX_TASK_NAME_LENGTH} characters "
             "from A-Z, a-z, 0-9, '.', '_' and '-'."
         )
+    if task_name in (".", ".."):
+        # Signers and proxies normalise such a path segment away: the request would reach another URL.
+        raise InvalidTaskError(f"Invalid task name {task_name!r}: '.' and '..' are path segments, not names.")
     return task_name
 
 
@@ -52,6 +56,8 @@ def validate_image_url(url: Any) -> str:
         )
     if url != url.strip() or any(ch.isspace() for ch in url):
         raise InvalidTaskError(f"Invalid image URL {url!r}: it contains white space.")
+    if has_control_characters(url):
+        raise InvalidTaskError(f"Invalid image URL {url!r}: it contains control characters.")
     try:
         parts = urlsplit(url)
     except ValueError as err:
@@ -59,6 +65,11 @@ def validate_image_url(url: Any) -> str:
     if parts.scheme.lower() not in ALLOWED_URL_SCHEMES or not parts.hostname:
         raise InvalidTaskError(f"Invalid image URL {url!r}: only absolute http:// and https:// URLs are accepted.")
     return url
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0, DEL or C1), which no URL may carry unencoded."""
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
 def validate_label(label: Any) -> str:

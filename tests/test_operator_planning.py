@@ -79,6 +79,15 @@ def test_validation_lists_every_bad_item_in_one_message() -> None:
         assert fragment in message
 
 
+def test_urls_and_s3_uris_with_control_characters_are_refused() -> None:
+    images = [URL, "https://images.example.com/a\x00.jpg", "s3://bucket/frames/\x1b[2J.jpg", "s3://bucket/a\x7f"]
+    with pytest.raises(InvalidTaskError) as caught:
+        plan_image_tasks(images, "person", "ns", "image-contains")
+    message = str(caught.value)
+    assert message.startswith("3 invalid image(s)")
+    assert all(f"images[{i}]" in message for i in (1, 2, 3)) and "control characters" in message
+
+
 def test_validation_needs_a_label_and_a_list() -> None:
     with pytest.raises(InvalidTaskError, match="no label"):
         plan_image_tasks([URL], None, "ns", "image-contains")

@@ -19,7 +19,7 @@ def test_valid_task_names(name):
     assert validate_task_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "x" * 65, "a b", "a/b", "é", None, 12, "a\n"])
+@pytest.mark.parametrize("name", ["", "x" * 65, "a b", "a/b", "é", None, 12, "a\n", ".", ".."])
 def test_invalid_task_names_are_named_in_the_error(name):
     with pytest.raises(InvalidTaskError, match="Invalid task name"):
         validate_task_name(name)
@@ -40,6 +40,10 @@ def test_valid_image_contains_input():
         (_input(url="/relative/a.jpg"), "only absolute http"),
         (_input(url="https://x.org/" + "a" * 400), "at most 400"),
         (_input(url="https://x.org/a b.jpg"), "white space"),
+        (_input(url="https://x.org/a\x00.jpg"), "control characters"),
+        (_input(url="https://x.org/a\x1b[31m.jpg"), "control characters"),
+        (_input(url="https://x.org/a\x7f.jpg"), "control characters"),
+        (_input(url="https://x.org/a\x9b.jpg"), "control characters"),
         (_input(label="   "), "non-empty"),
         (_input(label=3), "non-empty"),
         ({"image": "https://x.org/a", "target": {"label": "dog"}}, "'image' must be an object"),

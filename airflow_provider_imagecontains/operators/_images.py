@@ -16,6 +16,7 @@ from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.validation import (
     MAX_IMAGE_URL_LENGTH,
     MAX_TASK_NAME_LENGTH,
+    has_control_characters,
     validate_image_url,
     validate_label,
 )
@@ -138,6 +139,8 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
 
 def _check_url(url: Any) -> str | None:
     if isinstance(url, str) and url[:5].lower() == "s3://":
+        if has_control_characters(url) or url != url.strip():
+            return "an S3 URI may not contain control characters or surrounding white space"
         parts = urlsplit(url)
         if not parts.netloc or len(parts.path) < 2:
             return "an S3 URI needs a bucket and a key, e.g. s3://bucket/frames/0001.jpg"
