@@ -122,6 +122,23 @@ def test_cant_tell_is_kept_but_is_no_vote_and_an_unanswered_task_expires(crowd_s
     assert document["state"] == "failed" and document["problemDetails"]["code"] == "Expired"
 
 
+def test_broken_image_reports_are_no_votes_and_fail_the_task_only_when_nobody_saw_the_image(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    _, (seen, unseen) = put_tasks(["https://images.example.com/flaky.jpg", "https://images.example.com/gone.jpg"])
+    alice, bob, carol = Worker(server, "alice"), Worker(server, "bob"), Worker(server, "carol")
+    alice.answer(alice.question(), "broken-image")  # flaky: her network, say
+    bob.answer(bob.question(), "yes")  # bob holds flaky next (the oldest) and sees it
+    carol.answer(carol.question(), "broken-image")  # carol gets flaky too
+    assert stored(server)[seen]["state"] == "processing", "somebody saw the image: it is not unavailable"
+    assert stored(server)[seen]["answers"] == [("human:bob", True)], "a broken-image report is no vote"
+    for worker in (alice, bob):
+        question = worker.question()
+        assert question[2].endswith("gone.jpg")
+        worker.answer(question, "broken-image")
+    task = stored(server)[unseen]
+    assert task["state"] == "failed" and task["problem"]["code"] == "ImageUnavailable"
+
+
 def test_a_question_left_unanswered_goes_to_another_worker_and_the_late_answer_is_dropped(crowd_server):
     server = crowd_server(**TWO_HUMANS, human_claim_seconds=0.3)
     _, (name,) = put_tasks(["https://images.example.com/a.jpg"])

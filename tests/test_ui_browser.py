@@ -286,8 +286,52 @@ def test_dashboard_names_images_by_their_path_in_the_folder_and_shows_no_agreeme
             camera: dashboard.locator(f"tr[data-task='{camera}'] td").all_inner_texts() for camera in ("cam1", "cam2")
         }
         assert cells["cam1"][2] == f"cam1/{frame_name(0)}" and cells["cam2"][2] == f"cam2/{frame_name(0)}"
-        assert cells["cam1"][5:7] == ["2 / 0 / 0", "100 %"]
-        assert cells["cam2"][5:7] == ["1 / 0 / 0", "\N{EN DASH}"], "one vote agrees with itself: no agreement figure"
+        assert cells["cam1"][6:8] == ["2 / 0 / 0", "100 %"]
+        assert cells["cam2"][6:8] == ["1 / 0 / 0", "\N{EN DASH}"], "one vote agrees with itself: no agreement figure"
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once_every_worker_reports_it(
+    chromium, crowd_server, tmp_path, screenshots
+):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["gone"], image="cam9/deleted.png")
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
+    contexts = [dashboard_context]
+    try:
+        for n, name in enumerate(("alice", "bob")):
+            context, page = sign_in(chromium, server, "worker", name, DESKTOP)
+            contexts.append(context)
+            page.locator("#image-error").wait_for()
+            visible = [
+                button.evaluate("button => button.firstChild.textContent.trim()")  # the name, without its key
+                for button in page.locator(".answers button:visible").all()
+            ]
+            assert visible == ["Can't tell", "Report a broken image"]
+            for key in ("y", "n"):
+                page.keyboard.press(key)
+            page.wait_for_timeout(300)  # time enough for a form post to land, had a key sent one
+            assert page.locator("#image-error").is_visible() and stored_answers(server)[n:] == []
+            if n == 0:
+                page.screenshot(path=str(screenshots / "worker-broken-image.png"))
+            with page.expect_navigation():
+                page.click("button.broken-image")
+            assert stored_answers(server)[n] == ("gone", f"human:{name}", -2)
+            if n == 0:
+                assert server.tasks("image-contains")[0]["state"] == "processing", (
+                    "one report may be the worker's network"
+                )
+                row = dashboard.locator("tr[data-task='gone']")
+                row.filter(has_text="1 report").wait_for()
+                assert dashboard.inner_text("#broken-images") == "1"
+        (task,) = server.tasks("image-contains")
+        assert task["state"] == "failed" and task["problem"]["code"] == "ImageUnavailable", "no wait for the deadline"
+        dashboard.locator("tr[data-task='gone']").filter(has_text="ImageUnavailable").filter(
+            has_text="2 reports"
+        ).wait_for()
     finally:
         for context in contexts:
             context.close()

@@ -39,6 +39,11 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
     "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
     "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
+    "--broken-image-reports": (
+        "broken_image_reports",
+        int,
+        "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
+    ),
     "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
     "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),
     "--mturk-profile": ("mturk_profile", str, "AWS profile that pays for HITs (default: boto3's credential chain)"),

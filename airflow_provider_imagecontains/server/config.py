@@ -83,6 +83,8 @@ class ServerConfig:
         workers) or ``mixed`` (both; see docs/workforce.md).
     :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
         without an answer.
+    :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
+        ``ImageUnavailable`` at once instead of waiting for its deadline.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
         of the sandbox.
@@ -126,6 +128,7 @@ class ServerConfig:
     images_dir: str | None = None
     workforce: str = "simulated"
     human_claim_seconds: float = 300.0
+    broken_image_reports: int = 2
     expose_stats: bool = False
     mturk_production: bool = False
     mturk_endpoint_url: str | None = None
@@ -147,6 +150,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if self.broken_image_reports < 1:
+            raise ValueError(f"Invalid broken_image_reports {self.broken_image_reports!r}: expected at least 1.")
         if not 0.5 < self.confidence < 1.0:
             raise ValueError(f"Invalid confidence {self.confidence!r}: expected a probability between 0.5 and 1.")
         if not 0.5 < self.prior_worker_accuracy < 1.0:

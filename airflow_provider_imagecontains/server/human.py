@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow_provider_imagecontains.server.config import ServerConfig
 from airflow_provider_imagecontains.server.service import Assignment, CrowdService
-from airflow_provider_imagecontains.server.store import CANT_TELL, PROCESSING, connect_private
+from airflow_provider_imagecontains.server.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
 
 WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
@@ -145,6 +145,11 @@ class WorkforceStore:
         for task in listed:
             task["agreement"] = _agreement(task)
         slowest = sorted(tasks, key=lambda task: task["seconds"], reverse=True)[:SLOWEST_TASKS]
+        broken_images = self._db.execute(
+            "SELECT COUNT(DISTINCT a.task_id) FROM answers a JOIN tasks t ON t.id = a.task_id "
+            "WHERE t.account = ? AND a.answer = ?",
+            (account, BROKEN_IMAGE),
+        ).fetchone()[0]
         total = sum(states.values())
         finished = total - states.get(PROCESSING, 0)
         return {
@@ -155,6 +160,7 @@ class WorkforceStore:
             "progress": finished / total if total else None,
             "spend": round(starting_balance - balance, 6),
             "balance": balance,
+            "broken_images": broken_images,
             "tasks": listed,
             "slowest": [{key: task[key] for key in ("task_name", "label", "state", "seconds")} for task in slowest],
         }
@@ -184,12 +190,14 @@ def _task_summary(row: Sequence[Any], now: float) -> dict[str, Any]:
         "yes": 0,
         "no": 0,
         "cant_tell": 0,
+        "broken_image": 0,
         "workers": [],
     }
 
 
 def _add_answer(task: dict[str, Any], worker: str, answer: int) -> None:
-    task["cant_tell" if answer == CANT_TELL else "yes" if answer else "no"] += 1
+    kind = {CANT_TELL: "cant_tell", BROKEN_IMAGE: "broken_image"}.get(answer, "yes" if answer else "no")
+    task[kind] += 1
     task["workers"].append(worker.removeprefix(HUMAN_PREFIX))
 
 
@@ -270,13 +278,26 @@ class HumanWorkforce:
 
     def answer(self, name: str, task_id: int, contains_target: bool | None) -> bool:
         """Record ``name``'s answer to the question it holds; False if it does not hold ``task_id`` (any more)."""
+        assignment = self._give_up(name, task_id)
+        if assignment is not None:
+            self.service.submit_answer(assignment, HUMAN_PREFIX + name, contains_target)
+        return assignment is not None
+
+    def report_broken_image(self, name: str, task_id: int) -> bool:
+        """Record that the image of the question ``name`` holds did not load; False if it does not hold ``task_id``."""
+        assignment = self._give_up(name, task_id)
+        if assignment is not None:
+            self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
+        return assignment is not None
+
+    def _give_up(self, name: str, task_id: int) -> Assignment | None:
+        """The question ``name`` holds, no longer held, if it is ``task_id``; else None."""
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
         if held is None or held[0].task_id != task_id:
-            return False
+            return None
         del self._held[worker]
-        self.service.submit_answer(held[0], worker, contains_target)
-        return True
+        return held[0]
 
     async def wait_for_question(self, name: str, timeout: float) -> bool:
         """Return True as soon as ``name`` holds a question, False after ``timeout`` seconds without one."""

@@ -32,6 +32,10 @@ INSUFFICIENT_FUNDS = {
     "code": "InsufficientFunds",
     "message": "Your account does not have enough prepaid funds to pay Workers for this task.",
 }
+IMAGE_UNAVAILABLE = {
+    "code": "ImageUnavailable",
+    "message": "The image did not load for the workers it was shown to; check that its URL works from their browsers.",
+}
 INCONCLUSIVE = {
     "code": "Inconclusive",
     "message": "Workers did not agree with the required confidence within the maximum number of answers.",
@@ -193,6 +197,24 @@ class CrowdService:
             else:
                 self.store.unclaim(task.id)
         if verdict.needs_more_answers:
+            self._wake_workers()
+
+    def report_broken_image(self, assignment: Assignment, worker: str) -> None:
+        """Store that the image did not load for ``worker`` (no vote); fail the task ``ImageUnavailable`` once
+        ``broken_image_reports`` workers said so and nobody saw the image (no votes)."""
+        task = self.store.get_by_id(assignment.task_id)
+        if task is None or task.state != PROCESSING:
+            return
+        with self.store.transaction():
+            self.store.add_broken_image_report(task.id, worker, time.time())
+            unavailable = self.store.broken_image_reports(task.id) >= self.config.broken_image_reports and not (
+                self.store.answers(task.id)
+            )
+            if unavailable:
+                self.store.finish(task.id, problem=IMAGE_UNAVAILABLE)
+            else:
+                self.store.unclaim(task.id)
+        if not unavailable:
             self._wake_workers()
 
     async def wait_for_work(self, timeout: float) -> None:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
-# The stored answer of a human worker who could not tell: it keeps the worker from being asked again, but is no vote.
+# The stored answers of a human worker who could not tell, or whose image did not load: they keep the worker
+# from being asked again, but are no votes.
 CANT_TELL = -1
+BROKEN_IMAGE = -2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -269,9 +271,22 @@ class TaskStore:
 
     def add_answer(self, task_id: int, worker: str, answer: bool | None, now: float) -> None:
         """Store a vote, or ``None`` for "can't tell"."""
+        self._add(task_id, worker, CANT_TELL if answer is None else int(answer), now)
+
+    def add_broken_image_report(self, task_id: int, worker: str, now: float) -> None:
+        self._add(task_id, worker, BROKEN_IMAGE, now)
+
+    def broken_image_reports(self, task_id: int) -> int:
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM answers WHERE task_id = ? AND answer = ?", (task_id, BROKEN_IMAGE)
+            ).fetchone()[0]
+        )
+
+    def _add(self, task_id: int, worker: str, code: int, now: float) -> None:
         self._db.execute(
             "INSERT INTO answers (task_id, worker, answer, created_at) VALUES (?, ?, ?, ?)",
-            (task_id, worker, CANT_TELL if answer is None else int(answer), now),
+            (task_id, worker, code, now),
         )
 
     def charge(self, account: str, microdollars: int) -> bool:

@@ -37,6 +37,7 @@ SESSION_SECONDS = 12 * 3600
 # A waiting worker page asks for work with requests that return after this long at the latest.
 WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
+BROKEN_IMAGE_ANSWER = "broken-image"
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 
@@ -168,11 +169,14 @@ class WorkforcePages:
         ):
             return _refused(403, "Cross-site request refused; reload the page.")
         answer, task_id = str(form.get("answer", "")), str(form.get("task", ""))
-        if answer not in ANSWERS or not task_id.isdigit():
+        if (answer not in ANSWERS and answer != BROKEN_IMAGE_ANSWER) or not task_id.isdigit():
             return _refused(400, f"Invalid answer {answer!r} or task {task_id!r}.")
         # An answer to a question no longer held (given back, expired, answered twice) is dropped:
         # the worker simply gets the next question.
-        self.workforce.answer(identity.subject, int(task_id), ANSWERS[answer])
+        if answer == BROKEN_IMAGE_ANSWER:
+            self.workforce.report_broken_image(identity.subject, int(task_id))
+        else:
+            self.workforce.answer(identity.subject, int(task_id), ANSWERS[answer])
         return RedirectResponse("/work", status_code=303)
 
     async def wait_for_question(self, request: Request) -> Response:

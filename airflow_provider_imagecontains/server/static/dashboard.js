@@ -27,6 +27,7 @@ function render(data) {
   bar.value = data.progress || 0;
   document.getElementById("states").textContent =
     Object.entries(data.states).map(([state, n]) => `${state}: ${n}`).join(" · ") || "no tasks yet";
+  document.getElementById("broken-images").textContent = String(data.broken_images);
   document.getElementById("spend").textContent = `$${data.spend.toFixed(2)}`;
   document.getElementById("balance").textContent = `balance $${data.balance.toFixed(2)}`;
 
@@ -54,6 +55,7 @@ function render(data) {
       link.textContent = task.image || task.image_url;  // the path in the images folder, else the URL
       image.appendChild(link);
     }
+    cell(row, task.broken_image ? `${task.broken_image} ${task.broken_image === 1 ? "report" : "reports"}` : "", "broken");
     cell(row, task.state, `state ${task.state}`);
     cell(row, resultText(task));
     cell(row, `${task.yes} / ${task.no} / ${task.cant_tell}`, "number");

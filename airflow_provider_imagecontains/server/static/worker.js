@@ -11,6 +11,28 @@ function ownedByFocus(target, key) {
   return (key === " " || key === "Enter") && target.closest("button, a[href], summary, [role=button]") !== null;
 }
 
+// Yes and No are for an image the worker has seen: off until it has loaded, gone if it cannot load
+// (then only "Can't tell" and "Report a broken image" remain).
+function watchImage(form) {
+  const image = document.querySelector("img.frame");
+  const seeing = form.querySelectorAll("button.yes, button.no");
+  const enable = (on) => seeing.forEach((button) => { button.disabled = !on; });
+  const broken = () => {
+    image.hidden = true;
+    document.getElementById("image-error").hidden = false;
+    seeing.forEach((button) => { button.hidden = true; });
+    enable(false);
+    form.querySelector("button.broken-image").hidden = false;
+  };
+  if (image.complete) {
+    if (image.naturalWidth === 0) broken();
+    return;
+  }
+  enable(false);
+  image.addEventListener("load", () => enable(true));
+  image.addEventListener("error", broken);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("answer-form");
   if (form) {
@@ -22,6 +44,7 @@ document.addEventListener("DOMContentLoaded", () => {
       // Disabled after the form data is taken, so the pressed button's value is still sent.
       setTimeout(() => form.querySelectorAll("button").forEach((button) => { button.disabled = true; }));
     });
+    watchImage(form);
     document.addEventListener("keydown", (event) => {
       const answer = KEYS[event.key.toLowerCase()];
       if (!answer || event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
