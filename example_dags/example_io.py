@@ -52,10 +52,12 @@ def list_images(
 def write_output(destination: str, data: bytes, content_type: str) -> str:
     """Write ``data`` to a local path or an ``s3://bucket/key``; return where it went.
 
-    :param destination: a local file path (parent folders are created) or an S3 object URI.
+    :param destination: a local file path or ``file://`` URI (parent folders are created) or an S3 object URI.
     :param data: the bytes to write.
     :param content_type: the object's media type on S3.
     """
+    if destination.startswith("file://"):
+        destination = urlsplit(destination).path
     if destination.startswith("s3://"):
         bucket, key = _split_s3_uri(destination)
         boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
@@ -64,6 +66,20 @@ def write_output(destination: str, data: bytes, content_type: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return str(path)
+
+
+def read_output(location: str) -> bytes | None:
+    """Read what :func:`write_output` wrote at a local path, ``file://`` URI or ``s3://bucket/key``; ``None``
+    when nothing is there yet."""
+    if location.startswith("s3://"):
+        bucket, key = _split_s3_uri(location)
+        client = boto3.client("s3")
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+    path = Path(urlsplit(location).path if location.startswith("file://") else location)
+    return path.read_bytes() if path.is_file() else None
 
 
 def join_location(prefix: str, name: str) -> str:

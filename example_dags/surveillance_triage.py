@@ -15,6 +15,14 @@ Configuration (DAG params, their defaults from environment variables):
 
 The connection is ``IMAGECONTAINS_CONN_ID`` (default ``imagecontains_default``): the local server
 by default, the real service once the connection points there.
+
+Pre-screen (docs/prescreen.md): with ``IMAGECONTAINS_PRESCREEN`` set to a scorer's import path (e.g.
+``airflow_provider_imagecontains.prescreen.people.PeopleScorer``), a model answers the frames it is sure
+about and only the rest are paid for. Its thresholds are earned: every run adds the (score, crowd answer)
+pairs of its frames to the Asset ``imagecontains_surveillance_audit_pairs`` (``IMAGECONTAINS_AUDIT_PAIRS_URI``,
+the most recent ``AUDIT_WINDOW`` pairs), and the next run calibrates from them at
+``target_precision``. Until there are enough pairs the model settles nothing; if it starts to disagree
+with the crowd on the audited frames (``IMAGECONTAINS_AUDIT_RATE``, default 5%), its share shrinks again.
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from botocore.exceptions import BotoCoreError, ClientError
-from example_io import as_records, batched, join_location, list_images, read_image, write_output
+from example_io import as_records, batched, join_location, list_images, read_image, read_output, write_output
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, summarize
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
 try:
@@ -48,6 +57,17 @@ AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
 CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
 THUMBNAIL_WIDTH = 160
+PRESCREEN = os.environ.get("IMAGECONTAINS_PRESCREEN") or None
+AUDIT_RATE = float(os.environ.get("IMAGECONTAINS_AUDIT_RATE", "0.05"))
+# Recent evidence only: a model that drifts loses its thresholds within a window of pairs.
+AUDIT_WINDOW = 5000
+# Fixed when the DAG is parsed, because an Asset names one place.
+AUDIT_PAIRS = Asset(
+    name="imagecontains_surveillance_audit_pairs",
+    uri=os.environ.get(
+        "IMAGECONTAINS_AUDIT_PAIRS_URI", "file://" + os.path.join(AIRFLOW_HOME, "imagecontains", "audit-pairs.json")
+    ),
+)
 
 
 def needs_inspection(answer: dict[str, Any]) -> bool:
@@ -56,6 +76,8 @@ def needs_inspection(answer: dict[str, Any]) -> bool:
 
 
 def inspection_reason(answer: dict[str, Any], label: str) -> str:
+    if answer["state"] == "completed" and answer.get("source") == "model":
+        return f"contains {label} (model, score {answer['model_score']:.2f})"
     if answer["state"] == "completed":
         return f"contains {label}"
     problem = answer.get("problem") or {}
@@ -89,7 +111,7 @@ def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         )
         body.append(
             f'<tr class="frame"><td>{image}</td><td>{esc(row["frame"])}<br><small>{esc(row["url"])}</small></td>'
-            f"<td>{esc(row['reason'])}</td><td><code>{esc(row['task_name'])}</code></td></tr>"
+            f"<td>{esc(row['reason'])}</td><td><code>{esc(row['task_name'] or '-')}</code></td></tr>"
         )
     counts = "".join(
         f"<li>{esc(name)}: <strong>{summary[key]}</strong></li>"
@@ -98,6 +120,10 @@ def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             ("flagged", "to inspect"),
             ("clear", "clear"),
             ("unanswered", "unanswered"),
+            ("settled_by_model", "settled by the model"),
+            ("sent_to_crowd", "sent to the crowd"),
+            ("audited", "audits of the model"),
+            ("audit_agreement", "crowd agreed with the model on audits"),
         )
     )
     title = f"Frames to inspect: {summary['data_interval_start']} to {summary['data_interval_end']}"
@@ -119,6 +145,25 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:midd
 </body>
 </html>
 """
+
+
+def merge_audit_pairs(
+    stored: list[dict[str, Any]], answers: list[dict[str, Any]], audit_rate: float, window: int = AUDIT_WINDOW
+) -> list[dict[str, Any]]:
+    """``stored`` pairs plus this run's, one per (url, label) (a re-run replaces its own), the newest ``window``."""
+    new = [
+        {"url": answer["url"], "label": answer["label"], **pair}
+        for answer in answers
+        for pair in calibration_pairs([answer], audit_rate)
+    ]
+    fresh = {(pair["url"], pair["label"]) for pair in new}
+    kept = [pair for pair in stored if (pair["url"], pair["label"]) not in fresh]
+    return (kept + new)[-window:]
+
+
+def load_audit_pairs(location: str) -> list[dict[str, Any]]:
+    data = read_output(location)
+    return json.loads(data) if data else []
 
 
 def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir: str) -> dict[str, Any]:
@@ -150,8 +195,16 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
             }
         )
     unanswered = sum(1 for a in answers if a["state"] != "completed")
+    prescreen = summarize(answers)
+    agreement = prescreen["audit_agreement"]
     summary = {
         **summary,
+        "settled_by_model": prescreen["settled_by_model"],
+        "sent_to_crowd": prescreen["sent_to_crowd"],
+        "audited": prescreen["audited"],
+        "audit_agreement": "n/a"
+        if agreement is None
+        else f"{agreement:.1%} ({prescreen['audits_agreed']} of {prescreen['audits_answered']})",
         "frames": len(answers),
         "flagged": len(rows),
         "clear": len(answers) - len(rows),
@@ -190,6 +243,16 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
         ),
         "label": Param("person", type="string", minLength=1, description="What to look for in each frame."),
         "batch_size": Param(100, type="integer", minimum=1, description="Frames per mapped crowd task."),
+        "target_precision": Param(
+            0.99,
+            type="number",
+            exclusiveMinimum=0.5,
+            exclusiveMaximum=1,
+            description="How often the pre-screen model's own answers must be right (each side).",
+        ),
+        "min_pairs": Param(
+            200, type="integer", minimum=1, description="Audited pairs needed before the model answers anything."
+        ),
         "reports_dir": Param(
             os.environ.get("IMAGECONTAINS_REPORTS_DIR", os.path.join(AIRFLOW_HOME, "imagecontains", "reports")),
             type="string",
@@ -211,10 +274,29 @@ def surveillance_triage():
         questions = [{"url": frame["url"], "label": params["label"]} for frame in frames]
         return batched(questions, params["batch_size"])
 
+    @task(multiple_outputs=True)
+    def calibrate_prescreen(params: dict[str, Any]) -> dict[str, Any]:
+        """Thresholds from the audited pairs kept so far; none (everything to the crowd) until they suffice."""
+        if PRESCREEN is None:
+            return {"accept_above": None, "reject_below": None, "pairs": 0, "reason": "no pre-screen configured"}
+        pairs = load_audit_pairs(AUDIT_PAIRS.uri)
+        target = params["target_precision"]
+        thresholds = calibrate_thresholds(
+            pairs, contains_precision=target, not_contains_precision=target, min_pairs=params["min_pairs"]
+        )
+        log.info("Pre-screen thresholds from %d audited pairs: %s", len(pairs), thresholds)
+        return thresholds.to_dict()
+
     batches = list_frames()
-    submissions = ImageContainsOperator.partial(task_id="ask_crowd", imagecontains_conn_id=CONN_ID).expand(
-        images=batches
-    )
+    thresholds = calibrate_prescreen()
+    submissions = ImageContainsOperator.partial(
+        task_id="ask_crowd",
+        imagecontains_conn_id=CONN_ID,
+        prescreen=PRESCREEN,
+        accept_above=thresholds["accept_above"],
+        reject_below=thresholds["reject_below"],
+        audit_rate=AUDIT_RATE,
+    ).expand(images=batches)
     answers = (
         ImageContainsSensor.partial(
             task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS
@@ -246,8 +328,19 @@ def surveillance_triage():
         log.info("%d frames are clear", clear)
         return clear
 
+    @task(trigger_rule="none_failed", outlets=[AUDIT_PAIRS])
+    def keep_audit_pairs(answers) -> int:
+        """Add this run's (score, crowd answer) pairs to the Asset the next run calibrates from."""
+        if PRESCREEN is None:
+            return 0
+        pairs = merge_audit_pairs(load_audit_pairs(AUDIT_PAIRS.uri), as_records(answers), AUDIT_RATE)
+        write_output(AUDIT_PAIRS.uri, json.dumps(pairs).encode(), "application/json")
+        log.info("%d audited pairs kept for calibration", len(pairs))
+        return len(pairs)
+
     report_frames_to_inspect(answers)
     count_clear_frames(answers)
+    keep_audit_pairs(answers)
 
 
 surveillance_triage()

@@ -163,6 +163,37 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
     assert page.count('<tr class="frame">') == len(expected)
 
 
+def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path):
+    import surveillance_triage
+
+    settled = {**answer("http://127.0.0.1:9/a.png", "person", True), "source": "model", "task_name": None}
+    settled.update(model_score=0.98, model_contains_target=True)
+    audit = {**answer("http://127.0.0.1:9/b.png", "person", False), "source": "crowd"}
+    audit.update(model_score=0.01, model_contains_target=False)
+    unsure = {**answer("http://127.0.0.1:9/c.png", "person", True), "source": "crowd"}
+    unsure.update(model_score=0.5, model_contains_target=None)
+    summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
+
+    report = surveillance_triage.write_report([settled, audit, unsure], summary, str(tmp_path))
+
+    assert (report["settled_by_model"], report["sent_to_crowd"], report["audited"]) == (1, 2, 1)
+    assert report["audit_agreement"] == "100.0% (1 of 1)"
+    reasons = {row["frame"]: row["reason"] for row in json.loads(Path(report["report_json"]).read_text())["inspect"]}
+    assert reasons == {"a.png": "contains person (model, score 0.98)", "c.png": "contains person"}
+    assert "settled by the model: <strong>1</strong>" in Path(report["report_html"]).read_text()
+
+    stored = [{"url": "http://127.0.0.1:9/c.png", "label": "person", "score": 0.4, "crowd": False, "weight": 1.0}]
+    stored += [{"url": f"old{n}", "label": "person", "score": 0.1, "crowd": False, "weight": 1.0} for n in range(5)]
+    pairs = surveillance_triage.merge_audit_pairs(stored, [settled, audit, unsure], audit_rate=0.25, window=4)
+    # A re-run replaces its frame's pair; the newest pairs are kept; the model-settled frame is no pair.
+    assert [(p["url"], p["score"], p["weight"]) for p in pairs] == [
+        ("old3", 0.1, 1.0),
+        ("old4", 0.1, 1.0),
+        ("http://127.0.0.1:9/b.png", 0.01, 4.0),
+        ("http://127.0.0.1:9/c.png", 0.5, 1.0),
+    ]
+
+
 def test_report_escapes_html_and_survives_a_missing_image(tmp_path):
     import surveillance_triage
 
@@ -244,7 +275,12 @@ def test_surveillance_triage_runs_hourly_over_the_past_hour_in_mapped_batches(ex
     assert set(dag.task_dict["wait_for_answers"].downstream_task_ids) == {
         "report_frames_to_inspect",
         "count_clear_frames",
+        "keep_audit_pairs",
     }
+    # The pre-screen's thresholds come from the pairs kept by earlier runs, which the DAG keeps as an Asset.
+    assert "calibrate_prescreen" in dag.task_dict["ask_crowd"].upstream_task_ids
+    [asset] = dag.task_dict["keep_audit_pairs"].outlets
+    assert asset.name == "imagecontains_surveillance_audit_pairs"
 
 
 def test_training_data_etl_declares_its_dataset_as_an_asset(example_dags):

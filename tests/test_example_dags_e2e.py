@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_imagecontains.prescreen import is_audited
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
-from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder
+from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder, stamp_arrivals
 
 
 def child_pids() -> set[int]:
@@ -121,3 +122,58 @@ def test_surveillance_triage_writes_an_empty_report_for_an_interval_without_fram
     report = json.loads((tmp_path / "reports" / "20260301T070000" / "triage.json").read_text())
     assert (report["frames"], report["flagged"], report["inspect"]) == (0, 0, [])
     assert "No frame needs inspection." in (tmp_path / "reports" / "20260301T070000" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_surveillance_triage_earns_the_prescreens_trust_from_the_pairs_it_keeps(tmp_path, airflow_home):
+    # The Asset's default place: the session's other runs of this DAG registered it, and one name names one place.
+    frames, pairs_file = tmp_path / "frames", airflow_home / "imagecontains" / "audit-pairs.json"
+    pairs_file.unlink(missing_ok=True)
+    key = generate_frames(frames, 60)
+    names = sorted(key)
+    first_hour = datetime(2026, 4, 1, 8, tzinfo=timezone.utc)
+    stamp_arrivals(frames, names[:30], first_hour, timedelta(minutes=1))
+    stamp_arrivals(frames, names[30:], first_hour + timedelta(hours=1), timedelta(minutes=1))
+    repo = Path(__file__).resolve().parent.parent
+    with (
+        LocalCrowdServer(
+            tmp_path / "crowd.db", answer_key_path=str(frames / ANSWER_KEY_NAME), worker_accuracy=1.0
+        ) as crowd,
+        serve_folder(frames) as frames_url,
+    ):
+        env = {
+            **crowd.airflow_connection_env(),
+            "IMAGECONTAINS_FRAMES_SOURCE": str(frames),
+            "IMAGECONTAINS_FRAMES_BASE_URL": frames_url,
+            "IMAGECONTAINS_REPORTS_DIR": str(tmp_path / "reports"),
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+            "IMAGECONTAINS_PRESCREEN": "prescreen_scorers.ShirtScorer",
+            "IMAGECONTAINS_AUDIT_RATE": "0.5",
+            "PYTHONPATH": f"{repo / 'tests'}:{repo}",
+        }
+        # 30 pairs vouch for a precision of 0.8 (not for 0.99): enough for a test of the mechanism.
+        params = {"target_precision": 0.8, "min_pairs": 20}
+        for hour in (1, 2):
+            run_dag(
+                "surveillance_triage", first_hour + timedelta(hours=hour), airflow_home, env, tmp_path / "log", params
+            )
+            if hour == 1:
+                first_tasks = len(crowd.tasks("image-contains"))
+                first_pairs = json.loads(pairs_file.read_text())
+        asked = {task["input"]["image"]["url"].rsplit("/", 1)[-1] for task in crowd.tasks("image-contains")}
+
+    # First run: no evidence yet, so every frame went to the crowd and became a pair.
+    assert first_tasks == 30 and len(first_pairs) == 30
+    assert {pair["score"] for pair in first_pairs} == {0.05, 0.95}
+    # Second run: the model was trusted on both sides; only its audits were paid for.
+    audited = {name for name in names[30:] if is_audited(f"{frames_url}/{name}", "person", 0.5)}
+    assert asked - set(names[:30]) == audited and 0 < len(audited) < 30
+    report = json.loads((tmp_path / "reports" / "20260401T090000" / "triage.json").read_text())
+    assert (report["settled_by_model"], report["sent_to_crowd"], report["audited"]) == (
+        30 - len(audited),
+        len(audited),
+        len(audited),
+    )
+    assert report["audit_agreement"] == f"100.0% ({len(audited)} of {len(audited)})"
+    assert sorted(row["frame"] for row in report["inspect"]) == sorted(n for n in names[30:] if "person" in key[n])
+    assert len(json.loads(pairs_file.read_text())) == 30 + len(audited)
