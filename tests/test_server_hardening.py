@@ -17,7 +17,12 @@ import boto3
 import botocore.exceptions
 import httpx
 import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from airflow_provider_imagecontains.server import __main__ as server_cli
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 
@@ -199,3 +204,46 @@ def test_chained_assume_role_never_outlives_the_first_session(crowd_server) -> N
     with pytest.raises(botocore.exceptions.ClientError) as expired:
         sts(chained).get_caller_identity()
     assert expired.value.response["Error"]["Code"] == "ExpiredToken"
+
+
+# 8. Only the hosts the server is configured for (DNS rebinding)
+
+
+def signed_get(server: LocalCrowdServer, path: str, host: str) -> requests.Response:
+    """A GET signed with the server's (public demo) key for ``host``, as a rebinding page could make, sent to loopback."""
+    request = AWSRequest(method="GET", url=f"http://{host}{path}")
+    account = server.account
+    SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    headers = {**dict(prepared.headers), "Host": host}
+    return requests.get(server.endpoint_url + path, headers=headers, timeout=10)
+
+
+def test_requests_for_other_hosts_are_refused(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    path = f"/{server.account.account_id}/functions/image-contains/tasks/missing"
+    port = server.port
+    for host in (f"rebound.attacker.example:{port}", "rebound.attacker.example", f"127.0.0.1.attacker.example:{port}"):
+        refused = signed_get(server, path, host)
+        assert refused.status_code == 400 and refused.json()["code"] == "InvalidHost", host
+        page = requests.get(server.endpoint_url + "/signin", headers={"Host": host}, timeout=10)
+        assert page.status_code == 400, host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        answered = signed_get(server, path, host)
+        assert answered.status_code == 404 and answered.json()["code"] == "TaskNotFound", host
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # HTTP/1.0 without any Host
+        sock.sendall(b"GET /signin HTTP/1.0\r\n\r\n")
+        assert read_answer(sock).startswith(b"HTTP/1.1 400 ")
+
+
+def test_allowed_host_flag_adds_names(crowd_server) -> None:
+    args = server_cli.parse_args(["--allowed-host", "crowd.example.com", "--allowed-host", "10.0.0.5"])
+    allowed = server_cli.config_from_args(args).allowed_hosts
+    assert allowed == ("crowd.example.com", "10.0.0.5")
+    server = crowd_server(allowed_hosts=allowed)
+    path = f"/{server.account.account_id}/functions/image-contains/tasks/missing"
+    for host in ("crowd.example.com", f"CROWD.example.com:{server.port}", "10.0.0.5:8787", f"localhost:{server.port}"):
+        assert requests.get(server.endpoint_url + path, headers={"Host": host}, timeout=10).status_code == 403, host
+    assert (
+        requests.get(server.endpoint_url + path, headers={"Host": "other.example.com"}, timeout=10).status_code == 400
+    )

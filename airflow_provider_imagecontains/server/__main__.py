@@ -62,6 +62,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ACCOUNT_ID:ACCESS_KEY_ID:SECRET_ACCESS_KEY",
         help=f"a caller (repeatable); default: the demo account {DEMO_ACCOUNT.account_id}:{DEMO_ACCOUNT.access_key_id}:...",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a name clients reach the server by, besides loopback names and --host (repeatable); "
+        "requests with any other Host header are refused",
+    )
     parser.add_argument("--config", help="JSON file of ServerConfig fields; flags override it")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
@@ -83,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     if args.account:
         overrides["accounts"] = tuple(args.account)
+    if args.allowed_host:
+        overrides["allowed_hosts"] = (*config.allowed_hosts, *args.allowed_host)
     return config.replace(**overrides)
 
 

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
-from airflow_provider_imagecontains.server.guards import BodyLimit, BodyRule, Scope
+from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.mturk import (
     MTurkRequester,
@@ -323,6 +323,8 @@ def build_uvicorn_server(
     :param config: the server settings.
     :param db_path: the SQLite file.
     :param host: the address to listen on; keep 127.0.0.1 unless the server must be reachable from elsewhere.
+        Requests must name it (unless it is 0.0.0.0 or ::), a loopback name or one of ``config.allowed_hosts``
+        in their ``Host`` header.
     :param port: the port to listen on.
     :param log_level: uvicorn's log level (access logs show method, path and status only).
     """
@@ -333,8 +335,10 @@ def build_uvicorn_server(
             "or keep the default host 127.0.0.1 (loopback only)."
         )
     app = CrowdServerApp(config, db_path)
+    unspecified = host in ("", "0.0.0.0", "::")  # noqa: S104 -- recognised here, not bound
+    hosts = [*LOOPBACK_NAMES, *([] if unspecified else [host]), *config.allowed_hosts]
     uvicorn_config = uvicorn.Config(
-        app.asgi,
+        AllowedHosts(app.asgi, hosts, _refusal),
         host=host,
         port=port,
         http=DroppingHttpToolsProtocol,

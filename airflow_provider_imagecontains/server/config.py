@@ -86,6 +86,8 @@ class ServerConfig:
     :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
         ``ImageUnavailable`` at once instead of waiting for its deadline.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
+    :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
+        listening address: any other ``Host`` header is refused (DNS rebinding).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
         of the sandbox.
     :param mturk_endpoint_url: the MTurk requester endpoint to use instead of the sandbox or production one.
@@ -130,6 +132,7 @@ class ServerConfig:
     human_claim_seconds: float = 300.0
     broken_image_reports: int = 2
     expose_stats: bool = False
+    allowed_hosts: tuple[str, ...] = ()
     mturk_production: bool = False
     mturk_endpoint_url: str | None = None
     mturk_region: str = "us-east-1"
@@ -171,6 +174,8 @@ class ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
         if "accounts" in overrides:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
+        if "allowed_hosts" in overrides:
+            overrides["allowed_hosts"] = tuple(overrides["allowed_hosts"])
         if "mturk_qualification_requirements" in overrides:
             overrides["mturk_qualification_requirements"] = tuple(overrides["mturk_qualification_requirements"])
         return dataclasses.replace(self, **overrides)

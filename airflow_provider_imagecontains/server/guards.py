@@ -1,4 +1,7 @@
-"""What every request passes before any other work: a bounded body of an accepted type.
+"""What every request passes before any other work: a Host the server answers to, a bounded body of an accepted type.
+
+``AllowedHosts`` refuses a request whose ``Host`` header names another site: a page of that site
+could otherwise reach a loopback server through DNS rebinding (and sign with the public demo key).
 
 ``BodyLimit`` is the outermost ASGI middleware: it refuses a body of a type the route does not take,
 or a declared ``Content-Length`` over the route's limit, without reading a byte; it stops reading a
@@ -9,7 +12,7 @@ Nothing behind it (faults, signatures, form parsing) ever holds more than the li
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,38 @@ Receive = Any
 Send = Any
 # (scope, status, code, message) -> the response to refuse a request with, in the route's own error format.
 Refusal = Callable[[Scope, int, str, str], Response]
+# The names a server on loopback is always reachable by.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+class AllowedHosts:
+    """Answer only requests whose ``Host`` (without its port) is one of ``hosts``; refuse others with 400.
+
+    :param app: the ASGI app to wrap.
+    :param hosts: the names and addresses clients reach the server by (compared case-insensitively).
+    :param refusal: builds the refusal in the route's error format.
+    """
+
+    def __init__(self, app: Any, hosts: Iterable[str], refusal: Refusal) -> None:
+        self.app = app
+        self.hosts = frozenset(host_name(host) for host in hosts)
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and host_name(_header(scope, b"host") or "") not in self.hosts:
+            message = "This server does not answer to that Host; its operator can add the name with --allowed-host."
+            response = self.refusal(scope, 400, "InvalidHost", message)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def host_name(host: str) -> str:
+    """``host`` without its port or IPv6 brackets, lower case: ``[::1]:8787`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @dataclass(frozen=True)
