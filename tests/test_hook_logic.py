@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -30,6 +32,7 @@ from airflow_provider_imagecontains.exceptions import (
     TaskNotFoundError,
     ThrottledError,
 )
+from airflow_provider_imagecontains.hooks import imagecontains as hook_module
 from airflow_provider_imagecontains.hooks.base_crowd import (
     WaitFullJitterOrRetryAfter,
     parse_retry_after,
@@ -491,6 +494,39 @@ def test_connection_test_reads_a_missing_task_and_never_creates_one(
     assert ok is False
     assert "InvalidClientTokenId" in message
     assert [method for method, _, _ in scripted.requests] == ["GET", "GET"]
+
+
+def test_connection_test_makes_one_attempt_whatever_the_hooks_budget(
+    hook: ImageContainsHook, scripted: ScriptedServer
+) -> None:
+    scripted.default = (503, {"Content-Type": "application/json"}, b'{"code": "ServiceUnavailable"}')
+    ok, message = hook.test_connection()
+    assert ok is False and "ServiceError" in message and "ServiceUnavailable" in message
+    assert len(scripted.requests) == 1  # the hook itself would try max_attempts=3 times
+
+
+def test_connection_test_gives_up_within_its_deadline_on_a_silent_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts connections; nothing ever answers
+    connection = {
+        "conn_type": "imagecontains",
+        "login": "AKIASILENT",
+        "password": SECRET,
+        "extra": {"endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "account_id": ACCOUNT_ID},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SILENT", json.dumps(connection))
+    monkeypatch.setattr(hook_module, "TEST_CONNECTION_TIMEOUT", 1.0)
+    outcome: list[tuple[bool, str]] = []
+    tester = threading.Thread(target=lambda: outcome.append(ImageContainsHook("silent").test_connection()), daemon=True)
+    started = time.monotonic()
+    tester.start()
+    tester.join(timeout=15)  # the hook's own budget (8 attempts of up to 60 s) would take minutes
+    elapsed = time.monotonic() - started
+    silent.close()
+    assert outcome, "test_connection did not return within 15 s"
+    assert outcome[0][0] is False and "No answer within 1 s" in outcome[0][1]
+    assert elapsed < 5
 
 
 @pytest.mark.parametrize("client", ["requests", "aiohttp"])

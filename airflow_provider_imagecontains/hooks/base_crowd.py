@@ -26,6 +26,7 @@ import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from requests.adapters import HTTPAdapter
 from requests_aws4auth import AWS4Auth
@@ -183,12 +184,21 @@ class CrowdBaseHook(BaseHook):
     @cached_property
     def credentials(self) -> Credentials:
         """Credentials the requests are signed with; refreshed by botocore before they expire."""
-        return resolve_credentials(self.config, self.imagecontains_conn_id)
+        return resolve_credentials(self.config, self.imagecontains_conn_id, self._sts_config)
 
     @cached_property
     def account_id(self) -> str:
         """The account id of the task URLs: from the connection, else STS GetCallerIdentity (once)."""
-        return caller_account_id(self.config, self.credentials, self.imagecontains_conn_id)
+        return caller_account_id(self.config, self.credentials, self.imagecontains_conn_id, self._sts_config)
+
+    @cached_property
+    def _sts_config(self) -> Config:
+        """STS calls keep the hook's timeout and attempts, like its own calls."""
+        return Config(
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+        )
 
     @cached_property
     def _proxies(self) -> dict[str, str]:

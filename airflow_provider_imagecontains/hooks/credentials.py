@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from airflow.providers.common.compat.sdk import mask_secret
+from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -95,8 +96,11 @@ class CrowdConnectionConfig:
         )
 
 
-def resolve_credentials(config: CrowdConnectionConfig, conn_id: str) -> Credentials:
-    """Credentials the requests are signed with; refreshed by botocore before they expire."""
+def resolve_credentials(config: CrowdConnectionConfig, conn_id: str, sts_config: Config) -> Credentials:
+    """Credentials the requests are signed with; refreshed by botocore before they expire.
+
+    :param sts_config: timeouts and retries of the STS client that assumes ``role_arn``.
+    """
     for secret in (config.secret_access_key, config.session_token):
         if secret:
             mask_secret(secret)
@@ -118,12 +122,15 @@ def resolve_credentials(config: CrowdConnectionConfig, conn_id: str) -> Credenti
             "and secret access key (password), or configure boto3's default chain (environment, profile, role)."
         )
     if config.role_arn:
-        return _assume_role(config, conn_id, session)
+        return _assume_role(config, conn_id, session, sts_config)
     return credentials
 
 
-def caller_account_id(config: CrowdConnectionConfig, credentials: Credentials, conn_id: str) -> str:
-    """The account id of the task URLs: from the connection, else STS GetCallerIdentity."""
+def caller_account_id(config: CrowdConnectionConfig, credentials: Credentials, conn_id: str, sts_config: Config) -> str:
+    """The account id of the task URLs: from the connection, else STS GetCallerIdentity.
+
+    :param sts_config: timeouts and retries of the STS client.
+    """
     if config.account_id:
         return config.account_id
     frozen = credentials.get_frozen_credentials()
@@ -131,6 +138,7 @@ def caller_account_id(config: CrowdConnectionConfig, credentials: Credentials, c
         "sts",
         region_name=config.region_name,
         endpoint_url=config.sts_endpoint_url,
+        config=sts_config,
         aws_access_key_id=frozen.access_key,
         aws_secret_access_key=frozen.secret_key,
         aws_session_token=frozen.token,
@@ -155,8 +163,10 @@ def _call_sts(conn_id: str, operation: str, call: Callable[..., _T], **kwargs: A
         raise ServiceError(f"STS {operation} failed for connection {conn_id!r}: {err}") from None
 
 
-def _assume_role(config: CrowdConnectionConfig, conn_id: str, session: boto3.session.Session) -> RefreshableCredentials:
-    sts = session.client("sts", region_name=config.region_name, endpoint_url=config.sts_endpoint_url)
+def _assume_role(
+    config: CrowdConnectionConfig, conn_id: str, session: boto3.session.Session, sts_config: Config
+) -> RefreshableCredentials:
+    sts = session.client("sts", region_name=config.region_name, endpoint_url=config.sts_endpoint_url, config=sts_config)
     role_arn = config.role_arn
 
     def fetch_role_credentials() -> dict[str, str]:

@@ -6,6 +6,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import aclosing
 from typing import Any
 
@@ -24,6 +26,9 @@ from airflow_provider_imagecontains.validation import (
     validate_task_input,
     validate_task_name,
 )
+
+# Seconds the connection test may take in all: the API server's request waits for it.
+TEST_CONNECTION_TIMEOUT = 10.0
 
 
 class ImageContainsHook(CrowdBaseHook):
@@ -44,18 +49,34 @@ class ImageContainsHook(CrowdBaseHook):
     hook_name = "MTurk Crowd Image Contains"
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check credentials and endpoint by reading a task that cannot exist (a 404 proves access; nothing is created)."""
+        """Check credentials and endpoint by reading a task that cannot exist (a 404 proves access; nothing is created).
+
+        The UI waits for the answer, so the probe makes one attempt per call and gives up after
+        ``TEST_CONNECTION_TIMEOUT`` seconds in all (STS calls included), whatever the hook's own budget.
+        """
+        probe = type(self)(self.imagecontains_conn_id, max_attempts=1, timeout=TEST_CONNECTION_TIMEOUT)
+        probe._connection = self._connection
         probe_name = f"airflow-connection-test-{uuid.uuid4().hex}"
+        # In a thread, so that the deadline holds even while the network stalls; the thread ends on its own
+        # within one timeout.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagecontains-test-connection")
         try:
-            self.get_task(IMAGE_CONTAINS_TEST, probe_name)
+            pool.submit(probe.get_task, IMAGE_CONTAINS_TEST, probe_name).result(timeout=TEST_CONNECTION_TIMEOUT)
         except TaskNotFoundError:
             return (
                 True,
-                f"Connection works: {self.config.endpoint_url} accepted the credentials of account {self.account_id}.",
+                f"Connection works: {probe.config.endpoint_url} accepted the credentials of account {probe.account_id}.",
+            )
+        except FutureTimeoutError:
+            return False, (
+                f"No answer within {TEST_CONNECTION_TIMEOUT:g} s: check endpoint_url, the STS endpoint, the network "
+                "and proxies."
             )
         except (CrowdApiError, ValueError, BotoCoreError) as err:
             return False, f"{type(err).__name__}: {err}"
-        return True, f"Connection works: {self.config.endpoint_url} answered for account {self.account_id}."
+        finally:
+            pool.shutdown(wait=False)
+        return True, f"Connection works: {probe.config.endpoint_url} answered for account {probe.account_id}."
 
     # ---- single calls (requests) ----
 
