@@ -10,7 +10,7 @@ from datetime import datetime
 import boto3
 import pytest
 import requests
-from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
 
 from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
@@ -231,3 +231,15 @@ def test_unsupported_scheme_and_bad_policy_are_refused_up_front() -> None:
     with pytest.raises(InvalidImagesError, match="only absolute http") as raised:
         _operator(images=["file:///etc/passwd"]).execute({})
     assert isinstance(raised.value, AirflowFailException)
+
+
+def test_s3_images_without_aws_credentials_fail_naming_presigning_and_aws_conn_id(tmp_path, monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    with pytest.raises(AirflowException, match="Presigning the s3:// images needs AWS credentials") as raised:
+        _operator(images=["s3://frames/cam1/0001.jpg"]).execute({})
+    assert "aws_conn_id=None" in str(raised.value) and "NoCredentialsError" in str(raised.value)

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseHook, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseHook, BaseOperator, conf
+from botocore.exceptions import BotoCoreError
 
 from airflow_provider_imagecontains.exceptions import (
     BulkTaskError,
@@ -337,7 +338,7 @@ class ImageContainsOperator(BaseOperator):
 
     def _submit(self, tasks: list[ImageTask]) -> dict[str, dict[str, Any]]:
         """PUT every task and return its document; PUT is idempotent, so existing tasks come back unpaid."""
-        presigned = presign_s3_urls(tasks, self._s3_client(), self.presign_expires_in) if self._has_s3(tasks) else {}
+        presigned = self._presign(tasks)
         inputs = {
             task.task_name: {"image": {"url": presigned.get(task.url, task.url)}, "target": {"label": task.label}}
             for task in tasks
@@ -446,9 +447,19 @@ class ImageContainsOperator(BaseOperator):
         )
         return summary
 
-    @staticmethod
-    def _has_s3(tasks: list[ImageTask]) -> bool:
-        return any(task.url.startswith("s3://") for task in tasks)
+    def _presign(self, tasks: list[ImageTask]) -> dict[str, str]:
+        """``{s3 URI: presigned URL}`` of the ``s3://`` images; without any, no S3 client is made."""
+        if not any(task.url.startswith("s3://") for task in tasks):
+            return {}
+        try:
+            return presign_s3_urls(tasks, self._s3_client(), self.presign_expires_in)
+        except BotoCoreError as err:
+            raise AirflowException(
+                f"Presigning the s3:// images needs AWS credentials that can read them ({type(err).__name__}: "
+                f"{err}). Set aws_conn_id (now aws_conn_id={self.aws_conn_id!r}) to an AWS connection, or give "
+                "the machine running this task credentials through boto3's default chain (environment, "
+                "profile, instance role). Nothing was submitted."
+            ) from err
 
     @staticmethod
     def _is_presigned(task_input: dict[str, Any]) -> bool:
