@@ -376,6 +376,8 @@ def test_no_secret_in_debug_logs_even_with_sts(
     out, err = capsys.readouterr()
     logs = caplog.text + out + err
     assert "sts.AssumeRole" in logs  # DEBUG records were really captured ...
+    # ... and botocore's loggers carry no filter of ours once the STS calls are over.
+    assert [logging.getLogger(name).filters for name in ("botocore.endpoint", "botocore.auth")] == [[], []]
     assert "retries in all" in logs  # ... and so were the bulk calls' retry summaries
     for secret in (server.account.secret_access_key, role.secret_key, role.token, "Authorization", "Signature="):
         assert secret not in logs

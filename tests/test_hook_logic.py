@@ -496,6 +496,12 @@ def test_connection_test_reads_a_missing_task_and_never_creates_one(
     assert [method for method, _, _ in scripted.requests] == ["GET", "GET"]
 
 
+def test_importing_the_hook_leaves_botocores_loggers_alone() -> None:
+    assert ImageContainsHook  # imported at the top of this module
+    for name in ("botocore.endpoint", "botocore.auth", "botocore.parsers"):
+        assert logging.getLogger(name).filters == [], name
+
+
 def test_connection_test_makes_one_attempt_whatever_the_hooks_budget(
     hook: ImageContainsHook, scripted: ScriptedServer
 ) -> None:

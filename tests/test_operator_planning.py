@@ -134,3 +134,25 @@ def test_presigned_urls_over_400_characters_are_refused_without_leaking_them(s3_
     message = str(caught.value)
     assert "s3://frames/cam1/0001.jpg: its presigned URL has" in message
     assert "Signature" not in message and "token-" not in message
+
+
+# BaseOperator.label is the task's display label, so the operator's ``label`` argument is kept as ``target_label``.
+RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME = {"target_label": "label"}
+
+
+@pytest.mark.parametrize("operator_class", ["ImageContainsOperator", "ImageContainsSensor"])
+def test_templated_fields_keep_their_constructor_argument_names(operator_class: str) -> None:
+    import inspect
+
+    from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+    from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+    cls = {"ImageContainsOperator": ImageContainsOperator, "ImageContainsSensor": ImageContainsSensor}[operator_class]
+    parameters = inspect.signature(cls.__init__).parameters
+    values = {field: f"value-of-{field}" for field in cls.template_fields}
+    arguments = {RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME.get(field, field): value for field, value in values.items()}
+    required = {"images": ["https://x.org/a.jpg"]} if cls is ImageContainsOperator else {}
+    operator = cls(task_id="t", **{**required, **arguments})
+    for field, value in values.items():
+        assert RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME.get(field, field) in parameters, field
+        assert getattr(operator, field) == value, field

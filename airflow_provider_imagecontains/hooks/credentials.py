@@ -149,7 +149,7 @@ def caller_account_id(config: CrowdConnectionConfig, credentials: Credentials, c
 
 def _call_sts(conn_id: str, operation: str, call: Callable[..., _T], **kwargs: Any) -> _T:
     try:
-        with _quiet_botocore_debug():
+        with _botocore_silencer.silence():
             return call(**kwargs)
     except ClientError as err:
         details = err.response.get("Error", {})
@@ -186,27 +186,40 @@ def _assume_role(
     )
 
 
-class _ThreadFlagFilter(logging.Filter):
-    """Drop DEBUG records of the thread while it is inside :func:`_quiet_botocore_debug`."""
+class _BotocoreDebugSilencer(logging.Filter):
+    """Drops botocore's DEBUG records of a thread while it makes one of the hook's STS calls.
+
+    The filter sits on botocore's secret-bearing loggers only while at least one such call runs, so
+    importing the hook changes nothing for the rest of the process.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.quiet = threading.local()
+        self._lock = threading.Lock()
+        self._calls = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno > logging.DEBUG or not getattr(self.quiet, "active", False)
 
+    @contextmanager
+    def silence(self) -> Iterator[None]:
+        """Keep botocore from logging this thread's STS signatures and AssumeRole's secrets at DEBUG."""
+        with self._lock:
+            if self._calls == 0:
+                for name in BOTOCORE_SECRET_BEARING_LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+            self._calls += 1
+        self.quiet.active = True
+        try:
+            yield
+        finally:
+            self.quiet.active = False
+            with self._lock:
+                self._calls -= 1
+                if self._calls == 0:
+                    for name in BOTOCORE_SECRET_BEARING_LOGGERS:
+                        logging.getLogger(name).removeFilter(self)
 
-_botocore_filter = _ThreadFlagFilter()
-for _logger_name in BOTOCORE_SECRET_BEARING_LOGGERS:
-    logging.getLogger(_logger_name).addFilter(_botocore_filter)
 
-
-@contextmanager
-def _quiet_botocore_debug() -> Iterator[None]:
-    """Keep botocore from logging our STS requests' signatures and AssumeRole's secrets at DEBUG."""
-    _botocore_filter.quiet.active = True
-    try:
-        yield
-    finally:
-        _botocore_filter.quiet.active = False
+_botocore_silencer = _BotocoreDebugSilencer()
