@@ -335,3 +335,42 @@ def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once
     finally:
         for context in contexts:
             context.close()
+
+
+def test_the_worker_sees_the_time_left_and_is_told_when_it_ran_out_or_an_answer_came_too_late(
+    chromium, crowd_server, tmp_path
+):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), human_claim_seconds=2.0)
+    put_questions(server, ["slow"])
+    context, page = sign_in(chromium, server, "worker", "hal", DESKTOP)
+    try:
+        shown_question(page)
+        assert re.fullmatch(r"Time left: 0:0[12]", page.inner_text("#time-left"))
+        assert not page.is_visible("#time-up")
+        page.locator("#time-up").wait_for(timeout=5000)
+        assert page.inner_text("#time-left") == "Time left: 0:00"
+        assert page.locator(".answers button:enabled").count() == 0, "an answer now would not count"
+        page.keyboard.press("y")
+        # The question went back; an answer sent anyway (a page without scripts, a slow network) is dropped,
+        # and the next page says so.
+        page.wait_for_timeout(1200)  # the server gives questions back once a second
+        response_type = page.evaluate(
+            """async () => {
+                const form = new FormData(document.getElementById("answer-form"));
+                form.set("answer", "yes");
+                const sent = {method: "POST", body: new URLSearchParams(form), redirect: "manual"};
+                return (await fetch("/work/answer", sent)).type;
+            }"""
+        )
+        assert response_type == "opaqueredirect"  # the 303 back to /work, not followed here
+        with page.expect_navigation():
+            page.click("#time-up a")
+        assert "was not recorded" in page.inner_text("#late")
+        assert stored_answers(server) == []
+        shown_question(page)  # nobody else took it: it is offered again, with its time anew
+        assert re.fullmatch(r"Time left: 0:0[12]", page.inner_text("#time-left"))
+        page.reload()
+        assert page.locator("#late").count() == 0, "told once"
+    finally:
+        context.close()

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -118,6 +119,12 @@ class WorkforceStore:
 
     def answers_given(self, worker: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE worker = ?", (worker,)).fetchone()[0])
+
+    def has_answered(self, worker: str, task_id: int) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM answers WHERE worker = ? AND task_id = ?", (worker, task_id)).fetchone()
+            is not None
+        )
 
     def dashboard(self, account: str, starting_balance: float, now: float) -> dict[str, Any]:
         """The figures of the requester dashboard for ``account`` (see docs/workforce.md)."""
@@ -230,12 +237,15 @@ class HumanWorkforce:
         self._service: CrowdService | None = None
         self._store: WorkforceStore | None = None
         self._held: dict[str, tuple[Assignment, float]] = {}
+        # Workers whose last answer came too late to count (told on their next page).
+        self._late: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
         self._held.clear()
+        self._late.clear()
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -290,11 +300,36 @@ class HumanWorkforce:
             self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
         return assignment is not None
 
+    def seconds_left(self, name: str) -> int | None:
+        """Whole seconds ``name`` may still take to answer the question it holds (None when it holds none)."""
+        held = self._held.get(HUMAN_PREFIX + name)
+        if held is None:
+            return None
+        assignment, since = held
+        left = self.config.human_claim_seconds - (time.monotonic() - since)
+        task = self.service.store.get_by_id(assignment.task_id)
+        if task is not None:
+            left = min(left, task.deadline_at - time.time())
+        return max(math.ceil(left), 0)
+
+    def take_late_notice(self, name: str) -> bool:
+        """True once after ``name`` answered a question whose time had run out (the answer was not recorded)."""
+        worker = HUMAN_PREFIX + name
+        late = worker in self._late
+        self._late.discard(worker)
+        return late
+
     def _give_up(self, name: str, task_id: int) -> Assignment | None:
-        """The question ``name`` holds, no longer held, if it is ``task_id``; else None."""
+        """The question ``name`` holds, no longer held, if it is ``task_id``; else None.
+
+        An answer to a question the worker no longer holds, and has not answered (a second click would be
+        that), came after its time ran out: it is dropped, and the worker told so on the next page.
+        """
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
         if held is None or held[0].task_id != task_id:
+            if not self.store.has_answered(worker, task_id):
+                self._late.add(worker)
             return None
         del self._held[worker]
         return held[0]

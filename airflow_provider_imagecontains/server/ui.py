@@ -153,6 +153,8 @@ class WorkforcePages:
             "worker": identity.subject,
             "assignment": assignment,
             "article": article(assignment.label) if assignment else "",
+            "seconds_left": self.workforce.seconds_left(identity.subject),
+            "late": self.workforce.take_late_notice(identity.subject),
             "answered": self.workforce.answers_given(identity.subject),
             "csrf": csrf_token(request.cookies[SESSION_COOKIE]),
         }

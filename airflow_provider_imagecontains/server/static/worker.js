@@ -33,6 +33,22 @@ function watchImage(form) {
   image.addEventListener("error", broken);
 }
 
+// The time left to answer the question held; at zero it has gone back to the other workers: say so.
+function countDown(form) {
+  const question = document.getElementById("question");
+  const clock = document.getElementById("clock");
+  const end = performance.now() + Number(question.dataset.secondsLeft) * 1000;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((end - performance.now()) / 1000));
+    clock.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    document.getElementById("time-left").classList.toggle("low", left <= 30);
+    if (left > 0) { setTimeout(tick, ((end - performance.now()) % 1000) + 20); return; }  // just past the next second
+    form.querySelectorAll("button").forEach((button) => { button.disabled = true; });
+    document.getElementById("time-up").hidden = false;
+  };
+  tick();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("answer-form");
   if (form) {
@@ -45,6 +61,7 @@ document.addEventListener("DOMContentLoaded", () => {
       setTimeout(() => form.querySelectorAll("button").forEach((button) => { button.disabled = true; }));
     });
     watchImage(form);
+    countDown(form);
     document.addEventListener("keydown", (event) => {
       const answer = KEYS[event.key.toLowerCase()];
       if (!answer || event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
