@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import boto3
 import pytest
 import requests
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    TaskDeferred,
+    conf,
+)
 from airflow.sdk import DAG
 
 from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
@@ -193,6 +200,24 @@ def test_waiting_without_deferring_gives_the_same_records(crowd_server) -> None:
     crowd_server()
     records = _operator(wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})
     assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}
+
+
+def test_waits_are_bounded_by_default_like_the_sensors_timeout(crowd_server) -> None:
+    crowd_server(workforce_size=0)  # nobody answers: the tasks stay processing
+    images = IMAGES[:2]
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(images=images, function_name="image-contains", wait_for_completion=True, deferrable=True).execute({})
+    assert deferred.value.timeout == timedelta(seconds=conf.getfloat("sensors", "default_timeout"))
+
+    operator = _operator(
+        images=images, function_name="image-contains", wait_for_completion=True, deferrable=False, poll_interval=0.2
+    )
+    assert operator.wait_timeout == conf.getfloat("sensors", "default_timeout")
+    operator.wait_timeout = 1
+    started = time.monotonic()
+    with pytest.raises(AirflowTaskTimeout, match=r"wait_timeout=0:00:01 .*2 processing"):
+        operator.execute({})
+    assert time.monotonic() - started < 10
 
 
 def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server, s3_endpoint, monkeypatch) -> None:

@@ -5,10 +5,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseHook, BaseOperator, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    BaseHook,
+    BaseOperator,
+    conf,
+)
 from botocore.exceptions import BotoCoreError
 
 from airflow_provider_imagecontains.exceptions import (
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageContainsOperator", "InvalidImagesError"]
 
+# The sensor's default timeout: waiting for the answers in the operator is bounded the same way.
+DEFAULT_WAIT_TIMEOUT = conf.getfloat("sensors", "default_timeout", fallback=7 * 24 * 3600)
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
 DEFAULT_PRESIGN_EXPIRES_IN = 7 * 24 * 3600
 
@@ -84,6 +94,8 @@ class ImageContainsOperator(BaseOperator):
     :param deferrable: wait in the triggerer rather than a worker slot.
     :param poll_interval: seconds between polls while waiting.
     :param max_poll_interval: the longest wait between polls while nothing finishes (deferred).
+    :param wait_timeout: with ``wait_for_completion``, the longest wait in seconds (or a ``timedelta``) for
+        the answers, deferred or not; default ``[sensors] default_timeout`` (7 days), the sensor's ``timeout``.
     :param failed_policy: with ``wait_for_completion``, what failed tasks do: ``"fail"``,
         ``"skip"`` or ``"report"`` (see the sensor).
     :param aws_conn_id: Airflow AWS connection used to presign ``s3://`` images; ``None`` uses
@@ -136,6 +148,7 @@ class ImageContainsOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         max_poll_interval: float = 600,
+        wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         failed_policy: str = "fail",
         aws_conn_id: str | None = None,
         presign_expires_in: int = DEFAULT_PRESIGN_EXPIRES_IN,
@@ -170,6 +183,7 @@ class ImageContainsOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.wait_timeout = wait_timeout
         self.failed_policy = failed_policy
         self.aws_conn_id = aws_conn_id
         self.presign_expires_in = presign_expires_in
@@ -227,14 +241,26 @@ class ImageContainsOperator(BaseOperator):
                 method_name="execute_complete",
                 # The scores, not the whole handle: the rest is planned again on resume.
                 kwargs={"model_scores": [s.score for s in screened]} if screened else None,
-                timeout=self.execution_timeout,
+                timeout=self._wait_timeout,
             )
+        deadline = time.monotonic() + self._wait_timeout.total_seconds()
         while not tracker.done:
             self.log.info("Crowd tasks: %s", tracker.progress_message())
-            # Waiting without deferring holds a worker slot; execution_timeout bounds it.
+            if time.monotonic() + self.poll_interval > deadline:
+                raise AirflowTaskTimeout(
+                    f"The crowd answers did not all arrive within wait_timeout={self._wait_timeout} "
+                    f"({tracker.progress_message()}). The tasks stay on the service: running this task again "
+                    "resumes the wait without paying twice."
+                )
             time.sleep(self.poll_interval)
             tracker.poll(partial(self.hook.get_tasks, self.function_name), tracker.unfinished)
         return self._finish(build_records(handle["tasks"], tracker.to_event()))
+
+    @property
+    def _wait_timeout(self) -> timedelta:
+        if isinstance(self.wait_timeout, timedelta):
+            return self.wait_timeout
+        return timedelta(seconds=self.wait_timeout)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, model_scores: list[float | None] | None = None
