@@ -291,12 +291,15 @@ def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
     (frames / "escape.png").symlink_to(tmp_path / "secret.png")
     (frames / ".hidden.png").write_bytes(b"hidden")
     server = crowd_server(workforce="human", images_dir=str(frames))
-    token = server.issue_token("worker", "alice")
+    # The account's own tasks show both images on its dashboard (a dashboard sees only those: test_server_hardening).
+    put_tasks([f"{server.endpoint_url}/images/frame_0000.png", f"{server.endpoint_url}/images/sub/inner.png"])
+    token = server.issue_token("dashboard", server.account.account_id)
+    session = httpx.post(server.endpoint_url + "/signin", data={"token": token}).cookies[SESSION_COOKIE]
 
     def raw_get(path):
         # http.client sends the path exactly as written: no client-side normalisation of "..".
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={token}"})
+        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={session}"})
         response = connection.getresponse()
         body = response.read()
         connection.close()

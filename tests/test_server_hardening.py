@@ -23,10 +23,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from airflow_provider_imagecontains.server import __main__ as server_cli
+from airflow_provider_imagecontains.server.config import Account
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 
 MiB = 1024 * 1024
+OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
 INPUT = {"image": {"url": "https://img.example.com/cam/1.jpg"}, "target": {"label": "person"}}
 
 
@@ -247,3 +249,32 @@ def test_allowed_host_flag_adds_names(crowd_server) -> None:
     assert (
         requests.get(server.endpoint_url + path, headers={"Host": "other.example.com"}, timeout=10).status_code == 400
     )
+
+
+# 4. Sessions live on the server: they expire and end at sign-out
+
+
+def test_a_copied_session_cookie_stops_working_at_sign_out_expiry_and_token_replacement(crowd_server) -> None:
+    server = crowd_server(workforce="human", web_session_seconds=2)
+
+    def signed_in_cookie(name: str) -> tuple[httpx.Client, str]:
+        token = server.issue_token("worker", name)
+        client = httpx.Client(base_url=server.endpoint_url)
+        assert client.post("/signin", data={"token": token}).status_code == 303
+        cookie = client.cookies[SESSION_COOKIE]
+        assert cookie != token and token not in cookie
+        return client, cookie
+
+    def works(cookie: str) -> bool:
+        return httpx.get(server.endpoint_url + "/work", cookies={SESSION_COOKIE: cookie}).status_code == 200
+
+    alice, copied = signed_in_cookie("alice")
+    assert works(copied)
+    assert alice.post("/signout").status_code == 303
+    assert not works(copied), "the session ended at sign-out, whoever holds a copy of the cookie"
+    _, bobs = signed_in_cookie("bob")
+    server.issue_token("worker", "bob")  # a new token for bob revokes his old one and its sessions
+    assert not works(bobs)
+    _, carols = signed_in_cookie("carol")
+    time.sleep(2.2)
+    assert not works(carols), "the session expired on the server"

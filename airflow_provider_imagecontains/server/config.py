@@ -86,6 +86,8 @@ class ServerConfig:
     :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
         ``ImageUnavailable`` at once instead of waiting for its deadline.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
+    :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
+        out or by issuing the subject a new token).
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
@@ -133,6 +135,7 @@ class ServerConfig:
     broken_image_reports: int = 2
     expose_stats: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    web_session_seconds: float = 12 * 3600.0
     mturk_production: bool = False
     mturk_endpoint_url: str | None = None
     mturk_region: str = "us-east-1"

@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS sign_in_tokens (
     created_at REAL NOT NULL,
     UNIQUE (kind, subject)
 );
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 
@@ -104,6 +110,8 @@ class WorkforceStore:
         token = f"ic{kind[0]}_{secrets.token_urlsafe(32)}"
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("DELETE FROM sign_in_tokens WHERE kind = ? AND subject = ?", (kind, subject))
+        # A replaced token also ends every session opened with the old one (that is how access is revoked).
+        self._db.execute("DELETE FROM web_sessions WHERE kind = ? AND subject = ?", (kind, subject))
         self._db.execute(
             "INSERT INTO sign_in_tokens (token_hash, kind, subject, created_at) VALUES (?, ?, ?, ?)",
             (hash_token(token), kind, subject, time.time()),
@@ -116,6 +124,28 @@ class WorkforceStore:
             "SELECT kind, subject FROM sign_in_tokens WHERE token_hash = ?", (hash_token(token),)
         ).fetchone()
         return Identity(*row) if row else None
+
+    def open_session(self, identity: Identity, seconds: float) -> str:
+        """A new session for ``identity`` lasting ``seconds``: its random id (only the hash is stored)."""
+        session_id = secrets.token_urlsafe(32)
+        now = time.time()
+        self._db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (now,))
+        self._db.execute(
+            "INSERT INTO web_sessions (session_hash, kind, subject, expires_at) VALUES (?, ?, ?, ?)",
+            (hash_token(session_id), identity.kind, identity.subject, now + seconds),
+        )
+        return session_id
+
+    def session(self, session_id: str) -> Identity | None:
+        """Who the session belongs to, or None once it ended (expired, signed out, token replaced)."""
+        row = self._db.execute(
+            "SELECT kind, subject FROM web_sessions WHERE session_hash = ? AND expires_at > ?",
+            (hash_token(session_id), time.time()),
+        ).fetchone()
+        return Identity(*row) if row else None
+
+    def end_session(self, session_id: str) -> None:
+        self._db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (hash_token(session_id),))
 
     def answers_given(self, worker: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE worker = ?", (worker,)).fetchone()[0])

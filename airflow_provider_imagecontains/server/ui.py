@@ -1,8 +1,8 @@
 """The web pages of the human workforce: sign-in, the worker page, the requester dashboard and local images.
 
 Pages are Jinja2 templates with autoescaping on; scripts are static files only, enforced by a
-Content-Security-Policy without ``'unsafe-inline'``. Sessions are an HttpOnly, SameSite=Strict cookie
-holding the sign-in token; answers are form POSTs that also carry a per-session CSRF token and must
+Content-Security-Policy without ``'unsafe-inline'``. Sessions live on the server (they expire, and end at
+sign-out); the HttpOnly, SameSite=Strict cookie holds only the session's random id, never the sign-in token. Answers are form POSTs that also carry a per-session CSRF token and must
 come from this server's own origin. Routes and decisions: docs/workforce.md.
 """
 
@@ -33,7 +33,6 @@ UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/"
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
-SESSION_SECONDS = 12 * 3600
 # A waiting worker page asks for work with requests that return after this long at the latest.
 WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
@@ -90,9 +89,9 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def csrf_token(session_token: str) -> str:
-    """The CSRF token of a session: derived from its secret sign-in token, so a third site cannot know it."""
-    return hashlib.sha256(b"imagecontains-csrf\0" + session_token.encode()).hexdigest()
+def csrf_token(session_id: str) -> str:
+    """The CSRF token of a session: derived from its secret id, so a third site cannot know it."""
+    return hashlib.sha256(b"imagecontains-csrf\0" + session_id.encode()).hexdigest()
 
 
 class WorkforcePages:
@@ -131,13 +130,20 @@ class WorkforcePages:
         identity = self.workforce.store.identify(token) if token else None
         if identity is None:
             return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
+        seconds = self.workforce.config.web_session_seconds
+        session_id = self.workforce.store.open_session(identity, seconds)
         response = RedirectResponse("/work" if identity.kind == WORKER else "/dashboard", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/")
+        response.set_cookie(
+            SESSION_COOKIE, session_id, max_age=int(seconds), httponly=True, samesite="strict", path="/"
+        )
         return response
 
     async def signout(self, request: Request) -> Response:
         if not _same_origin(request):
             return _refused(403, "Cross-site request refused.")
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if session_id and self.workforce.running:
+            self.workforce.store.end_session(session_id)
         response = RedirectResponse("/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
@@ -236,10 +242,10 @@ class WorkforcePages:
     # Helpers
 
     def _identity(self, request: Request, *kinds: str) -> Identity | None:
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token or not self.workforce.running:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if not session_id or not self.workforce.running:
             return None
-        identity = self.workforce.store.identify(token)
+        identity = self.workforce.store.session(session_id)
         return identity if identity is not None and identity.kind in kinds else None
 
     def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
