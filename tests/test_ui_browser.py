@@ -366,11 +366,52 @@ def test_the_worker_sees_the_time_left_and_is_told_when_it_ran_out_or_an_answer_
         assert response_type == "opaqueredirect"  # the 303 back to /work, not followed here
         with page.expect_navigation():
             page.click("#time-up a")
-        assert "was not recorded" in page.inner_text("#late")
+        assert "was not recorded" in page.inner_text("#notice")
         assert stored_answers(server) == []
         shown_question(page)  # nobody else took it: it is offered again, with its time anew
         assert re.fullmatch(r"Time left: 0:0[12]", page.inner_text("#time-left"))
         page.reload()
-        assert page.locator("#late").count() == 0, "told once"
+        assert page.locator("#notice").count() == 0, "told once"
     finally:
         context.close()
+
+
+def test_a_stray_key_is_undone_while_its_task_is_undecided_and_no_question_is_paid_twice(
+    chromium, crowd_server, tmp_path
+):
+    generate_frames(tmp_path / "frames", 2)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["q1"], image=frame_name(0))
+    put_questions(server, ["q2"], image=frame_name(1))
+    ivy_context, ivy = sign_in(chromium, server, "worker", "ivy", DESKTOP)
+    jan_context = None
+    try:
+        assert shown_question(ivy)[1] == frame_name(0)
+        with ivy.expect_navigation():
+            ivy.keyboard.press("n")  # meant "y"
+        assert shown_question(ivy)[1] == frame_name(1), "the next question at once: a fast worker never waits"
+        assert stored_answers(server) == [("q1", "human:ivy", 0)]
+        assert ivy.inner_text("#last-answer") == "No"
+        with ivy.expect_navigation():
+            ivy.keyboard.press("u")
+        assert shown_question(ivy)[1] == frame_name(0), "the undone question comes back"
+        assert stored_answers(server) == []
+        with ivy.expect_navigation():
+            ivy.keyboard.press("y")
+        assert shown_question(ivy)[1] == frame_name(1), "then the one set aside"
+        assert stored_answers(server) == [("q1", "human:ivy", 1)]
+        with sqlite3.connect(server.db_path) as db:
+            (balance,) = db.execute("SELECT microdollars FROM balances WHERE account = ?", (server.account.account_id,))
+        assert balance[0] == 1000_000_000 - 2 * 10_000, "two questions shown, each paid once"
+
+        jan_context, jan = sign_in(chromium, server, "worker", "jan", DESKTOP)
+        assert shown_question(jan)[1] == frame_name(0)
+        with jan.expect_navigation():
+            jan.keyboard.press("y")  # the second "yes": q1 is decided by it
+        assert server.tasks("image-contains")[0]["state"] == "completed"
+        jan.wait_for_selector("#waiting")
+        assert jan.locator("#undo-form").count() == 0, "an answer that decided its task cannot be taken back"
+    finally:
+        ivy_context.close()
+        if jan_context is not None:
+            jan_context.close()

@@ -31,6 +31,8 @@ MAX_WORKER_NAME_LENGTH = 64
 DASHBOARD_TASKS = 200
 SLOWEST_TASKS = 5
 _SWEEP_SECONDS = 1.0
+# How long after an answer the worker may take it back (a stray key), if it did not decide its task.
+UNDO_SECONDS = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sign_in_tokens (
@@ -47,6 +49,20 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     expires_at REAL NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class LastAnswer:
+    """A worker's last answer, which it may still undo for a few seconds.
+
+    :param assignment: the question answered.
+    :param answer: what the worker said: ``yes``, ``no``, ``cant-tell`` or ``broken-image``.
+    :param at: ``time.monotonic()`` when it was recorded.
+    """
+
+    assignment: Assignment
+    answer: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -255,7 +271,9 @@ class HumanWorkforce:
     """The people answering on the worker page: each holds at most one question at a time.
 
     A question stays with its worker (a reload shows it again) until answered, or until
-    ``config.human_claim_seconds`` pass, when it is given back to the other workers.
+    ``config.human_claim_seconds`` pass, when it is given back to the other workers. For
+    ``UNDO_SECONDS`` after an answer that did not decide its task, the worker may take it back: the
+    question is shown again, and the one shown meanwhile is set aside and comes next (neither is paid twice).
 
     :param config: the server settings.
     :param db_path: the server's database file (for tokens and the dashboard).
@@ -267,15 +285,18 @@ class HumanWorkforce:
         self._service: CrowdService | None = None
         self._store: WorkforceStore | None = None
         self._held: dict[str, tuple[Assignment, float]] = {}
-        # Workers whose last answer came too late to count (told on their next page).
-        self._late: set[str] = set()
+        # Questions put aside by an undo (still claimed and paid for): each comes back once the redo is answered.
+        self._set_aside: dict[str, Assignment] = {}
+        self._last: dict[str, LastAnswer] = {}
+        # What a worker is told on the next page (an answer that came too late, an undo refused).
+        self._notices: dict[str, str] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
-        self._held.clear()
-        self._late.clear()
+        for state in (self._held, self._set_aside, self._last, self._notices):
+            state.clear()
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -307,10 +328,13 @@ class HumanWorkforce:
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
         if held is not None:
-            task = self.service.store.get_by_id(held[0].task_id)
-            if task is not None and task.state == PROCESSING and time.time() < task.deadline_at:
+            if self._open(held[0]):
                 return held[0]
             del self._held[worker]
+        aside = self._set_aside.pop(worker, None)
+        if aside is not None and self._open(aside):
+            self._held[worker] = (aside, time.monotonic())
+            return aside
         assignment = self.service.next_assignment(worker)
         if assignment is not None:
             self._held[worker] = (assignment, time.monotonic())
@@ -321,6 +345,8 @@ class HumanWorkforce:
         assignment = self._give_up(name, task_id)
         if assignment is not None:
             self.service.submit_answer(assignment, HUMAN_PREFIX + name, contains_target)
+            answer = "cant-tell" if contains_target is None else "yes" if contains_target else "no"
+            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, answer, time.monotonic())
         return assignment is not None
 
     def report_broken_image(self, name: str, task_id: int) -> bool:
@@ -328,7 +354,41 @@ class HumanWorkforce:
         assignment = self._give_up(name, task_id)
         if assignment is not None:
             self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
+            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, "broken-image", time.monotonic())
         return assignment is not None
+
+    def undoable(self, name: str) -> tuple[LastAnswer, int] | None:
+        """``name``'s last answer and the whole seconds left to undo it, while it may be undone; else None."""
+        last = self._last.get(HUMAN_PREFIX + name)
+        if last is None:
+            return None
+        left = UNDO_SECONDS - (time.monotonic() - last.at)
+        if left <= 0 or not self._open(last.assignment):
+            return None
+        return last, math.ceil(left)
+
+    def undo(self, name: str, task_id: int) -> bool:
+        """Take back ``name``'s last answer (to ``task_id``) and show that question again; False if it is too late."""
+        worker = HUMAN_PREFIX + name
+        undoable = self.undoable(name)
+        if undoable is None or undoable[0].assignment.task_id != task_id:
+            self._notices[worker] = (
+                "That answer can no longer be undone: its question was decided, or the time to undo it ran out."
+            )
+            return False
+        if not self.service.retract_answer(task_id, worker):
+            return False
+        last = self._last.pop(worker)
+        if self.service.store.claim(task_id, worker):
+            held = self._held.pop(worker, None)
+            if held is not None:
+                self._set_aside[worker] = held[0]
+            self._held[worker] = (last.assignment, time.monotonic())
+        else:
+            self._notices[worker] = (
+                "Your answer was taken back. Somebody else is answering that question right now; you will be asked it again later."
+            )
+        return True
 
     def seconds_left(self, name: str) -> int | None:
         """Whole seconds ``name`` may still take to answer the question it holds (None when it holds none)."""
@@ -342,12 +402,9 @@ class HumanWorkforce:
             left = min(left, task.deadline_at - time.time())
         return max(math.ceil(left), 0)
 
-    def take_late_notice(self, name: str) -> bool:
-        """True once after ``name`` answered a question whose time had run out (the answer was not recorded)."""
-        worker = HUMAN_PREFIX + name
-        late = worker in self._late
-        self._late.discard(worker)
-        return late
+    def take_notice(self, name: str) -> str | None:
+        """What to tell ``name`` on its next page, once (an answer that came too late, an undo refused)."""
+        return self._notices.pop(HUMAN_PREFIX + name, None)
 
     def _give_up(self, name: str, task_id: int) -> Assignment | None:
         """The question ``name`` holds, no longer held, if it is ``task_id``; else None.
@@ -359,10 +416,17 @@ class HumanWorkforce:
         held = self._held.get(worker)
         if held is None or held[0].task_id != task_id:
             if not self.store.has_answered(worker, task_id):
-                self._late.add(worker)
+                self._notices[worker] = (
+                    "Your last answer came after that question's time ran out, so it was not recorded."
+                )
             return None
         del self._held[worker]
         return held[0]
+
+    def _open(self, assignment: Assignment) -> bool:
+        """True while the question's task is processing and before its deadline."""
+        task = self.service.store.get_by_id(assignment.task_id)
+        return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
 
     async def wait_for_question(self, name: str, timeout: float) -> bool:
         """Return True as soon as ``name`` holds a question, False after ``timeout`` seconds without one."""
@@ -384,6 +448,9 @@ class HumanWorkforce:
             if since <= cutoff:
                 del self._held[worker]
                 self.service.store.unclaim(assignment.task_id)
+                aside = self._set_aside.pop(worker, None)
+                if aside is not None:
+                    self.service.store.unclaim(aside.task_id)
 
     async def _sweep(self) -> None:
         while True:

@@ -199,6 +199,14 @@ class CrowdService:
         if verdict.needs_more_answers:
             self._wake_workers()
 
+    def retract_answer(self, task_id: int, worker: str) -> bool:
+        """Take back ``worker``'s answer to a task still processing (its answer did not decide it); False otherwise."""
+        task = self.store.get_by_id(task_id)
+        if task is None or task.state != PROCESSING or time.time() >= task.deadline_at:
+            return False
+        self.store.delete_answers(task_id, worker)
+        return True
+
     def report_broken_image(self, assignment: Assignment, worker: str) -> None:
         """Store that the image did not load for ``worker`` (no vote); fail the task ``ImageUnavailable`` once
         ``broken_image_reports`` workers said so and nobody saw the image (no votes)."""

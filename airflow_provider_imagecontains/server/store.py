@@ -235,6 +235,14 @@ class TaskStore:
         self._db.execute("UPDATE tasks SET claimed_by = ? WHERE id = ?", (worker, row[0]))
         return StoredTask(*row)
 
+    def claim(self, task_id: int, worker: str) -> bool:
+        """Give ``worker`` this processing task if nobody is answering it; False if somebody is (or it is done)."""
+        cursor = self._db.execute(
+            "UPDATE tasks SET claimed_by = ? WHERE id = ? AND state = 'processing' AND claimed_by IS NULL",
+            (worker, task_id),
+        )
+        return cursor.rowcount == 1
+
     def unclaim(self, task_id: int) -> None:
         self._db.execute("UPDATE tasks SET claimed_by = NULL WHERE id = ?", (task_id,))
 
@@ -272,6 +280,9 @@ class TaskStore:
     def add_answer(self, task_id: int, worker: str, answer: bool | None, now: float) -> None:
         """Store a vote, or ``None`` for "can't tell"."""
         self._add(task_id, worker, CANT_TELL if answer is None else int(answer), now)
+
+    def delete_answers(self, task_id: int, worker: str) -> None:
+        self._db.execute("DELETE FROM answers WHERE task_id = ? AND worker = ?", (task_id, worker))
 
     def add_broken_image_report(self, task_id: int, worker: str, now: float) -> None:
         self._add(task_id, worker, BROKEN_IMAGE, now)

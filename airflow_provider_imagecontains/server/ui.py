@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from starlette.datastructures import FormData
 
 from airflow_provider_imagecontains.server.guards import BodyRule
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
@@ -112,6 +113,7 @@ class WorkforcePages:
         router.add_api_route("/signout", self.signout, methods=["POST"])
         router.add_api_route("/work", self.work_page, methods=["GET"])
         router.add_api_route("/work/answer", self.submit_answer, methods=["POST"])
+        router.add_api_route("/work/undo", self.undo_answer, methods=["POST"])
         router.add_api_route("/work/wait", self.wait_for_question, methods=["GET"])
         router.add_api_route("/dashboard", self.dashboard_page, methods=["GET"])
         router.add_api_route("/dashboard/data", self.dashboard_data, methods=["GET"])
@@ -160,22 +162,18 @@ class WorkforcePages:
             "assignment": assignment,
             "article": article(assignment.label) if assignment else "",
             "seconds_left": self.workforce.seconds_left(identity.subject),
-            "late": self.workforce.take_late_notice(identity.subject),
+            "undo": self.workforce.undoable(identity.subject),
+            "notice": self.workforce.take_notice(identity.subject),
             "answered": self.workforce.answers_given(identity.subject),
             "csrf": csrf_token(request.cookies[SESSION_COOKIE]),
         }
         return self._page(request, "work.html", context)
 
     async def submit_answer(self, request: Request) -> Response:
-        identity = self._identity(request, WORKER)
-        if identity is None:
-            return _refused(401, "Sign in with your worker token first.")
-        form = await request.form()
-        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
-        if not _same_origin(request) or not hmac.compare_digest(
-            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[SESSION_COOKIE]).encode()
-        ):
-            return _refused(403, "Cross-site request refused; reload the page.")
+        checked = await self._worker_form(request)
+        if isinstance(checked, Response):
+            return checked
+        identity, form = checked
         answer, task_id = str(form.get("answer", "")), str(form.get("task", ""))
         if (answer not in ANSWERS and answer != BROKEN_IMAGE_ANSWER) or not task_id.isdigit():
             return _refused(400, f"Invalid answer {answer!r} or task {task_id!r}.")
@@ -186,6 +184,30 @@ class WorkforcePages:
         else:
             self.workforce.answer(identity.subject, int(task_id), ANSWERS[answer])
         return RedirectResponse("/work", status_code=303)
+
+    async def undo_answer(self, request: Request) -> Response:
+        checked = await self._worker_form(request)
+        if isinstance(checked, Response):
+            return checked
+        identity, form = checked
+        task_id = str(form.get("task", ""))
+        if not task_id.isdigit():
+            return _refused(400, f"Invalid task {task_id!r}.")
+        self.workforce.undo(identity.subject, int(task_id))  # refused: the next page says why
+        return RedirectResponse("/work", status_code=303)
+
+    async def _worker_form(self, request: Request) -> tuple[Identity, FormData] | Response:
+        """The signed-in worker and the form it posted from this site's page, or the refusal to send."""
+        identity = self._identity(request, WORKER)
+        if identity is None:
+            return _refused(401, "Sign in with your worker token first.")
+        form = await request.form()
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
+        if not _same_origin(request) or not hmac.compare_digest(
+            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[SESSION_COOKIE]).encode()
+        ):
+            return _refused(403, "Cross-site request refused; reload the page.")
+        return identity, form
 
     async def wait_for_question(self, request: Request) -> Response:
         identity = self._identity(request, WORKER)

@@ -1,4 +1,4 @@
-// The worker page: answer with y / n / space, and wait for the next question without reloading by hand.
+// The worker page: answer with y / n / space, undo with u, and wait for the next question without reloading by hand.
 "use strict";
 
 const KEYS = { y: "yes", n: "no", " ": "cant-tell" };
@@ -51,24 +51,33 @@ function countDown(form) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("answer-form");
+  const undo = document.getElementById("undo-form");
+  const forms = [form, undo].filter(Boolean);
+  let sent = false;
+  forms.forEach((each) => each.addEventListener("submit", (event) => {
+    // One answer (or undo) per page, even on a double click or a held-down key.
+    if (sent) { event.preventDefault(); return; }
+    sent = true;
+    // Disabled after the form data is taken, so the pressed button's value is still sent.
+    setTimeout(() => forms.forEach((one) => one.querySelectorAll("button").forEach((button) => { button.disabled = true; })));
+  }));
   if (form) {
-    let sent = false;
-    form.addEventListener("submit", (event) => {
-      // One answer per question, even on a double click or a held-down key.
-      if (sent) { event.preventDefault(); return; }
-      sent = true;
-      // Disabled after the form data is taken, so the pressed button's value is still sent.
-      setTimeout(() => form.querySelectorAll("button").forEach((button) => { button.disabled = true; }));
-    });
     watchImage(form);
     countDown(form);
-    document.addEventListener("keydown", (event) => {
-      const answer = KEYS[event.key.toLowerCase()];
-      if (!answer || event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
-      event.preventDefault();  // space would scroll the page
-      if (!event.repeat) form.querySelector(`button[value="${answer}"]`).click();
-    });
   }
+  if (undo) {
+    setTimeout(() => { undo.hidden = true; undo.querySelector("button").disabled = true; },
+      Number(undo.dataset.secondsLeft) * 1000);
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
+    const key = event.key.toLowerCase();
+    const button = key === "u" ? undo && undo.querySelector("button")
+      : form && KEYS[key] && form.querySelector(`button[value="${KEYS[key]}"]`);
+    if (!button) return;
+    event.preventDefault();  // space would scroll the page
+    if (!event.repeat) button.click();
+  });
 
   const waiting = document.getElementById("waiting");
   if (waiting) {
