@@ -41,7 +41,7 @@ class Worker:
         """(task id, label, image URL, csrf) of the question on the page, or None when there is none."""
         page = self.client.get("/work")
         assert page.status_code == 200
-        form = re.search(r'name="task" value="(\d+)".*?name="csrf" value="(\w+)"', page.text, re.S)
+        form = re.search(r'id="answer-form".*?name="task" value="(\d+)".*?name="csrf" value="(\w+)"', page.text, re.S)
         if form is None:
             assert "No questions right now" in page.text
             return None
