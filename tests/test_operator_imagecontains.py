@@ -250,6 +250,65 @@ def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server,
     assert requests.get(sent_url, timeout=10).content == b"frame-1"
 
 
+def _aws_connection(monkeypatch, conn_id: str, s3_endpoint: str, **extra) -> None:
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1", **extra}
+    connection = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+
+
+def test_s3_uris_in_any_case_are_presigned_through_s3hook_and_aws_conn_id_is_templated(
+    crowd_server, s3_endpoint, monkeypatch
+) -> None:
+    server = crowd_server()
+    # The Amazon connection's own settings apply, e.g. a per-service endpoint over the general one.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_S3_ENDPOINT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {
+                    "endpoint_url": "http://127.0.0.1:9",
+                    "service_config": {"s3": {"endpoint_url": s3_endpoint}},
+                },
+            }
+        ),
+    )
+    assert "aws_conn_id" in ImageContainsOperator.template_fields
+    assert _operator().aws_conn_id == "aws_default"
+    handle = _operator(images=["S3://frames/cam1/0001.jpg"], aws_conn_id="aws_s3_endpoint").execute({})
+    [stored] = server.tasks(function_name=TEST_FN)
+    assert handle["tasks"][0]["url"] == "S3://frames/cam1/0001.jpg"
+    sent_url = stored["input"]["image"]["url"]
+    assert sent_url.startswith(f"{s3_endpoint}/frames/cam1/0001.jpg?") and "X-Amz-Signature=" in sent_url
+
+
+def test_presigned_urls_of_an_assumed_role_are_refused_before_any_request_naming_the_ways_out(
+    crowd_server, s3_endpoint, monkeypatch
+) -> None:
+    server = crowd_server()
+    _aws_connection(
+        monkeypatch,
+        "aws_role",
+        s3_endpoint,
+        role_arn="arn:aws:iam::123456789012:role/frames-reader",
+        service_config={"sts": {"endpoint_url": s3_endpoint}},
+    )
+    images = ["s3://frames/cam1/0001.jpg", IMAGES[0]]
+    with pytest.raises(InvalidImagesError) as refused:
+        _operator(images=images, aws_conn_id="aws_role").execute({})
+    message = str(refused.value)
+    assert "session token" in message and "long-lived credentials" in message and "s3_url_template" in message
+    assert "X-Amz-Signature" not in message
+    assert _count(server, "PUT") == 0 and server.tasks() == []
+
+    cdn = "https://cdn.example.com/{key}"
+    handle = _operator(images=images, aws_conn_id="aws_role", s3_url_template=cdn).execute({})
+    stored = {t["task_name"]: t["input"]["image"]["url"] for t in server.tasks(function_name=TEST_FN)}
+    assert stored[handle["tasks"][0]["task_name"]] == "https://cdn.example.com/cam1/0001.jpg"
+
+
 def test_unsupported_scheme_and_bad_policy_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="failed_policy"):
         _operator(failed_policy="ignore")
@@ -267,4 +326,4 @@ def test_s3_images_without_aws_credentials_fail_naming_presigning_and_aws_conn_i
 
     with pytest.raises(AirflowException, match="Presigning the s3:// images needs AWS credentials") as raised:
         _operator(images=["s3://frames/cam1/0001.jpg"]).execute({})
-    assert "aws_conn_id=None" in str(raised.value) and "NoCredentialsError" in str(raised.value)
+    assert "aws_conn_id='aws_default'" in str(raised.value) and "NoCredentialsError" in str(raised.value)

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
@@ -108,6 +108,11 @@ def plan_image_tasks(images: Any, label: str | list[str] | None, namespace: str,
     return tasks
 
 
+def is_s3_uri(url: Any) -> bool:
+    """Whether ``url`` is an ``s3://`` URI, in any case (``S3://`` too)."""
+    return isinstance(url, str) and url[:5].lower() == "s3://"
+
+
 def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int) -> dict[str, str]:
     """Return ``{s3 URI: presigned HTTPS GET URL}`` for the ``s3://`` images among ``tasks``.
 
@@ -118,7 +123,7 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
     """
     presigned: dict[str, str] = {}
     too_long: list[str] = []
-    for uri in sorted({task.url for task in tasks if task.url.startswith("s3://")}):
+    for uri in sorted({task.url for task in tasks if is_s3_uri(task.url)}):
         parts = urlsplit(uri)
         url = s3_client.generate_presigned_url(
             "get_object", Params={"Bucket": parts.netloc, "Key": parts.path[1:]}, ExpiresIn=expires_in
@@ -127,18 +132,51 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
             too_long.append(f"{uri}: its presigned URL has {len(url)} characters")
         presigned[uri] = url
     if too_long:
+        session_token = "X-Amz-Security-Token=" in next(iter(presigned.values()))
+        cause = (
+            "the credentials carry a session token (temporary credentials: an assumed role, SSO, an instance "
+            "profile), which the URL must include"
+            if session_token
+            else "the bucket and key are long"
+        )
         raise InvalidImagesError(
             _listing(
                 f"{len(too_long)} S3 image(s) exceed the API's {MAX_IMAGE_URL_LENGTH}-character URL limit once "
-                "presigned (shorten the key, or use credentials without a session token); nothing was submitted",
+                f"presigned, because {cause}. Presign with long-lived credentials (an aws_conn_id with an access "
+                "key and secret, no role), shorten the keys, or serve the images from a public or CDN URL with "
+                "s3_url_template='https://cdn.example.com/{key}'. Nothing was submitted",
                 too_long,
             )
         )
     return presigned
 
 
+def public_s3_urls(tasks: list[ImageTask], url_template: str) -> dict[str, str]:
+    """Return ``{s3 URI: url_template with its {bucket} and {key}}`` for the ``s3://`` images among ``tasks``.
+
+    :raises InvalidImagesError: listing the URIs whose URL breaks the API's rules (e.g. over 400 characters).
+    """
+    urls: dict[str, str] = {}
+    problems: list[str] = []
+    for uri in sorted({task.url for task in tasks if is_s3_uri(task.url)}):
+        parts = urlsplit(uri)
+        try:
+            url = url_template.format(bucket=parts.netloc, key=quote(parts.path[1:]))
+        except (KeyError, IndexError, ValueError) as err:
+            raise InvalidImagesError(
+                f"Invalid s3_url_template {url_template!r}: use the placeholders {{bucket}} and {{key}} ({err})."
+            ) from None
+        try:
+            urls[uri] = validate_image_url(url)
+        except InvalidTaskError as err:
+            problems.append(f"{uri}: {err.message}")
+    if problems:
+        raise InvalidImagesError(_listing(f"{len(problems)} S3 image(s) have no valid public URL", problems))
+    return urls
+
+
 def _check_url(url: Any) -> str | None:
-    if isinstance(url, str) and url[:5].lower() == "s3://":
+    if is_s3_uri(url):
         if has_control_characters(url) or url != url.strip():
             return "an S3 URI may not contain control characters or surrounding white space"
         parts = urlsplit(url)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
+    AirflowOptionalProviderFeatureException,
     AirflowTaskTimeout,
-    BaseHook,
     BaseOperator,
     conf,
 )
@@ -29,8 +29,10 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators._images import (
     ImageTask,
     InvalidImagesError,
+    is_s3_uri,
     plan_image_tasks,
     presign_s3_urls,
+    public_s3_urls,
 )
 from airflow_provider_imagecontains.prescreen.fetch import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, ImageFetcher
 from airflow_provider_imagecontains.prescreen.scorer import Scorer, load_scorer
@@ -98,9 +100,12 @@ class ImageContainsOperator(BaseOperator):
         the answers, deferred or not; default ``[sensors] default_timeout`` (7 days), the sensor's ``timeout``.
     :param failed_policy: with ``wait_for_completion``, what failed tasks do: ``"fail"``,
         ``"skip"`` or ``"report"`` (see the sensor).
-    :param aws_conn_id: Airflow AWS connection used to presign ``s3://`` images; ``None`` uses
-        boto3's default credential chain.
+    :param aws_conn_id: (templated) Airflow AWS connection the Amazon provider's ``S3Hook`` presigns
+        ``s3://`` images with (extra ``[amazon]``); ``None`` or a missing connection uses boto3's default chain.
     :param presign_expires_in: seconds the presigned URLs stay valid (at most 7 days).
+    :param s3_url_template: send ``s3://`` images as this public or CDN URL instead of presigning, e.g.
+        ``"https://cdn.example.com/{key}"`` or ``"https://{bucket}.s3.amazonaws.com/{key}"``; for credentials
+        whose presigned URLs exceed the API's 400 characters (any session token).
     :param submit_rounds: PUT rounds in all: calls that still fail on throttling, server errors or
         dropped connections after the hook's own retries are submitted again in the next round,
         keeping every success; the task fails only if some remain after the last round. Any other
@@ -128,6 +133,7 @@ class ImageContainsOperator(BaseOperator):
         "namespace",
         "function_name",
         "imagecontains_conn_id",
+        "aws_conn_id",
         "accept_above",
         "reject_below",
     )
@@ -150,8 +156,9 @@ class ImageContainsOperator(BaseOperator):
         max_poll_interval: float = 600,
         wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         failed_policy: str = "fail",
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         presign_expires_in: int = DEFAULT_PRESIGN_EXPIRES_IN,
+        s3_url_template: str | None = None,
         submit_rounds: int = 3,
         submit_round_delay: float = 30,
         prescreen: Scorer | str | None = None,
@@ -187,6 +194,7 @@ class ImageContainsOperator(BaseOperator):
         self.failed_policy = failed_policy
         self.aws_conn_id = aws_conn_id
         self.presign_expires_in = presign_expires_in
+        self.s3_url_template = s3_url_template
         self.submit_rounds = submit_rounds
         self.submit_round_delay = submit_round_delay
         if isinstance(prescreen, str) and "." not in prescreen.strip("."):
@@ -212,11 +220,13 @@ class ImageContainsOperator(BaseOperator):
             raise AirflowFailException(
                 f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
             )
+        # Presigned URLs are made (locally) and checked against the API's limit before any request.
+        sent_urls = self._presign(tasks)
         screened = self._prescreen(tasks) if self.prescreen is not None else None
         crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
             return self._count_new_tasks(crowd)
-        docs = self._submit(crowd) if crowd else {}
+        docs = self._submit(crowd, sent_urls) if crowd else {}
         states = Counter(doc["state"] for doc in docs.values())
         self.log.info(
             "Submitted %d crowd tasks to %s: %s.",
@@ -362,11 +372,13 @@ class ImageContainsOperator(BaseOperator):
             avoided,
         )
 
-    def _submit(self, tasks: list[ImageTask]) -> dict[str, dict[str, Any]]:
-        """PUT every task and return its document; PUT is idempotent, so existing tasks come back unpaid."""
-        presigned = self._presign(tasks)
+    def _submit(self, tasks: list[ImageTask], sent_urls: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """PUT every task and return its document; PUT is idempotent, so existing tasks come back unpaid.
+
+        :param sent_urls: ``{s3 URI: URL sent to the crowd}`` (see :meth:`_presign`).
+        """
         inputs = {
-            task.task_name: {"image": {"url": presigned.get(task.url, task.url)}, "target": {"label": task.label}}
+            task.task_name: {"image": {"url": sent_urls.get(task.url, task.url)}, "target": {"label": task.label}}
             for task in tasks
         }
         by_name = {task.task_name: task for task in tasks}
@@ -474,9 +486,11 @@ class ImageContainsOperator(BaseOperator):
         return summary
 
     def _presign(self, tasks: list[ImageTask]) -> dict[str, str]:
-        """``{s3 URI: presigned URL}`` of the ``s3://`` images; without any, no S3 client is made."""
-        if not any(task.url.startswith("s3://") for task in tasks):
+        """``{s3 URI: URL sent to the crowd}`` of the ``s3://`` images; without any, no S3 client is made."""
+        if not any(is_s3_uri(task.url) for task in tasks):
             return {}
+        if self.s3_url_template is not None:
+            return public_s3_urls(tasks, self.s3_url_template)
         try:
             return presign_s3_urls(tasks, self._s3_client(), self.presign_expires_in)
         except BotoCoreError as err:
@@ -492,23 +506,19 @@ class ImageContainsOperator(BaseOperator):
         return "X-Amz-Signature=" in task_input["image"]["url"]
 
     def _s3_client(self) -> S3Client:
-        """An S3 client from ``aws_conn_id`` (login, password, extra ``region_name``/``endpoint_url``/
-        ``aws_session_token``, as in the Amazon provider) or boto3's default chain."""
-        import boto3
+        """An S3 client of the Amazon provider's ``S3Hook`` on ``aws_conn_id``: role assumption, ``verify``,
+        ``config_kwargs`` and endpoint settings of the connection all apply; presigning uses SigV4."""
+        try:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        except ImportError:
+            raise AirflowOptionalProviderFeatureException(
+                "s3:// images need the Amazon provider: pip install 'airflow-provider-imagecontains[amazon]'. "
+                "Nothing was submitted."
+            ) from None
         from botocore.config import Config
 
-        client_kwargs: dict[str, Any] = {"config": Config(signature_version="s3v4")}
-        if self.aws_conn_id is not None:
-            connection = BaseHook.get_connection(self.aws_conn_id)
-            extra = connection.extra_dejson
-            client_kwargs.update(
-                aws_access_key_id=connection.login or None,
-                aws_secret_access_key=connection.password or None,
-                aws_session_token=extra.get("aws_session_token"),
-                region_name=extra.get("region_name"),
-                endpoint_url=extra.get("endpoint_url"),
-            )
-        return boto3.client("s3", **client_kwargs)
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        return hook.get_client_type(config=hook.config.merge(Config(signature_version="s3v4")))
 
 
 def _as_number(value: Any) -> float | None:
