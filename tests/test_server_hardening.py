@@ -6,6 +6,7 @@ child process (``subprocess=True``) and look at that process from outside.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -22,10 +23,12 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.config import Account
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
+from demo.frames import generate_frames
 
 MiB = 1024 * 1024
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
@@ -278,3 +281,41 @@ def test_a_copied_session_cookie_stops_working_at_sign_out_expiry_and_token_repl
     _, carols = signed_in_cookie("carol")
     time.sleep(2.2)
     assert not works(carols), "the session expired on the server"
+
+
+# 5. Images scoped to the question held, or to the account's own tasks
+
+
+def test_images_are_served_only_to_who_has_a_task_showing_them(crowd_server, tmp_path, monkeypatch) -> None:
+    frames = tmp_path / "frames"
+    generate_frames(frames, 3)
+    server = crowd_server(workforce="human", images_dir=str(frames), accounts=[DEMO_ACCOUNT, OTHER])
+    other = server.airflow_connection()
+    other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
+    other["extra"] = {**other["extra"], "account_id": OTHER.account_id}
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
+
+    def put(conn_id: str, name: str, frame: int) -> None:
+        url = f"{server.endpoint_url}/images/frame_{frame:04d}.png"
+        hook = ImageContainsHook(conn_id)
+        hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": "person"}})
+        hook.close()
+
+    put("imagecontains_default", "first", 0)
+    put("imagecontains_default", "second", 1)
+    put("other", "others", 2)
+
+    def client(kind: str, subject: str) -> httpx.Client:
+        signed_in = httpx.Client(base_url=server.endpoint_url)
+        assert signed_in.post("/signin", data={"token": server.issue_token(kind, subject)}).status_code == 303
+        return signed_in
+
+    def visible(signed_in: httpx.Client) -> list[int]:
+        return [n for n in range(3) if signed_in.get(f"/images/frame_{n:04d}.png").status_code == 200]
+
+    alice = client("worker", "alice")
+    assert visible(alice) == [], "no question held yet"
+    assert 'src="' + f"{server.endpoint_url}/images/frame_0000.png" in alice.get("/work").text
+    assert visible(alice) == [0], "only the image of the question she holds"
+    assert visible(client("dashboard", DEMO_ACCOUNT.account_id)) == [0, 1]
+    assert visible(client("dashboard", OTHER.account_id)) == [2]

@@ -195,6 +195,7 @@ def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_
         assert page.inner_text(".error") == "Unknown token."
         assert context.cookies() == []
 
+        put_questions(server, ["q1"])  # signed in, dave holds this question: its image is his to see
         page.fill("#token", server.issue_token("worker", "dave"))
         with page.expect_navigation():
             page.click("button[type=submit]")

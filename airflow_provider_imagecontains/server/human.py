@@ -163,6 +163,15 @@ class WorkforceStore:
     def end_session(self, session_id: str) -> None:
         self._db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (hash_token(session_id),))
 
+    def image_urls(self, account: str) -> list[str]:
+        """The distinct image URLs of ``account``'s tasks that name an ``/images/`` path (local images)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT json_extract(input, '$.image.url') AS url FROM tasks "
+            "WHERE account = ? AND url LIKE '%/images/%'",
+            (account,),
+        )
+        return [url for (url,) in rows]
+
     def answers_given(self, worker: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE worker = ?", (worker,)).fetchone()[0])
 
@@ -339,6 +348,11 @@ class HumanWorkforce:
         if assignment is not None:
             self._held[worker] = (assignment, time.monotonic())
         return assignment
+
+    def held_image_url(self, name: str) -> str | None:
+        """The image URL of the question ``name`` holds, or None (claims nothing)."""
+        held = self._held.get(HUMAN_PREFIX + name)
+        return held[0].image_url if held is not None else None
 
     def answer(self, name: str, task_id: int, contains_target: bool | None) -> bool:
         """Record ``name``'s answer to the question it holds; False if it does not hold ``task_id`` (any more)."""

@@ -240,12 +240,22 @@ class WorkforcePages:
     # Local images
 
     async def image(self, request: Request, path: str) -> Response:
-        if self._identity(request, WORKER, DASHBOARD) is None:
+        identity = self._identity(request, WORKER, DASHBOARD)
+        if identity is None:
             return _refused(401, "Sign in first.")
-        file = self._image_file(path)
+        file = self._image_file(path) if self._may_see(identity, path, request) else None
         if file is None:
             return _refused(404, "No such image.")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
+
+    def _may_see(self, identity: Identity, path: str, request: Request) -> bool:
+        """Whether a task of theirs shows the image at ``path``: for a worker the question they hold, for a
+        dashboard any task of its account."""
+        if identity.kind == WORKER:
+            urls = [url] if (url := self.workforce.held_image_url(identity.subject)) else []
+        else:
+            urls = self.workforce.store.image_urls(identity.subject)
+        return any(_image_shown(url, request) == path for url in urls)
 
     def _image_file(self, path: str) -> Path | None:
         """The file ``path`` names inside ``images_dir``, or None for anything else (missing, outside, not an image).
