@@ -13,7 +13,7 @@ Answer = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], 
 
 
 class LoopbackServer:
-    """Serve GET, PUT and DELETE on a free loopback port, answering each request with ``answer``.
+    """Serve GET, PUT, POST and DELETE on a free loopback port, answering each request with ``answer``.
 
     :param answer: called once per request with its method, path, headers and body.
     """
@@ -23,14 +23,17 @@ class LoopbackServer:
             def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, headers, reply = answer(self.command, self.path, dict(self.headers), body)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                try:
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (e.g. a server killed mid-call by a test)
 
-            do_GET = do_PUT = do_DELETE = _answer
+            do_GET = do_PUT = do_DELETE = do_POST = _answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
