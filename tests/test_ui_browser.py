@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from demo.frames import frame_name, generate_frames
+from demo.frames import GROUND, SHIRT, SKIN, SKY, encode_png, frame_name, generate_frames
 
 MALICIOUS_LABEL = '<script>window.pwned = "label"</script><img src=x onerror="window.pwned = 1">'
 # Two agreeing new workers reach 0.97 > 0.95 with this prior; one answer alone (0.855) does not.
@@ -87,6 +87,16 @@ def put_questions(server, names, label="person", image=None):
     hook = ImageContainsHook()
     for name in names:
         hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": label}})
+
+
+def write_large_frame(path, width=1600, height=1000):
+    """A wide camera frame with one distant person, a few pixels tall (the detail a worker must not miss)."""
+    rows = [[SKY] * width if y < height * 3 // 5 else [GROUND] * width for y in range(height)]
+    for y in range(height * 7 // 10, height * 7 // 10 + 14):
+        for x in range(width * 3 // 4, width * 3 // 4 + 5):
+            rows[y][x] = SKIN if y < height * 7 // 10 + 4 else SHIRT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(rows))
 
 
 def wait_until_finished(server, timeout=30.0):
@@ -307,6 +317,7 @@ def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once
             context, page = sign_in(chromium, server, "worker", name, DESKTOP)
             contexts.append(context)
             page.locator("#image-error").wait_for()
+            assert not page.is_visible("#zoom") and not page.is_visible("img.frame")
             visible = [
                 button.evaluate("button => button.firstChild.textContent.trim()")  # the name, without its key
                 for button in page.locator(".answers button:visible").all()
@@ -416,3 +427,50 @@ def test_a_stray_key_is_undone_while_its_task_is_undecided_and_no_question_is_pa
         ivy_context.close()
         if jan_context is not None:
             jan_context.close()
+
+
+def test_images_show_at_their_own_size_and_zoom_without_smoothing(chromium, crowd_server, tmp_path, screenshots):
+    generate_frames(tmp_path / "frames", 1)  # 160 x 120
+    write_large_frame(tmp_path / "frames" / "cam1" / "wide.png")
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["wide"], image="cam1/wide.png")
+    put_questions(server, ["small"], image=frame_name(0))
+    context, page = sign_in(chromium, server, "worker", "kim", DESKTOP)
+
+    def shown_size():
+        return page.evaluate(
+            """() => {
+                const box = document.querySelector("img.frame").getBoundingClientRect();
+                const rendering = getComputedStyle(document.querySelector("img.frame")).imageRendering;
+                return [Math.round(box.width), Math.round(box.height), rendering];
+            }"""
+        )
+
+    try:
+        shown_question(page)
+        width, height, _ = shown_size()
+        assert width < 1600 and height <= 0.7 * DESKTOP["height"] + 1, "shrunk to fit: the whole frame is in view"
+        assert width / height == pytest.approx(1.6, abs=0.01), "in proportion"
+        assert page.inner_text("#image-size").startswith("1600 \N{MULTIPLICATION SIGN} 1000 px, shown at ")
+        full_size = page.locator("#full-size")
+        assert full_size.get_attribute("href") == f"{server.endpoint_url}/images/cam1/wide.png"
+        assert full_size.get_attribute("target") == "_blank"
+        page.click("button[data-zoom='1']")
+        assert shown_size() == [1600, 1000, "auto"], "100 %: one image pixel per screen pixel"
+        viewer_width, scroll_width = page.evaluate("[viewer.clientWidth, viewer.scrollWidth]")
+        assert scroll_width > viewer_width, "the zoomed frame scrolls inside its box"
+        page.keyboard.press("+")
+        assert shown_size() == [3200, 2000, "pixelated"], "enlarged without smoothing"
+        page.evaluate("viewer.scrollTo(1200 * 2 - 500, 700 * 2 - 350)")  # to the distant person
+        page.screenshot(path=str(screenshots / "worker-large-frame-zoomed.png"))
+        with page.expect_navigation():
+            page.keyboard.press("y")
+
+        assert shown_question(page) == ("person", frame_name(0))
+        assert shown_size() == [160, 120, "auto"], "a small frame is shown at its own size, not blown up"
+        page.click("button[data-zoom='4']")
+        assert shown_size() == [640, 480, "pixelated"]
+        page.keyboard.press("-")
+        assert shown_size() == [320, 240, "pixelated"]
+    finally:
+        context.close()

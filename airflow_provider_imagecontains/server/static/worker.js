@@ -18,7 +18,8 @@ function watchImage(form) {
   const seeing = form.querySelectorAll("button.yes, button.no");
   const enable = (on) => seeing.forEach((button) => { button.disabled = !on; });
   const broken = () => {
-    image.hidden = true;
+    document.getElementById("viewer").hidden = true;
+    document.getElementById("zoom").hidden = true;
     document.getElementById("image-error").hidden = false;
     seeing.forEach((button) => { button.hidden = true; });
     enable(false);
@@ -31,6 +32,39 @@ function watchImage(form) {
   enable(false);
   image.addEventListener("load", () => enable(true));
   image.addEventListener("error", broken);
+}
+
+// Images at their own size when they fit, shrunk to fit when they do not, zoomed on request. Enlarged
+// pixels stay sharp squares (CSS "pixelated"): smoothing would blur away a small person in a frame.
+const ZOOMS = ["fit", "1", "2", "4"];
+
+function zoomControls() {
+  const image = document.querySelector("img.frame");
+  const bar = document.getElementById("zoom");
+  let zoom = "fit";
+  const show = () => {
+    if (!image.naturalWidth) return;
+    image.classList.toggle("zoomed", zoom !== "fit");
+    image.style.width = zoom === "fit" ? "" : `${image.naturalWidth * Number(zoom)}px`;
+    const scale = image.getBoundingClientRect().width / image.naturalWidth;
+    image.classList.toggle("upscaled", scale > 1.001);
+    bar.querySelectorAll("button[data-zoom]").forEach((button) => {
+      button.setAttribute("aria-pressed", String(button.dataset.zoom === zoom));
+    });
+    document.getElementById("image-size").textContent =
+      `${image.naturalWidth} × ${image.naturalHeight} px, shown at ${Math.round(scale * 100)} %`;
+  };
+  bar.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-zoom]");
+    if (button) { zoom = button.dataset.zoom; show(); }
+  });
+  image.addEventListener("load", show);
+  window.addEventListener("resize", show);
+  show();
+  return (step) => {
+    zoom = ZOOMS[Math.min(Math.max(ZOOMS.indexOf(zoom) + step, 0), ZOOMS.length - 1)];
+    show();
+  };
 }
 
 // The time left to answer the question held; at zero it has gone back to the other workers: say so.
@@ -61,6 +95,7 @@ document.addEventListener("DOMContentLoaded", () => {
     // Disabled after the form data is taken, so the pressed button's value is still sent.
     setTimeout(() => forms.forEach((one) => one.querySelectorAll("button").forEach((button) => { button.disabled = true; })));
   }));
+  const zoomBy = form ? zoomControls() : null;
   if (form) {
     watchImage(form);
     countDown(form);
@@ -72,6 +107,11 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || ownedByFocus(event.target, event.key)) return;
     const key = event.key.toLowerCase();
+    if (zoomBy && (key === "+" || key === "=" || key === "-")) {
+      event.preventDefault();
+      zoomBy(key === "-" ? -1 : 1);
+      return;
+    }
     const button = key === "u" ? undo && undo.querySelector("button")
       : form && KEYS[key] && form.querySelector(`button[value="${KEYS[key]}"]`);
     if (!button) return;
