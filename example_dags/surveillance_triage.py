@@ -23,6 +23,12 @@ pairs of its frames to the Asset ``imagecontains_surveillance_audit_pairs`` (``I
 the most recent ``AUDIT_WINDOW`` pairs), and the next run calibrates from them at
 ``target_precision``. Until there are enough pairs the model settles nothing; if it starts to disagree
 with the crowd on the audited frames (``IMAGECONTAINS_AUDIT_RATE``, default 5%), its share shrinks again.
+
+Escalation: with ``IMAGECONTAINS_ESCALATE_TO_REVIEWERS=true`` (Airflow 3.1 and later), every frame the crowd
+could not settle (``Inconclusive``, ``Expired``, ...) becomes a question for the team's own reviewers
+through Airflow's human-in-the-loop operator (one mapped ``ask_reviewers`` task per frame, answered in the
+Airflow UI's Required Actions); ``record_reviews`` writes their answers to ``reviews.json`` next to the
+report. The report itself does not wait for them.
 """
 
 from __future__ import annotations
@@ -46,6 +52,16 @@ from airflow_provider_imagecontains.operators.imagecontains import ImageContains
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, summarize
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
+ESCALATE_TO_REVIEWERS = os.environ.get("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "").lower() in ("1", "true", "yes")
+if ESCALATE_TO_REVIEWERS:
+    try:
+        from airflow.providers.standard.operators.hitl import HITLOperator
+    except ImportError as err:
+        raise ImportError(
+            "IMAGECONTAINS_ESCALATE_TO_REVIEWERS needs Airflow 3.1 or later with apache-airflow-providers-standard "
+            "1.6 or later (human-in-the-loop operators)."
+        ) from err
+
 try:
     from airflow.sdk import CronTriggerTimetable
 except ImportError:  # Airflow < 3.2; common-compat does not re-export timetables
@@ -57,6 +73,9 @@ AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
 CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
 THUMBNAIL_WIDTH = 160
+REVIEW_OPTIONS = ["Contains it", "Does not contain it", "Cannot tell"]
+# A question nobody answers in time is closed as "Cannot tell": the frame stays in the report to inspect.
+REVIEW_TIMEOUT = timedelta(hours=float(os.environ.get("IMAGECONTAINS_REVIEW_HOURS", "24")))
 PRESCREEN = os.environ.get("IMAGECONTAINS_PRESCREEN") or None
 AUDIT_RATE = float(os.environ.get("IMAGECONTAINS_AUDIT_RATE", "0.05"))
 # Recent evidence only: a model that drifts loses its thresholds within a window of pairs.
@@ -145,6 +164,49 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:midd
 </body>
 </html>
 """
+
+
+def review_requests(answers: list[dict[str, Any]], label: str) -> list[dict[str, str]]:
+    """One reviewer question (the human-in-the-loop operator's ``subject`` and ``body``) per frame the crowd
+    could not settle, in the order of ``answers``."""
+    requests = []
+    for answer in answers:
+        if answer["state"] == "completed":
+            continue
+        problem = answer.get("problem") or {}
+        name = frame_name(answer["url"])
+        # An s3:// frame cannot be shown in the browser; its URI tells a reviewer where to find it.
+        picture = f"![{name}]({answer['url']})" if answer["url"].startswith(("http://", "https://")) else answer["url"]
+        requests.append(
+            {
+                "subject": f"Does frame {name} show a {label}?",
+                "body": f"{picture}\n\nThe crowd could not settle this frame ({problem.get('code', 'failed')}: "
+                f"{problem.get('message', 'no details')}). Frame: `{answer['url']}`",
+            }
+        )
+    return requests
+
+
+def review_outcomes(answers: list[dict[str, Any]], reviews: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The reviewers' answers joined with the frames they were asked about (``None``: no answer yet or
+    the question failed), as ``reviews.json`` records."""
+    unsettled = [answer for answer in answers if answer["state"] != "completed"]
+    outcomes = []
+    for answer, review in zip(unsettled, reviews, strict=True):
+        chosen = (review or {}).get("chosen_options") or []
+        decision = chosen[0] if chosen else None
+        outcomes.append(
+            {
+                "frame": frame_name(answer["url"]),
+                "url": answer["url"],
+                "label": answer["label"],
+                "crowd_problem": (answer.get("problem") or {}).get("code"),
+                "review": decision,
+                "contains_target": {REVIEW_OPTIONS[0]: True, REVIEW_OPTIONS[1]: False}.get(decision or ""),
+                "reviewed_by": ((review or {}).get("responded_by_user") or {}).get("name"),
+            }
+        )
+    return outcomes
 
 
 def merge_audit_pairs(
@@ -341,6 +403,43 @@ def surveillance_triage():
     report_frames_to_inspect(answers)
     count_clear_frames(answers)
     keep_audit_pairs(answers)
+
+    if ESCALATE_TO_REVIEWERS:
+
+        @task(trigger_rule="none_failed")
+        def frames_for_reviewers(answers, params: dict[str, Any]) -> list[dict[str, str]]:
+            requests = review_requests(as_records(answers), params["label"])
+            log.info("%d frames the crowd could not settle go to the team's reviewers", len(requests))
+            return requests
+
+        requests = frames_for_reviewers(answers)
+        reviews = HITLOperator.partial(
+            task_id="ask_reviewers",
+            options=REVIEW_OPTIONS,
+            defaults=REVIEW_OPTIONS[2],
+            response_timeout=REVIEW_TIMEOUT,
+        ).expand_kwargs(requests)
+
+        @task(trigger_rule="all_done")
+        def record_reviews(answers, params: dict[str, Any], ti=None, data_interval_start=None) -> dict[str, int]:
+            """Write the reviewers' answers next to the run's report (a failed question is recorded unanswered)."""
+            records = as_records(answers)
+            count = sum(1 for answer in records if answer["state"] != "completed")
+            reviews = [ti.xcom_pull(task_ids="ask_reviewers", map_indexes=index) for index in range(count)]
+            outcomes = review_outcomes(records, reviews)
+            run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
+            write_output(
+                join_location(run_dir, "reviews.json"), json.dumps(outcomes, indent=2).encode(), "application/json"
+            )
+            counts = {
+                "reviewed": sum(1 for o in outcomes if o["review"] is not None),
+                "contains": sum(1 for o in outcomes if o["contains_target"] is True),
+                "unanswered": sum(1 for o in outcomes if o["review"] is None),
+            }
+            log.info("Reviewers on %d unsettled frames: %s", len(outcomes), counts)
+            return counts
+
+        reviews >> record_reviews(answers)
 
 
 surveillance_triage()

@@ -298,5 +298,44 @@ def test_the_readmes_minimal_dag_parses(tmp_path):
     bag = _dag_bag(tmp_path)
     assert bag.import_errors == {}
     dag = bag.dags["find_people"]
-    assert dag.task_dict["submit"].images[1] == "s3://my-bucket/cam2/0002.jpg"
+    assert dag.task_dict["submit"].images[1] == "https://example.com/cam2/0002.jpg"
     assert dag.task_dict["wait"].downstream_task_ids == {"people"}
+
+
+def test_frames_the_crowd_could_not_settle_can_go_to_the_teams_reviewers(monkeypatch):
+    monkeypatch.setenv("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "true")
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    bag = _dag_bag(EXAMPLE_DAGS)
+    assert bag.import_errors == {}
+    dag = bag.dags["surveillance_triage"]
+    ask = dag.task_dict["ask_reviewers"]
+    assert ask.is_mapped and issubclass(ask.operator_class, HITLOperator)
+    assert ask.partial_kwargs["options"] == ["Contains it", "Does not contain it", "Cannot tell"]
+    assert ask.partial_kwargs["defaults"] == "Cannot tell"  # taken when nobody answers in time
+    assert ask.upstream_task_ids == {"frames_for_reviewers"}
+    assert ask.downstream_task_ids == {"record_reviews"}
+    assert dag.task_dict["record_reviews"].trigger_rule == "all_done"
+
+
+def test_review_questions_and_answers_follow_the_unsettled_frames():
+    import surveillance_triage
+
+    answers = [
+        answer("http://h/ok.png", "person", True),
+        answer("http://h/a.png", "person", None, state="failed"),
+        {**answer("s3://b/c.png", "person", None, state="failed"), "problem": {"code": "Inconclusive", "message": "m"}},
+    ]
+    requests = surveillance_triage.review_requests(answers, "person")
+    assert [r["subject"] for r in requests] == ["Does frame a.png show a person?", "Does frame c.png show a person?"]
+    assert requests[0]["body"].startswith("![a.png](http://h/a.png)") and "Expired" in requests[0]["body"]
+    assert "![" not in requests[1]["body"] and "s3://b/c.png" in requests[1]["body"]
+
+    reviews = [{"chosen_options": ["Contains it"], "responded_by_user": {"id": "1", "name": "ana"}}, None]
+    assert [
+        (o["frame"], o["review"], o["contains_target"], o["reviewed_by"], o["crowd_problem"])
+        for o in surveillance_triage.review_outcomes(answers, reviews)
+    ] == [
+        ("a.png", "Contains it", True, "ana", "Expired"),
+        ("c.png", None, None, None, "Inconclusive"),
+    ]
