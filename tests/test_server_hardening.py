@@ -11,6 +11,8 @@ import logging
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +35,12 @@ from demo.frames import generate_frames
 MiB = 1024 * 1024
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
 INPUT = {"image": {"url": "https://img.example.com/cam/1.jpg"}, "target": {"label": "person"}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def peak_memory_bytes(pid: int) -> int:
@@ -319,3 +327,62 @@ def test_images_are_served_only_to_who_has_a_task_showing_them(crowd_server, tmp
     assert visible(alice) == [0], "only the image of the question she holds"
     assert visible(client("dashboard", DEMO_ACCOUNT.account_id)) == [0, 1]
     assert visible(client("dashboard", OTHER.account_id)) == [2]
+
+
+# 6. Secrets: never in the process list, never in a log line
+
+
+def test_account_secrets_from_the_environment_stay_out_of_ps_and_query_credentials_out_of_logs(tmp_path) -> None:
+    own = Account("111122223333", "AKIAOWNKEY0000000001", "own-secret-never-in-ps-or-logs")
+    port = free_port()
+    log_file = tmp_path / "server.log"
+    command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "--db", str(tmp_path / "crowd.db")]
+    command += ["--port", str(port), "--log-level", "info"]
+    environment = {
+        **os.environ,
+        "IMAGECONTAINS_SERVER_ACCOUNTS": f"{own.account_id}:{own.access_key_id}:{own.secret_access_key}",
+    }
+    with log_file.open("wb") as output:
+        process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        sts = boto3.client(
+            "sts",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id=own.access_key_id,
+            aws_secret_access_key=own.secret_access_key,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert sts.get_caller_identity()["Account"] == own.account_id
+                break
+            except botocore.exceptions.EndpointConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, log_file.read_text()
+                time.sleep(0.1)
+        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
+        assert own.secret_access_key not in command_line and own.access_key_id not in command_line
+        query = (
+            "X-Amz-Credential=AKIAQUERYCREDENTIAL%2F20260101&X-Amz-Signature=5ec7e75a9&X-Amz-Security-Token=T0KEN5EC"
+        )
+        requests.get(f"http://127.0.0.1:{port}/?Action=GetCallerIdentity&{query}", timeout=10)
+        requests.get(f"http://127.0.0.1:{port}/123456789012/functions/f/tasks/t?{query.lower()}", timeout=10)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    logged = log_file.read_text()
+    assert "GET /?Action=GetCallerIdentity&X-Amz-Credential=REDACTED" in logged, logged
+    for secret in ("AKIAQUERYCREDENTIAL", "5ec7e75a9", "T0KEN5EC", "akiaquerycredential", "t0ken5ec"):
+        assert secret.lower() not in logged.lower(), secret
+    assert own.secret_access_key not in logged
+
+
+def test_a_secret_on_the_command_line_warns_unless_it_is_the_public_demo_account(caplog, monkeypatch) -> None:
+    monkeypatch.setattr(logging.getLogger(server_cli.__name__), "disabled", False)
+    caplog.set_level(logging.WARNING)
+    demo = f"{DEMO_ACCOUNT.account_id}:{DEMO_ACCOUNT.access_key_id}:{DEMO_ACCOUNT.secret_access_key}"
+    server_cli.config_from_args(server_cli.parse_args(["--account", demo]))
+    assert "visible to every user" not in caplog.text
+    config = server_cli.config_from_args(server_cli.parse_args(["--account", "111122223333:AKIAOWN:own-secret"]))
+    assert config.accounts[0].secret_access_key == "own-secret"
+    assert "visible to every user" in caplog.text and "own-secret" not in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,11 @@ from typing import Any
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
+
+# Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
+ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
+
+log = logging.getLogger(__name__)
 
 # Where the command line differs from ServerConfig's fast test defaults: workers take human-like time.
 CLI_DEFAULTS: dict[str, Any] = {"answer_delay_seconds": 2.0}
@@ -60,7 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         type=Account.parse,
         metavar="ACCOUNT_ID:ACCESS_KEY_ID:SECRET_ACCESS_KEY",
-        help=f"a caller (repeatable); default: the demo account {DEMO_ACCOUNT.account_id}:{DEMO_ACCOUNT.access_key_id}:...",
+        help=f"a caller (repeatable); the secret shows in `ps`: give real accounts in the --config file or "
+        f"${ACCOUNTS_ENV} (comma-separated) instead; default: the public demo account "
+        f"{DEMO_ACCOUNT.account_id}:{DEMO_ACCOUNT.access_key_id}:...",
     )
     parser.add_argument(
         "--allowed-host",
@@ -86,10 +94,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The ServerConfig the flags describe: the --config file (else the CLI defaults), then every flag given."""
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
+    if args.config and os.stat(args.config).st_mode & 0o077:
+        log.warning("The config file %s is readable by other users; it may hold secrets: chmod 600 it.", args.config)
     fields = [field for field, *_ in _FIELDS.values()] + ["mturk_production"]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
+    from_environment = os.environ.get(ACCOUNTS_ENV, "").strip()
+    if from_environment:
+        overrides["accounts"] = tuple(Account.parse(text.strip()) for text in from_environment.split(","))
     if args.account:
         overrides["accounts"] = tuple(args.account)
+        if any(account != DEMO_ACCOUNT for account in args.account):
+            log.warning(
+                "A secret given with --account is visible to every user of this machine (ps, /proc); give it in "
+                "the --config file (readable by you only) or in $%s instead.",
+                ACCOUNTS_ENV,
+            )
     if args.allowed_host:
         overrides["allowed_hosts"] = (*config.allowed_hosts, *args.allowed_host)
     return config.replace(**overrides)

@@ -26,6 +26,7 @@ from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NA
 from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
 from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
+from airflow_provider_imagecontains.server.logs import redact_server_logs
 from airflow_provider_imagecontains.server.mturk import (
     MTurkRequester,
     MTurkWorkforce,
@@ -326,7 +327,8 @@ def build_uvicorn_server(
         Requests must name it (unless it is 0.0.0.0 or ::), a loopback name or one of ``config.allowed_hosts``
         in their ``Host`` header.
     :param port: the port to listen on.
-    :param log_level: uvicorn's log level (access logs show method, path and status only).
+    :param log_level: uvicorn's log level (access logs show method, path and status only; query-string
+        credentials are redacted in every log line).
     """
     if DEMO_ACCOUNT in config.accounts and not is_loopback(host):
         # The demo secret is public: anyone who can reach the port could sign as the demo account.
@@ -348,6 +350,7 @@ def build_uvicorn_server(
         access_log=log_level in ("debug", "info"),
         server_header=False,
     )
+    redact_server_logs()  # after uvicorn.Config, which (re)configures uvicorn's loggers
     return uvicorn.Server(uvicorn_config), app
 
 
