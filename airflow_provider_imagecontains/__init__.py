@@ -49,6 +49,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_imagecontains.triggers.imagecontains"],
             }
         ],
+        "extra-links": ["airflow_provider_imagecontains.links.imagecontains.CrowdDashboardLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook",

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.links.imagecontains import dashboard_url
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
@@ -52,13 +55,68 @@ def _assert_match_server(records: list[dict], server) -> None:
 def test_mapped_submit_and_deferred_sensor_in_a_dag_run(airflow_db, dag_server, tmp_path) -> None:
     records = _dags_test(dag_server, tmp_path, "imagecontains_mapped")
     _assert_match_server(records, dag_server)
+    # Only a simulated workforce: the server has no dashboard, so no link is stored.
+    assert _extra_links("imagecontains_mapped", "_link_CrowdDashboardLink") == {"submit": "", "wait": ""}
     # A second run of the DAG reuses every task and answer.
     assert _dags_test(dag_server, tmp_path, "imagecontains_mapped") == records
     assert len(dag_server.tasks(function_name="image-contains-test")) == len(IMAGES)
 
 
-def test_templated_handle_from_xcom_pull(airflow_db, dag_server, tmp_path) -> None:
-    _assert_match_server(_dags_test(dag_server, tmp_path, "imagecontains_templated"), dag_server)
+def test_templated_handle_from_xcom_pull(airflow_db, tmp_path, monkeypatch) -> None:
+    # A server with the dashboard (a human or mixed workforce): the tasks get their extra link.
+    with LocalCrowdServer(tmp_path / "crowd.db", subprocess=True, workforce="mixed") as dag_server:
+        for name, value in dag_server.airflow_connection_env().items():
+            monkeypatch.setenv(name, value)
+        other = {"image": {"url": "https://img.example.com/other.jpg"}, "target": {"label": "person"}}
+        ImageContainsHook().put_task("image-contains", "another-dag-0123", other)
+        records = _dags_test(dag_server, tmp_path, "imagecontains_templated")
+        _check_dashboard_links(dag_server, records)
+    _assert_match_server(records, dag_server)
+
+
+def _check_dashboard_links(dag_server, records: list[dict]) -> None:
+    # Both tasks' "Crowd dashboard" extra link, as Airflow stored it for the UI when they finished.
+    links = _extra_links("imagecontains_templated", "_link_CrowdDashboardLink")
+    assert links == {"submit": f"{dag_server.endpoint_url}/dashboard?prefix=tests-templated-"} | {
+        "wait": f"{dag_server.endpoint_url}/dashboard?prefix=tests-templated-"
+    }
+    # The page behind it shows exactly this run's tasks.
+    with httpx.Client(base_url=dag_server.endpoint_url) as browser:
+        browser.post("/signin", data={"token": dag_server.issue_token("dashboard", dag_server.account.account_id)})
+        page = browser.get(links["wait"].removeprefix(dag_server.endpoint_url))
+        assert "Tasks whose names start with <strong>tests-templated-</strong>" in page.text
+        figures = browser.get("/dashboard/data", params={"prefix": "tests-templated-"}).json()
+        everything = browser.get("/dashboard/data").json()
+    assert sorted(task["task_name"] for task in figures["tasks"]) == sorted(r["task_name"] for r in records)
+    assert everything["total"] == figures["total"] + 1 == len(IMAGES) + 1  # another DAG's task is left out
+
+
+def _extra_links(dag_id: str, key: str) -> dict[str, str]:
+    """The extra-link URLs of the DAG's latest run, by task id, from Airflow's database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        latest = session.scalar(select(func.max(XComModel.run_id)).where(XComModel.dag_id == dag_id))
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == latest, XComModel.key == key
+            )
+        ).all()
+    return dict(rows)
+
+
+def test_the_dashboard_link_is_registered_and_empty_for_the_hosted_service(airflow_db) -> None:
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    run = subprocess.run([airflow, "providers", "links", "--output", "json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "airflow_provider_imagecontains.links.imagecontains.CrowdDashboardLink" in run.stdout
+    assert dashboard_url("https://crowd.us-east-1.amazonaws.com", ["dag-0123"]) is None
+    assert (
+        dashboard_url("http://127.0.0.1:8787/", ["a-b-01", "a-b-02"]) == "http://127.0.0.1:8787/dashboard?prefix=a-b-"
+    )
+    assert dashboard_url("http://127.0.0.1:8787", ["a-01", "b-02"]) == "http://127.0.0.1:8787/dashboard"
 
 
 @pytest.mark.slow

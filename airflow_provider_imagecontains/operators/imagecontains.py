@@ -26,6 +26,7 @@ from airflow_provider_imagecontains.exceptions import (
     TaskNotFoundError,
 )
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.operators._images import (
     ImageTask,
     InvalidImagesError,
@@ -138,6 +139,7 @@ class ImageContainsOperator(BaseOperator):
         "reject_below",
     )
     ui_color = "#f4d9e6"
+    operator_extra_links = (CrowdDashboardLink(),)
 
     def __init__(
         self,
@@ -227,6 +229,8 @@ class ImageContainsOperator(BaseOperator):
         if self.count_only:
             return self._count_new_tasks(crowd)
         docs = self._submit(crowd, sent_urls) if crowd else {}
+        if crowd:
+            CrowdDashboardLink.persist(context, self.hook.config.endpoint_url, (task.task_name for task in crowd))
         states = Counter(doc["state"] for doc in docs.values())
         self.log.info(
             "Submitted %d crowd tasks to %s: %s.",

@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.prescreen.screening import summary_message
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
@@ -59,6 +60,7 @@ class ImageContainsSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("submission",)
     ui_color = "#f0e4ec"
+    operator_extra_links = (CrowdDashboardLink(),)
 
     def __init__(
         self,
@@ -80,13 +82,15 @@ class ImageContainsSensor(BaseSensorOperator):
         self._tracker: TaskTracker | None = None
 
     def execute(self, context: Context) -> Any:
+        handle = parse_submission(self.submission)
+        endpoint_url = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"]).config.endpoint_url
+        CrowdDashboardLink.persist(context, endpoint_url, crowd_task_names(handle["tasks"]))
         if not self.deferrable:
             return super().execute(context)
         # One poll first: a re-run whose answers are all in needs no trip through the triggerer.
         poke_result = self.poke(context)
         if poke_result.is_done:
             return poke_result.xcom_value
-        handle = parse_submission(self.submission)
         self.defer(
             trigger=ImageContainsTrigger(
                 task_names=crowd_task_names(handle["tasks"]),

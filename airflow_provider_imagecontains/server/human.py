@@ -181,18 +181,23 @@ class WorkforceStore:
             is not None
         )
 
-    def dashboard(self, account: str, starting_balance: float, now: float) -> dict[str, Any]:
-        """The figures of the requester dashboard for ``account`` (see docs/workforce.md)."""
+    def dashboard(self, account: str, starting_balance: float, now: float, name_prefix: str = "") -> dict[str, Any]:
+        """The figures of the requester dashboard for ``account`` (see docs/workforce.md): of its tasks whose
+        name starts with ``name_prefix`` (e.g. one DAG's namespace), and its whole spend and balance."""
+        selected = (account, len(name_prefix), name_prefix)
         states = dict(
-            self._db.execute("SELECT state, COUNT(*) FROM tasks WHERE account = ? GROUP BY state", (account,))
+            self._db.execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE account = ? AND substr(name, 1, ?) = ? GROUP BY state",
+                selected,
+            )
         )
         balance_row = self._db.execute("SELECT microdollars FROM balances WHERE account = ?", (account,)).fetchone()
         balance = (balance_row[0] if balance_row else 0) / 1e6
         rows = self._db.execute(
             "SELECT t.id, t.function, t.name, t.input, t.state, t.result, t.problem, t.created_at, t.deadline_at, "
             "(SELECT MAX(created_at) FROM answers a WHERE a.task_id = t.id) "
-            "FROM tasks t WHERE t.account = ? ORDER BY t.id DESC",
-            (account,),
+            "FROM tasks t WHERE t.account = ? AND substr(t.name, 1, ?) = ? ORDER BY t.id DESC",
+            selected,
         ).fetchall()
         tasks = [_task_summary(row, now) for row in rows]
         listed = tasks[:DASHBOARD_TASKS]
@@ -209,13 +214,14 @@ class WorkforceStore:
         slowest = sorted(tasks, key=lambda task: task["seconds"], reverse=True)[:SLOWEST_TASKS]
         broken_images = self._db.execute(
             "SELECT COUNT(DISTINCT a.task_id) FROM answers a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.account = ? AND a.answer = ?",
-            (account, BROKEN_IMAGE),
+            "WHERE t.account = ? AND substr(t.name, 1, ?) = ? AND a.answer = ?",
+            (*selected, BROKEN_IMAGE),
         ).fetchone()[0]
         total = sum(states.values())
         finished = total - states.get(PROCESSING, 0)
         return {
             "account": account,
+            "name_prefix": name_prefix,
             "states": states,
             "total": total,
             "finished": finished,

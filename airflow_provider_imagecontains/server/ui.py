@@ -226,13 +226,20 @@ class WorkforcePages:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
             return RedirectResponse("/signin", status_code=303)
-        return self._page(request, "dashboard.html", {"account": identity.subject})
+        # ?prefix= narrows the page to the tasks whose names start with it (the provider's extra link).
+        prefix = request.query_params.get("prefix", "")
+        return self._page(request, "dashboard.html", {"account": identity.subject, "prefix": prefix})
 
     async def dashboard_data(self, request: Request) -> Response:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in with the account's dashboard token first.")
-        figures = self.workforce.store.dashboard(identity.subject, self.workforce.config.starting_balance, time.time())
+        figures = self.workforce.store.dashboard(
+            identity.subject,
+            self.workforce.config.starting_balance,
+            time.time(),
+            name_prefix=request.query_params.get("prefix", ""),
+        )
         for task in figures["tasks"]:
             task["image"] = _image_shown(task["image_url"], request)
         return Response(json.dumps(figures), media_type="application/json")
