@@ -78,6 +78,10 @@ REVIEW_OPTIONS = ["Contains it", "Does not contain it", "Cannot tell"]
 REVIEW_TIMEOUT = timedelta(hours=float(os.environ.get("IMAGECONTAINS_REVIEW_HOURS", "24")))
 PRESCREEN = os.environ.get("IMAGECONTAINS_PRESCREEN") or None
 AUDIT_RATE = float(os.environ.get("IMAGECONTAINS_AUDIT_RATE", "0.05"))
+# Dollars a crowd task costs on average (answers per task x reward per answer), for the spend the model avoided.
+CROWD_TASK_COST = (
+    float(os.environ["IMAGECONTAINS_CROWD_TASK_COST"]) if os.environ.get("IMAGECONTAINS_CROWD_TASK_COST") else None
+)
 # Recent evidence only: a model that drifts loses its thresholds within a window of pairs.
 AUDIT_WINDOW = 5000
 # Fixed when the DAG is parsed, because an Asset names one place.
@@ -141,6 +145,7 @@ def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             ("unanswered", "unanswered"),
             ("settled_by_model", "settled by the model"),
             ("sent_to_crowd", "sent to the crowd"),
+            ("spend_avoided", "crowd spend avoided"),
             ("audited", "audits of the model"),
             ("audit_agreement", "crowd agreed with the model on audits"),
         )
@@ -263,6 +268,9 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
         **summary,
         "settled_by_model": prescreen["settled_by_model"],
         "sent_to_crowd": prescreen["sent_to_crowd"],
+        "spend_avoided": "n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
+        if CROWD_TASK_COST is None
+        else f"${prescreen['settled_by_model'] * CROWD_TASK_COST:,.2f}",
         "audited": prescreen["audited"],
         "audit_agreement": "n/a"
         if agreement is None
@@ -358,6 +366,7 @@ def surveillance_triage():
         accept_above=thresholds["accept_above"],
         reject_below=thresholds["reject_below"],
         audit_rate=AUDIT_RATE,
+        crowd_task_cost=CROWD_TASK_COST,
     ).expand(images=batches)
     answers = (
         ImageContainsSensor.partial(

@@ -163,7 +163,7 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
     assert page.count('<tr class="frame">') == len(expected)
 
 
-def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path):
+def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path, monkeypatch):
     import surveillance_triage
 
     settled = {**answer("http://127.0.0.1:9/a.png", "person", True), "source": "model", "task_name": None}
@@ -178,6 +178,9 @@ def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_p
 
     assert (report["settled_by_model"], report["sent_to_crowd"], report["audited"]) == (1, 2, 1)
     assert report["audit_agreement"] == "100.0% (1 of 1)"
+    assert report["spend_avoided"] == "n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
+    monkeypatch.setattr(surveillance_triage, "CROWD_TASK_COST", 0.04)
+    assert surveillance_triage.write_report([settled], summary, str(tmp_path / "again"))["spend_avoided"] == "$0.04"
     reasons = {row["frame"]: row["reason"] for row in json.loads(Path(report["report_json"]).read_text())["inspect"]}
     assert reasons == {"a.png": "contains person (model, score 0.98)", "c.png": "contains person"}
     assert "settled by the model: <strong>1</strong>" in Path(report["report_html"]).read_text()
