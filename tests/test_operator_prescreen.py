@@ -9,7 +9,7 @@ from datetime import datetime
 
 import boto3
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
 from loopback import LoopbackServer
 
@@ -207,9 +207,9 @@ def test_s3_images_are_fetched_with_the_operators_aws_connection(crowd_server, s
 def test_thresholds_are_checked_before_any_image_is_fetched_or_task_submitted(crowd_server, images) -> None:
     server = crowd_server()
     url = images("a.jpg", "0.5")
-    with pytest.raises(ValueError, match=r"reject_below=0\.9 must be below accept_above=0\.8"):
+    with pytest.raises(AirflowFailException, match=r"reject_below=0\.9 must be below accept_above=0\.8"):
         _operator([url], accept_above=0.8, reject_below=0.9).execute({})
-    with pytest.raises(ValueError, match="audit_rate"):
+    with pytest.raises(AirflowFailException, match="audit_rate"):
         _operator([url], audit_rate=1.5).execute({})
     with pytest.raises(ValueError, match="import path"):
         _operator([url], prescreen="Scorer")

@@ -350,9 +350,13 @@ class ImageContainsOperator(BaseOperator):
         )
 
     def _thresholds(self) -> tuple[float | None, float | None]:
-        """The thresholds as numbers (templates render them as strings), checked."""
-        accept_above, reject_below = (_as_number(value) for value in (self.accept_above, self.reject_below))
-        validate_thresholds(accept_above, reject_below, self.audit_rate)
+        """The thresholds as numbers (templates render them as strings), checked: bad ones fail the task without
+        retries (a retry would meet the same values)."""
+        try:
+            accept_above, reject_below = (_as_number(value) for value in (self.accept_above, self.reject_below))
+            validate_thresholds(accept_above, reject_below, self.audit_rate)
+        except ValueError as err:
+            raise AirflowFailException(f"{err} Nothing was fetched or submitted.") from None
         return accept_above, reject_below
 
     def _log_screening(self, screened: list[Screened]) -> None:
