@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from airflow_provider_imagecontains.exceptions import (
     AccessDeniedError,
     BulkTaskError,
     FunctionNotFoundError,
+    ServiceError,
     TaskInProgressError,
     TaskNameConflictError,
     TaskNotFoundError,
@@ -382,3 +384,71 @@ def test_no_secret_in_debug_logs_even_with_sts(
     for secret in (server.account.secret_access_key, role.secret_key, role.token, "Authorization", "Signature="):
         assert secret not in logs
     assert role.secret_key not in repr(hook)
+
+
+def test_tls_verify_setting_is_honoured_by_both_clients(
+    start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
+) -> None:
+    server = start_server(tls=True, workforce_size=0)
+    assert server.endpoint_url.startswith("https://")
+    trusted = make_hook(server)  # verify = the server's self-signed certificate
+    trusted.put_task("image-contains-test", "tls-1", image_input(1))
+    assert asyncio.run(trusted.aget_tasks("image-contains-test", ["tls-1"]))["tls-1"]["taskName"] == "tls-1"
+    unchecked = make_hook(server, {"extra": {"verify": False}})
+    assert unchecked.get_task("image-contains-test", "tls-1")["taskName"] == "tls-1"
+    assert asyncio.run(unchecked.aget_task("image-contains-test", "tls-1"))["taskName"] == "tls-1"
+    default_bundle = make_hook(server, {"extra": {"verify": None}}, max_attempts=1)  # certifi: no such CA
+    with pytest.raises(ServiceError, match="SSLError"):
+        default_bundle.get_task("image-contains-test", "tls-1")
+    with pytest.raises(ServiceError, match="Certificate"):
+        asyncio.run(default_bundle.aget_task("image-contains-test", "tls-1"))
+
+
+def test_async_calls_build_the_tls_context_off_the_loop_once_and_reuse_connections_across_calls(
+    start_server: Callable[..., LocalCrowdServer],
+    make_hook: Callable[..., ImageContainsHook],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_imagecontains.hooks import base_crowd
+
+    server = start_server(tls=True, workforce_size=0)
+    names = [f"reuse-{i}" for i in range(8)]
+    make_hook(server).put_tasks("image-contains-test", {name: image_input(i) for i, name in enumerate(names)})
+    built_on_loop: list[bool] = []
+    handshakes: list[int] = []
+    create_default_context = ssl.create_default_context
+
+    def recording_create_default_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        try:
+            asyncio.get_running_loop()
+            built_on_loop.append(True)
+        except RuntimeError:
+            built_on_loop.append(False)
+        context = create_default_context(*args, **kwargs)
+        wrap_bio = context.wrap_bio
+
+        def counting_wrap_bio(*bio_args: Any, **bio_kwargs: Any) -> ssl.SSLObject:
+            handshakes.append(1)  # asyncio wraps one BIO per TLS connection
+            return wrap_bio(*bio_args, **bio_kwargs)
+
+        context.wrap_bio = counting_wrap_bio  # type: ignore[method-assign]
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", recording_create_default_context)
+    base_crowd.ssl_context_for.cache_clear()
+    first, second = make_hook(server, max_concurrency=2), make_hook(server, max_concurrency=2)
+
+    async def three_rounds_each() -> None:
+        async with first.reusing_connections(), second.reusing_connections():
+            for _ in range(3):
+                assert len(await first.aget_tasks("image-contains-test", names)) == len(names)
+                assert len(await second.aget_tasks("image-contains-test", names)) == len(names)
+            [shared] = base_crowd._loop_sessions[asyncio.get_running_loop()].values()
+            assert shared.users == 2
+        assert base_crowd._loop_sessions[asyncio.get_running_loop()] == {}  # closed when the last hook left
+        assert shared.session.closed
+
+    asyncio.run(three_rounds_each())
+    assert built_on_loop == [False]  # one TLS context for the process, built in a thread
+    assert 1 <= len(handshakes) <= 2  # 48 reads over at most max_concurrency connections, kept across calls
+    base_crowd.ssl_context_for.cache_clear()

@@ -559,3 +559,49 @@ def test_secrets_never_reach_logs_or_errors(
     text = logs + str(raised.value) + repr(raised.value)
     for secret in (SECRET, TOKEN, signature, "Authorization"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("where", ["connection", "environment"])
+def test_proxies_from_the_connection_or_the_environment_carry_both_clients(
+    scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    endpoint = "http://crowd.example.invalid"  # reachable only through the proxy (the scripted server)
+    extra: dict[str, Any] = {"endpoint_url": endpoint, "account_id": ACCOUNT_ID}
+    if where == "connection":
+        extra["proxies"] = {"http": scripted.endpoint_url}
+    else:
+        monkeypatch.setenv("HTTP_PROXY", scripted.endpoint_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+    connection = {"conn_type": "imagecontains", "login": "AKIAPROXY", "password": SECRET, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_PROXIED", json.dumps(connection))
+    hook = ImageContainsHook("proxied", max_attempts=1)
+    scripted.add(200, task_document("via-proxy"))
+    scripted.add(200, task_document("via-proxy"))
+    assert hook.get_task("image-contains-test", "via-proxy")["taskName"] == "via-proxy"
+    assert asyncio.run(hook.aget_task("image-contains-test", "via-proxy"))["taskName"] == "via-proxy"
+    assert [path for _, path, _ in scripted.requests] == [
+        f"{endpoint}/{ACCOUNT_ID}/functions/image-contains-test/tasks/via-proxy"
+    ] * 2
+
+    if where == "environment":  # trust_env=false: the environment's proxy is not used
+        connection["extra"] = {**extra, "trust_env": False}
+        monkeypatch.setenv("AIRFLOW_CONN_UNPROXIED", json.dumps(connection))
+        with pytest.raises(ServiceError):
+            ImageContainsHook("unproxied", max_attempts=1).get_task("image-contains-test", "via-proxy")
+        assert len(scripted.requests) == 2
+
+
+def test_connection_verify_and_proxies_are_checked() -> None:
+    config = CrowdConnectionConfig.from_connection(
+        make_connection(extra={"verify": "False", "proxies": {"https": "http://user:pw@proxy:3128"}})
+    )
+    assert config.verify is False and config.proxies == {"https": "http://user:pw@proxy:3128"}
+    assert "pw@proxy" not in repr(config)
+    assert (
+        CrowdConnectionConfig.from_connection(make_connection(extra={"verify": "/etc/ca.pem"})).verify == "/etc/ca.pem"
+    )
+    with pytest.raises(ValueError, match="Invalid verify"):
+        CrowdConnectionConfig.from_connection(make_connection(extra={"verify": 3}))
+    with pytest.raises(ValueError, match="Invalid proxies"):
+        CrowdConnectionConfig.from_connection(make_connection(extra={"proxies": "http://proxy:3128"}))

@@ -8,19 +8,21 @@ any call to the crowd API needs (connection, credentials, sessions, retries, err
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
+from weakref import WeakKeyDictionary
 
 import aiohttp
 import requests
@@ -123,6 +125,33 @@ class _SigningRequest:
     headers: dict[str, str]
 
 
+# Idle connections stay open a little longer than the trigger's default poll interval (60 s), so that
+# cycles reuse them when the service keeps them open too.
+ASYNC_KEEPALIVE_SECONDS = 75.0
+
+
+@functools.cache
+def ssl_context_for(ca_bundle: str) -> ssl.SSLContext:
+    """The TLS context verifying against ``ca_bundle`` (a file or directory), built once per process."""
+    if os.path.isdir(ca_bundle):
+        return ssl.create_default_context(capath=ca_bundle)
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+@dataclass
+class _SharedSession:
+    """An aiohttp session shared by the hooks on one event loop, and how many are using it."""
+
+    session: aiohttp.ClientSession
+    users: int = 0
+
+
+# The sessions of :meth:`CrowdBaseHook.reusing_connections`, per event loop and transport settings.
+_loop_sessions: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedSession]] = (
+    WeakKeyDictionary()
+)
+
+
 class CrowdBaseHook(BaseHook):
     """
     What every call to the crowd API needs: the connection, credentials, sessions, signing and retries.
@@ -168,6 +197,7 @@ class CrowdBaseHook(BaseHook):
         self.max_retry_delay = max_retry_delay
         self.timeout = timeout
         self._connection: Connection | None = None
+        self._shared_session: aiohttp.ClientSession | None = None
         # AWS4Auth rewrites its signing key when the date changes, so each thread signs with its own.
         self._thread_local = threading.local()
 
@@ -202,35 +232,58 @@ class CrowdBaseHook(BaseHook):
 
     @cached_property
     def _proxies(self) -> dict[str, str]:
-        # Read proxy settings from the environment once, not on every request (requests re-reads them
-        # per call otherwise, which costs more CPU than signing).
-        return requests.utils.get_environ_proxies(self.config.endpoint_url)
+        """Proxies of both clients: the connection's ``proxies``, else with ``trust_env`` the environment's.
+
+        Read once, not on every request (requests re-reads the environment per call otherwise, which costs
+        more CPU than signing).
+        """
+        if self.config.proxies is not None:
+            return dict(self.config.proxies)
+        if self.config.trust_env:
+            return requests.utils.get_environ_proxies(self.config.endpoint_url)
+        return {}
 
     @cached_property
-    def _ca_bundle(self) -> str:
-        return (
-            os.environ.get("REQUESTS_CA_BUNDLE")
-            or os.environ.get("CURL_CA_BUNDLE")
-            or requests.utils.DEFAULT_CA_BUNDLE_PATH
-        )
+    def _verify(self) -> bool | str:
+        """``False`` (no certificate check) or the CA bundle (file or directory) both clients verify against."""
+        verify = self.config.verify
+        if verify is True:
+            environ = (
+                (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"))
+                if self.config.trust_env
+                else None
+            )
+            return environ or requests.utils.DEFAULT_CA_BUNDLE_PATH
+        return verify
 
     @cached_property
     def _session(self) -> requests.Session:
         session = requests.Session()
         session.proxies = self._proxies
-        session.verify = self._ca_bundle
-        session.trust_env = False
+        session.verify = self._verify
+        session.trust_env = False  # the environment was read once above
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_concurrency, pool_block=True, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
 
     @cached_property
-    def _ssl_context(self) -> ssl.SSLContext:
-        """TLS settings of the aiohttp path: the same CA bundle as the requests session."""
-        if os.path.isdir(self._ca_bundle):
-            return ssl.create_default_context(capath=self._ca_bundle)
-        return ssl.create_default_context(cafile=self._ca_bundle)
+    def _aiohttp_ssl(self) -> ssl.SSLContext | bool:
+        """TLS settings of the aiohttp path, the same as the requests session's.
+
+        Loading a CA bundle takes tens of ms of CPU: :meth:`_aprepare` resolves this in a thread, never on
+        the event loop, and the context is built once per process and bundle.
+        """
+        if not self.config.endpoint_url.startswith("https://"):
+            return True
+        if self._verify is False:
+            return False
+        return ssl_context_for(str(self._verify))
+
+    @cached_property
+    def _proxy(self) -> str | None:
+        """The proxy of the aiohttp path for the endpoint's scheme."""
+        return self._proxies.get(urlsplit(self.config.endpoint_url).scheme) or self._proxies.get("all")
 
     @cached_property
     def _task_url_prefix(self) -> str:
@@ -238,7 +291,7 @@ class CrowdBaseHook(BaseHook):
 
     def get_conn(self) -> requests.Session:
         """Return the pooled session of the single calls, with credentials and account id resolved."""
-        self._resolve_account()
+        self._prepare()
         return self._session
 
     def close(self) -> None:
@@ -246,16 +299,52 @@ class CrowdBaseHook(BaseHook):
         if "_session" in self.__dict__:
             self.__dict__.pop("_session").close()
 
-    def _resolve_account(self) -> None:
-        """Resolve credentials and account id (blocking STS calls) once, before requests fan out."""
-        _ = self.credentials, self.account_id
+    def _prepare(self) -> None:
+        """Do the blocking set-up once, before requests fan out: credentials, account id (STS calls) and TLS."""
+        _ = self.credentials, self.account_id, self._aiohttp_ssl
 
-    async def _aresolve_account(self) -> None:
+    async def _aprepare(self) -> None:
+        """:meth:`_prepare` off the event loop."""
         if self._connection is None:
             # The triggerer forbids sync connection lookups from its event loop, and before Airflow 3.3.2
             # aget_connection can raise DeadlockImminentError there; the compat helper avoids both.
             self._connection = await get_async_connection(self.imagecontains_conn_id, self)
-        await asyncio.to_thread(self._resolve_account)
+        if "_aiohttp_ssl" not in self.__dict__ or "account_id" not in self.__dict__:
+            await asyncio.to_thread(self._prepare)
+
+    @asynccontextmanager
+    async def reusing_connections(self) -> AsyncIterator[None]:
+        """Make the async calls inside share one aiohttp session with the other hooks on this event loop.
+
+        Its pooled keep-alive (TLS) connections then carry over from one call to the next (a trigger's poll
+        cycles) and are shared by all triggers of a triggerer, instead of one session, pool and TLS handshake
+        per call. The session closes when the last hook using it leaves. Without this, each bulk or async
+        call opens and closes its own session.
+        """
+        await self._aprepare()
+        key = (self._aiohttp_ssl, self._proxy, self.max_concurrency, self.timeout)
+        sessions = _loop_sessions.setdefault(asyncio.get_running_loop(), {})
+        shared = sessions.get(key)
+        if shared is None:
+            shared = sessions[key] = _SharedSession(self._new_client_session())
+        shared.users += 1
+        previous, self._shared_session = self._shared_session, shared.session
+        try:
+            yield
+        finally:
+            self._shared_session = previous
+            shared.users -= 1
+            if shared.users == 0:
+                if sessions.get(key) is shared:
+                    del sessions[key]
+                await shared.session.close()
+
+    def _new_client_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.max_concurrency, ssl=self._aiohttp_ssl, keepalive_timeout=ASYNC_KEEPALIVE_SECONDS
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
     async def _afrozen_credentials(self) -> ReadOnlyCredentials:
         """The credentials to sign with now; a due refresh (an STS call) runs off the event loop."""
@@ -343,13 +432,11 @@ class CrowdBaseHook(BaseHook):
         # One call is one line per retry; a bulk request logs its retries at DEBUG and one INFO summary.
         tally = _RetryTally() if len(bodies) > 1 else None
         retry_policy = self._retry_policy(tally)
-        is_https = self.config.endpoint_url.startswith("https://")
-        connector = aiohttp.TCPConnector(limit=self.max_concurrency, ssl=self._ssl_context if is_https else True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
-        proxy = self._proxies.get(urlsplit(self.config.endpoint_url).scheme) or self._proxies.get("all")
+        proxy = self._proxy
         unsent = iter(bodies)  # shared by the workers: each name is taken once
         arrived: asyncio.Queue[tuple[str, dict[str, Any] | Exception]] = asyncio.Queue()
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        shared = self._shared_session
+        async with self._new_client_session() if shared is None else nullcontext(shared) as session:
 
             async def worker() -> None:
                 # A worker holds a place in the shared limit while it works, so idle workers of other callers

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +47,11 @@ class CrowdConnectionConfig:
     :param access_key_id: AWS access key id (connection login).
     :param secret_access_key: AWS secret access key (connection password); never in ``repr``.
     :param session_token: session token of temporary keys; never in ``repr``.
+    :param verify: check the service's TLS certificate (``True``), not (``False``), or against this CA bundle
+        file or directory, as ``HttpHook``'s ``verify`` extra.
+    :param proxies: ``{"https": url, "http": url, "all": url}`` proxies of both clients (None: see ``trust_env``).
+    :param trust_env: with no ``proxies`` and ``verify=True``, take proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...)
+        and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) from the environment, as requests does.
     """
 
     endpoint_url: str = DEFAULT_ENDPOINT_URL
@@ -58,6 +63,9 @@ class CrowdConnectionConfig:
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
+    verify: bool | str = True
+    proxies: Mapping[str, str] | None = field(default=None, repr=False)  # proxy URLs may hold credentials
+    trust_env: bool = True
 
     @classmethod
     def from_connection(cls, conn: Connection) -> CrowdConnectionConfig:
@@ -83,6 +91,21 @@ class CrowdConnectionConfig:
                 f"Connection {conn.conn_id!r} needs both the AWS access key id (login) and the secret access key "
                 "(password), or neither to use boto3's default credential chain."
             )
+        verify = extra.get("verify", True)
+        if isinstance(verify, str) and verify.strip().lower() in ("true", "false"):  # from a form's text field
+            verify = verify.strip().lower() == "true"
+        if not isinstance(verify, (bool, str)) or verify == "":
+            raise ValueError(
+                f"Invalid verify {verify!r} in connection {conn.conn_id!r}: expected true, false or a CA bundle path."
+            )
+        proxies = extra.get("proxies")
+        if proxies is not None and not (
+            isinstance(proxies, dict) and all(isinstance(v, str) for v in proxies.values())
+        ):
+            raise ValueError(
+                f"Invalid proxies in connection {conn.conn_id!r}: expected an object such as "
+                '{"https": "http://proxy.example.com:3128"}.'
+            )
         return cls(
             endpoint_url=str(endpoint_url or DEFAULT_ENDPOINT_URL).rstrip("/"),
             region_name=extra.get("region_name") or DEFAULT_REGION_NAME,
@@ -93,6 +116,9 @@ class CrowdConnectionConfig:
             access_key_id=conn.login or None,
             secret_access_key=conn.password or None,
             session_token=extra.get("aws_session_token"),
+            verify=verify,
+            proxies=proxies,
+            trust_env=bool(extra.get("trust_env", True)),
         )
 
 

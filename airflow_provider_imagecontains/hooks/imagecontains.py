@@ -134,7 +134,7 @@ class ImageContainsHook(CrowdBaseHook):
         """
         _refuse_running_loop("put_tasks", "aput_tasks")
         bodies = {name: self._put_body(function_name, name, task_input) for name, task_input in inputs.items()}
-        self._resolve_account()
+        self._prepare()
         return _bulk_result(asyncio.run(self._acall_all("PUT", function_name, bodies)))
 
     def get_tasks(self, function_name: str, task_names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -150,7 +150,7 @@ class ImageContainsHook(CrowdBaseHook):
         """
         _refuse_running_loop("get_tasks", "aget_tasks")
         names = self._validate_names(function_name, task_names)
-        self._resolve_account()
+        self._prepare()
         return _bulk_result(asyncio.run(self._acall_all("GET", function_name, dict.fromkeys(names))))
 
     # ---- async calls (triggers) ----
@@ -165,7 +165,7 @@ class ImageContainsHook(CrowdBaseHook):
         :raises BulkTaskError: some tasks failed; it carries the successes and the error of each failure.
         """
         bodies = {name: self._put_body(function_name, name, task_input) for name, task_input in inputs.items()}
-        await self._aresolve_account()
+        await self._aprepare()
         return _bulk_result(await self._acall_all("PUT", function_name, bodies))
 
     async def aget_task(self, function_name: str, task_name: str) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class ImageContainsHook(CrowdBaseHook):
         :raises BulkTaskError: some reads failed (a single read re-raises its own error instead).
         """
         names = self._validate_names(function_name, task_names)
-        await self._aresolve_account()
+        await self._aprepare()
         outcomes = await self._acall_all("GET", function_name, dict.fromkeys(names))
         if len(outcomes) == 1:
             (outcome,) = outcomes.values()
@@ -209,7 +209,7 @@ class ImageContainsHook(CrowdBaseHook):
         :return: an async iterator of ``(task_name, task document or the error that read ended with)``.
         """
         names = self._validate_names(function_name, task_names)
-        await self._aresolve_account()
+        await self._aprepare()
         async with aclosing(self._aiter_calls("GET", function_name, dict.fromkeys(names), shared_limit)) as reads:
             async for read in reads:
                 yield read

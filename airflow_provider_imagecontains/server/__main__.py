@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "requests with any other Host header are refused",
     )
     parser.add_argument("--config", help="JSON file of ServerConfig fields; flags override it")
+    parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM), with --ssl-keyfile")
+    parser.add_argument("--ssl-keyfile", help="the private key (PEM) of --ssl-certfile")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
@@ -124,7 +126,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-        server, _ = build_uvicorn_server(config, args.db, host=args.host, port=args.port, log_level=args.log_level)
+        server, _ = build_uvicorn_server(
+            config,
+            args.db,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
     except ValueError as err:
         raise SystemExit(f"imagecontains-server: {err}") from None
     server.run()

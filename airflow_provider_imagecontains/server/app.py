@@ -317,7 +317,14 @@ async def _unexpected_exception(_: Request, exc: Exception) -> Response:
 
 
 def build_uvicorn_server(
-    config: ServerConfig, db_path: str, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    config: ServerConfig,
+    db_path: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "warning",
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> tuple[uvicorn.Server, CrowdServerApp]:
     """A uvicorn server (uvloop + httptools, one process) running the app, and the app itself.
 
@@ -329,6 +336,8 @@ def build_uvicorn_server(
     :param port: the port to listen on.
     :param log_level: uvicorn's log level (access logs show method, path and status only; query-string
         credentials are redacted in every log line).
+    :param ssl_certfile: serve HTTPS with this certificate (PEM) and ``ssl_keyfile``; None: plain HTTP.
+    :param ssl_keyfile: the certificate's private key (PEM).
     """
     if DEMO_ACCOUNT in config.accounts and not is_loopback(host):
         # The demo secret is public: anyone who can reach the port could sign as the demo account.
@@ -349,6 +358,8 @@ def build_uvicorn_server(
         log_level=log_level,
         access_log=log_level in ("debug", "info"),
         server_header=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     redact_server_logs()  # after uvicorn.Config, which (re)configures uvicorn's loggers
     return uvicorn.Server(uvicorn_config), app

@@ -8,9 +8,11 @@ The one way tests, benchmarks and the demo start a server::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess as sp
 import sys
 import tempfile
@@ -18,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +42,25 @@ class LocalCrowdServer:
     :param db_path: the SQLite file; restarting on the same file continues where the server stopped.
     :param subprocess: run the server as a child process (needed for :meth:`kill`, and to keep its
         CPU work off the caller's interpreter) instead of a thread of this process.
+    :param tls: serve HTTPS with a self-signed certificate made for this server; :attr:`ca_bundle` is its
+        file, which :meth:`airflow_connection` passes as the connection's ``verify``.
     :param config_overrides: fields of :class:`~airflow_provider_imagecontains.server.config.ServerConfig`.
     """
 
-    def __init__(self, db_path: str | os.PathLike[str], *, subprocess: bool = False, **config_overrides: Any) -> None:
+    def __init__(
+        self, db_path: str | os.PathLike[str], *, subprocess: bool = False, tls: bool = False, **config_overrides: Any
+    ) -> None:
         self.db_path = str(db_path)
         self.subprocess = subprocess
         self.config = ServerConfig().replace(expose_stats=True, **config_overrides)
         self.account: Account = self.config.accounts[0]
         self.port = _free_port()
-        self.endpoint_url = f"http://{_LOOPBACK}:{self.port}"
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="imagecontains-tls-") if tls else None
+        self.ca_bundle: str | None = None
+        self._keyfile: str | None = None
+        if self._tls_dir is not None:
+            self.ca_bundle, self._keyfile = self_signed_certificate(Path(self._tls_dir.name))
+        self.endpoint_url = f"{'https' if tls else 'http'}://{_LOOPBACK}:{self.port}"
         self._thread: threading.Thread | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._process: sp.Popen[bytes] | None = None
@@ -129,6 +141,7 @@ class LocalCrowdServer:
                 # The local server also plays STS; a real connection's STS is never its crowd endpoint.
                 "service_config": {"sts": {"endpoint_url": self.endpoint_url}},
                 "region_name": REGION_NAME,
+                **({"verify": self.ca_bundle} if self.ca_bundle else {}),
                 "account_id": self.account.account_id,
             },
         }
@@ -158,13 +171,16 @@ class LocalCrowdServer:
 
     def request_counts(self) -> Counter[tuple[str, int]]:
         """How many requests the server answered, by (method, status), injected faults included."""
-        with urllib.request.urlopen(self.endpoint_url + STATS_PATH, timeout=10) as response:  # noqa: S310
+        context = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
+        with urllib.request.urlopen(self.endpoint_url + STATS_PATH, timeout=10, context=context) as response:  # noqa: S310
             return Counter({(method, status): n for method, status, n in json.load(response)})
 
     # Internals
 
     def _start_thread(self) -> None:
-        server, _ = build_uvicorn_server(self.config, self.db_path)
+        server, _ = build_uvicorn_server(
+            self.config, self.db_path, ssl_certfile=self.ca_bundle, ssl_keyfile=self._keyfile
+        )
         sock = _bind(self.port)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="local-crowd-server", daemon=True)
         thread.start()
@@ -184,6 +200,8 @@ class LocalCrowdServer:
         config_file.write_text(self.config.to_json())
         command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "--config", str(config_file)]
         command += ["--db", self.db_path, "--host", _LOOPBACK, "--port", str(self.port), "--log-level", "warning"]
+        if self.ca_bundle and self._keyfile:
+            command += ["--ssl-certfile", self.ca_bundle, "--ssl-keyfile", self._keyfile]
         self._process = sp.Popen(command)  # noqa: S603
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while not _accepts_connections(self.port):
@@ -191,6 +209,45 @@ class LocalCrowdServer:
                 self.kill()
                 raise RuntimeError(f"The local crowd server process did not start on {self.endpoint_url}.")
             time.sleep(0.05)
+
+
+def self_signed_certificate(directory: Path, host: str = _LOOPBACK) -> tuple[str, str]:
+    """Write a self-signed certificate for ``host`` (and ``localhost``) and its key; return both paths.
+
+    The certificate is its own CA, so clients trust it by passing its file as their CA bundle.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imagecontains local crowd server")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / "server-cert.pem", directory / "server-key.pem"
+    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyfile.touch(mode=0o600)
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(certfile), str(keyfile)
 
 
 def _free_port() -> int:

@@ -117,28 +117,30 @@ class ImageContainsTrigger(BaseTrigger):
         last_log = float("-inf")
         failed_cycles = 0
         try:
-            while True:
-                cycle_started = time.monotonic()
-                cycle = await self._poll(hook, tracker)
-                if tracker.done or time.monotonic() - last_log >= self.log_interval:
-                    self.log.info("Crowd tasks: %s", tracker.progress_message())
-                    last_log = time.monotonic()
-                if tracker.done:
-                    yield TriggerEvent(tracker.to_event())
-                    return
-                if cycle.finished and cycle.error is None:
-                    interval = self.poll_interval
-                # A cycle in which not one task could be read means the service is down or refusing us.
-                failed_cycles = failed_cycles + 1 if cycle.error is not None and not cycle.answers else 0
-                if cycle.error is not None:
-                    if failed_cycles >= self.max_consecutive_poll_failures:
-                        yield TriggerEvent({"status": "error", "message": self._outage_message(cycle.error)})
+            # One aiohttp session for all cycles, shared with the other triggers on this event loop.
+            async with hook.reusing_connections():
+                while True:
+                    cycle_started = time.monotonic()
+                    cycle = await self._poll(hook, tracker)
+                    if tracker.done or time.monotonic() - last_log >= self.log_interval:
+                        self.log.info("Crowd tasks: %s", tracker.progress_message())
+                        last_log = time.monotonic()
+                    if tracker.done:
+                        yield TriggerEvent(tracker.to_event())
                         return
-                    self._warn_transient(cycle, len(tracker.unfinished), interval, failed_cycles)
-                # Polls start every ``interval`` seconds: the time a cycle took counts towards the wait.
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - cycle_started)))
-                # The first wait is poll_interval; each one after doubles until a cycle sees tasks finish.
-                interval = min(interval * 2, self.max_poll_interval)
+                    if cycle.finished and cycle.error is None:
+                        interval = self.poll_interval
+                    # A cycle in which not one task could be read means the service is down or refusing us.
+                    failed_cycles = failed_cycles + 1 if cycle.error is not None and not cycle.answers else 0
+                    if cycle.error is not None:
+                        if failed_cycles >= self.max_consecutive_poll_failures:
+                            yield TriggerEvent({"status": "error", "message": self._outage_message(cycle.error)})
+                            return
+                        self._warn_transient(cycle, len(tracker.unfinished), interval, failed_cycles)
+                    # Polls start every ``interval`` seconds: the time a cycle took counts towards the wait.
+                    await asyncio.sleep(max(0.0, interval - (time.monotonic() - cycle_started)))
+                    # The first wait is poll_interval; each one after doubles until a cycle sees tasks finish.
+                    interval = min(interval * 2, self.max_poll_interval)
         except CrowdApiError as err:
             yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err.message}"})
 
