@@ -344,6 +344,7 @@ def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once
         dashboard.locator("tr[data-task='gone']").filter(has_text="ImageUnavailable").filter(
             has_text="2 reports"
         ).wait_for()
+        dashboard.screenshot(path=str(screenshots / "dashboard-broken-image.png"), full_page=True)
     finally:
         for context in contexts:
             context.close()
@@ -389,7 +390,7 @@ def test_the_worker_sees_the_time_left_and_is_told_when_it_ran_out_or_an_answer_
 
 
 def test_a_stray_key_is_undone_while_its_task_is_undecided_and_no_question_is_paid_twice(
-    chromium, crowd_server, tmp_path
+    chromium, crowd_server, tmp_path, screenshots
 ):
     generate_frames(tmp_path / "frames", 2)
     server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
@@ -404,6 +405,7 @@ def test_a_stray_key_is_undone_while_its_task_is_undecided_and_no_question_is_pa
         assert shown_question(ivy)[1] == frame_name(1), "the next question at once: a fast worker never waits"
         assert stored_answers(server) == [("q1", "human:ivy", 0)]
         assert ivy.inner_text("#last-answer") == "No"
+        ivy.screenshot(path=str(screenshots / "worker-undo.png"))
         with ivy.expect_navigation():
             ivy.keyboard.press("u")
         assert shown_question(ivy)[1] == frame_name(0), "the undone question comes back"

@@ -45,7 +45,7 @@ function render(data) {
   tasks.replaceChildren(...data.tasks.map((task) => {
     const row = document.createElement("tr");
     row.dataset.task = task.task_name;
-    cell(row, task.task_name);
+    cell(row, task.task_name, "task");
     cell(row, task.label || "", "label");
     const image = cell(row, "", "image");
     if (task.image_url) {
