@@ -54,6 +54,13 @@ class Worker:
         response = self.client.post("/work/answer", data={"task": task_id, "answer": answer, "csrf": csrf})
         assert response.status_code == 303 and response.headers["location"] == "/work"
 
+    def undo(self, question):
+        """Post the undo form for ``question`` (answered last); returns the page shown next."""
+        task_id, _, _, csrf = question
+        response = self.client.post("/work/undo", data={"task": task_id, "csrf": csrf})
+        assert response.status_code == 303 and response.headers["location"] == "/work"
+        return self.client.get("/work").text
+
 
 def put_tasks(images, label="person", prefix="t"):
     hook = ImageContainsHook()
@@ -137,6 +144,28 @@ def test_broken_image_reports_are_no_votes_and_fail_the_task_only_when_nobody_sa
         worker.answer(question, "broken-image")
     task = stored(server)[unseen]
     assert task["state"] == "failed" and task["problem"]["code"] == "ImageUnavailable"
+
+
+def test_undo_takes_an_answer_back_only_while_its_task_is_undecided(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    _, (first, second) = put_tasks(["https://images.example.com/0.jpg", "https://images.example.com/1.jpg"])
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    question = alice.question()
+    alice.answer(question, "no")
+    assert bob.question()[0] == question[0], "bob answers the same task meanwhile"
+    page = alice.undo(question)
+    assert "Somebody else is answering that question" in page
+    assert stored(server)[first]["answers"] == [], "the answer is taken back all the same"
+    alice.answer(alice.question(), "yes")  # alice goes on with the second task
+    assert stored(server)[second]["answers"] == [("human:alice", True)]
+
+    bob.answer(bob.question(), "yes")
+    asked_again = alice.question()
+    assert asked_again[0] == question[0], "the question whose answer was taken back is asked again"
+    alice.answer(asked_again, "yes")  # the second "yes" decides the first task
+    assert stored(server)[first]["state"] == "completed"
+    assert "can no longer be undone" in alice.undo(asked_again)
+    assert stored(server)[first]["answers"] == [("human:bob", True), ("human:alice", True)]
 
 
 def test_a_question_left_unanswered_goes_to_another_worker_and_the_late_answer_is_dropped(crowd_server):
