@@ -1,8 +1,8 @@
 """Adjudicated accuracy and answers per task versus a fixed majority of 3 and of 5, on the same simulated answers.
 
 For each worker accuracy, every task gets a random truth and a shuffled list of answers from
-distinct simulated workers; the adjudicator (server/adjudication.py, learning each worker's record
-as the server does) reads them one at a time, majority-of-3 reads the first 3, majority-of-5 the
+distinct simulated workers; the adjudicator (server/adjudication.py, learning each worker's model
+as the server does, without gold) reads them one at a time, majority-of-3 reads the first 3, majority-of-5 the
 first 5. Medians over several repetitions go to the ``adjudication`` section of docs/benchmarks.md.
 
     .venv/bin/python bench/bench_adjudication.py [--tasks 3000] [--repetitions 5]
@@ -16,7 +16,7 @@ import statistics
 
 from report import write_section
 
-from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 WORKER_ACCURACIES = (0.7, 0.8, 0.9)
@@ -26,7 +26,7 @@ POOL_SIZE = 30
 def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> dict[str, float]:
     rng = random.Random(seed)
     workers = [f"w{n}" for n in range(POOL_SIZE)]
-    records: dict[str, tuple[int, int]] = {}
+    models: dict[str, WorkerModel] = {}
     adjudicated_right = adjudicated_done = answers_used = 0
     majority_right = {3: 0, 5: 0}
     for _ in range(tasks):
@@ -38,7 +38,7 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
         for used in range(1, len(answers) + 1):
             verdict = adjudicate(
                 answers[:used],
-                records,
+                models,
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
                 prior_accuracy=config.prior_worker_accuracy,
@@ -49,9 +49,7 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
         if verdict.contains_target is not None:
             adjudicated_done += 1
             adjudicated_right += verdict.contains_target == truth
-            for worker, agreed_now in agreements(answers[:used], records, prior_accuracy=config.prior_worker_accuracy):
-                agreed, disagreed = records.get(worker, (0, 0))
-                records[worker] = (agreed + agreed_now, disagreed + (not agreed_now))
+            models.update(learn_from_task(answers[:used], models, prior_accuracy=config.prior_worker_accuracy))
     return {
         "accuracy": adjudicated_right / adjudicated_done,
         "completed": adjudicated_done / tasks,

@@ -25,7 +25,7 @@ from airflow_provider_imagecontains.server.mturk import (
     parse_answer,
     unreachable_image_reason,
 )
-from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
+from airflow_provider_imagecontains.server.service import Assignment, CrowdError, CrowdService
 from airflow_provider_imagecontains.server.store import TaskStore
 
 ANSWERS_XMLNS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
@@ -256,7 +256,7 @@ def test_a_task_from_hit_to_result_to_deleted_hit(tmp_path: Any, mturk: Any) -> 
             assert not await workforce.cycle()
         task = service.store.get_by_id(task_id)
         assert (
-            task is not None and task.state == "completed" and json.loads(task.result or "") == {"containsTarget": True}
+            task is not None and task.state == "completed" and json.loads(task.result or "")["containsTarget"] is True
         )
         assert [worker for worker, _ in service.store.answers(task_id)] == [
             "mturk:WORKERA",
@@ -394,3 +394,21 @@ def test_put_refuses_images_mturk_workers_cannot_load(tmp_path: Any) -> None:
         put(service, "frame-1", url="http://127.0.0.1:8787/images/cam1/0001.jpg")
     assert refused.value.status == 400 and refused.value.code == "InvalidInput"
     assert "127.0.0.1" in refused.value.message and store.tasks() == []
+
+
+def test_a_worker_blocked_by_quality_control_is_blocked_on_mturk_too(tmp_path: Any, mturk: Any) -> None:
+    client, stubber = mturk
+    workforce, service = make_workforce(tmp_path, client, block_after_gold=3, block_below_accuracy=0.7)
+    service.block_listeners.append(workforce.block_soon)  # as the server wires it
+    service.store.add_gold([(f"https://gold.example/{n}.jpg", "person", n % 2 == 0) for n in range(3)])
+
+    async def run() -> None:
+        stubber.add_response("create_worker_block", {}, {"WorkerId": "WORKERB", "Reason": ANY})
+        for n in range(3):  # wrong on every gold question
+            gold = Assignment(n + 1, f"https://gold.example/{n}.jpg", "person", gold=True)
+            service.submit_answer(gold, "mturk:WORKERB", n % 2 != 0)
+        await asyncio.sleep(0.2)  # the block call runs in the background
+        await workforce.stop()
+
+    asyncio.run(run())
+    assert service.store.is_blocked("mturk:WORKERB") and service.next_assignment("mturk:WORKERB") is None

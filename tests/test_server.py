@@ -188,9 +188,11 @@ def test_production_task_completes_with_the_answer_key_truth(crowd_server, tmp_p
     signed(server, "PUT", task_path(server, "yes"), {"input": INPUT})
     no_input = {"image": {"url": "https://x.example/empty.jpg"}, "target": {"label": "person"}}
     signed(server, "PUT", task_path(server, "no"), {"input": no_input})
-    assert wait_until_finished(server, "yes")["result"] == {"containsTarget": True}
-    assert wait_until_finished(server, "no")["result"] == {"containsTarget": False}
+    results = {name: wait_until_finished(server, name)["result"] for name in ("yes", "no")}
+    assert (results["yes"]["containsTarget"], results["no"]["containsTarget"]) == (True, False)
     answers = {t["task_name"]: t["answers"] for t in server.tasks()}
+    for name, result in results.items():  # the votes used, and the posterior of the answer
+        assert result["answers"] == len(answers[name]) and server.config.confidence <= result["confidence"] < 1
     assert all(answer for _, answer in answers["yes"])
     # Answers come from distinct workers, one at a time, and stop as soon as the adjudicator is confident.
     assert len({worker for worker, _ in answers["yes"]}) == len(answers["yes"]) >= 2

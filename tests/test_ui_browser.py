@@ -149,7 +149,7 @@ def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_foll
         tasks = wait_until_finished(server)
         for task_name, says_yes in truth.items():
             assert tasks[task_name]["state"] == "completed"
-            assert tasks[task_name]["result"] == {"containsTarget": says_yes}
+            assert tasks[task_name]["result"]["containsTarget"] == says_yes
             assert sorted(worker for worker, _ in tasks[task_name]["answers"]) == ["human:alice", "human:bob"]
 
         dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('5 of 5 finished')")

@@ -12,6 +12,7 @@ from typing import Any
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
+from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
@@ -25,10 +26,17 @@ CLI_DEFAULTS: dict[str, Any] = {"answer_delay_seconds": 2.0}
 _FIELDS: dict[str, tuple[str, type, str]] = {
     "--workforce-size": ("workforce_size", int, "number of simulated workers (0: none)"),
     "--worker-accuracy": ("worker_accuracy", float, "probability a simulated worker is right"),
+    "--crowd": ("crowd", str, "mixed simulated crowd NAME:COUNT:ACCURACY[:BIAS],... (replaces the two flags above)"),
     "--answer-delay": ("answer_delay_seconds", float, "seconds a simulated worker takes per answer"),
     "--answer-key": ("answer_key_path", str, 'JSON {"images": {"<url or file>": [labels]}}'),
     "--confidence": ("confidence", float, "posterior probability needed to complete a task"),
     "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),
+    "--prior-accuracy": ("prior_worker_accuracy", float, "accuracy assumed of a worker not seen before"),
+    "--gold-share": ("gold_share", float, "share of each worker's questions that are gold (after probation)"),
+    "--probation-questions": ("probation_questions", int, "a new worker's first questions, mostly gold"),
+    "--probation-gold-share": ("probation_gold_share", float, "share of gold among the probation questions"),
+    "--block-after-gold": ("block_after_gold", int, "gold answers before a worker can be blocked"),
+    "--block-below": ("block_below_accuracy", float, "estimated accuracy under which a worker is blocked"),
     "--task-deadline": ("task_deadline_seconds", float, "seconds before a processing task fails Expired"),
     "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),
     "--starting-balance": ("starting_balance", float, "dollars each new account starts with"),
@@ -118,8 +126,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["token"]:  # `imagecontains-server token worker NAME`: sign-in tokens of the workforce pages
-        token_main(argv[1:])
+    commands = {
+        "token": token_main,  # `imagecontains-server token worker NAME`: sign-in tokens of the workforce pages
+        "gold": gold_main,  # `imagecontains-server gold add FILE`: gold questions
+        "export-answers": export_answers_main,  # every answer as JSON Lines
+    }
+    if argv[:1] and argv[0] in commands:
+        commands[argv[0]](argv[1:])
         return
     args = parse_args(argv)
     # The server's own messages (e.g. which MTurk endpoint and balance are in use) next to uvicorn's.

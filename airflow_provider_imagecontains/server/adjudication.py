@@ -1,8 +1,11 @@
-"""Sequential Bayesian adjudication of yes/no worker answers (explained in docs/adjudication.md).
+"""Sequential Bayesian adjudication of yes/no answers with a two-coin model of each worker (docs/adjudication.md).
 
-Each worker's accuracy is estimated from how often it agreed with earlier adjudicated results,
-starting from a prior belief. Answers are asked for one at a time; after each one the posterior
-probability of the leading answer is compared with the required confidence.
+Each worker has two accuracies: on images that contain the target (how often it says "yes" then) and on
+images that do not (how often it says "no" then), each a Beta posterior learned from gold questions (the
+truth is known) and from finished tasks (the other workers' answers stand in for the truth). A worker who
+says "yes" to everything is right on every "yes" image, wrong on every "no" image, and its "yes" carries no
+evidence; a worker who clicks at random carries none either way. Answers are asked for one at a time; after
+each one the posterior probability of the leading answer is compared with the required confidence.
 """
 
 from __future__ import annotations
@@ -11,8 +14,68 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-# How many earlier answers the prior accuracy is worth: a worker's own record outweighs it after ~10 tasks.
-PRIOR_STRENGTH = 10.0
+# How many answers the prior accuracy is worth, per coin: a worker's own record outweighs it within a few
+# answers of each kind, so a spammer stops counting after a handful of gold questions.
+PRIOR_STRENGTH = 4.0
+# No worker is taken for a perfect oracle: one answer never settles a task on its own.
+_MAX_ACCURACY = 0.99
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """What is known of one worker: answers by (true answer, given answer), weighted by how sure the truth is.
+
+    :param yes_said_yes: answers "yes" to images that contain the target.
+    :param yes_said_no: answers "no" to images that contain the target.
+    :param no_said_no: answers "no" to images that do not.
+    :param no_said_yes: answers "yes" to images that do not.
+    :param gold_right: gold questions answered right.
+    :param gold_wrong: gold questions answered wrong.
+    """
+
+    yes_said_yes: float = 0.0
+    yes_said_no: float = 0.0
+    no_said_no: float = 0.0
+    no_said_yes: float = 0.0
+    gold_right: int = 0
+    gold_wrong: int = 0
+
+    def accuracy_on_yes(self, prior_accuracy: float) -> float:
+        """Posterior mean of P(says yes | image contains the target)."""
+        return _posterior_mean(self.yes_said_yes, self.yes_said_no, prior_accuracy)
+
+    def accuracy_on_no(self, prior_accuracy: float) -> float:
+        """Posterior mean of P(says no | image does not contain the target)."""
+        return _posterior_mean(self.no_said_no, self.no_said_yes, prior_accuracy)
+
+    def balanced_accuracy(self, prior_accuracy: float) -> float:
+        """The mean of the two accuracies: 0.5 for a random clicker and for a yes-sayer alike."""
+        return (self.accuracy_on_yes(prior_accuracy) + self.accuracy_on_no(prior_accuracy)) / 2.0
+
+    @property
+    def gold_answers(self) -> int:
+        return self.gold_right + self.gold_wrong
+
+    @property
+    def task_answers(self) -> float:
+        """Answers to finished tasks (not gold) the model has learned from."""
+        return self.yes_said_yes + self.yes_said_no + self.no_said_no + self.no_said_yes - self.gold_answers
+
+    def learned(self, truth_yes: float, says_yes: bool, *, gold: bool = False, weight: float = 1.0) -> WorkerModel:
+        """The model after one more answer, given the probability ``truth_yes`` that the image contains the target.
+
+        ``weight=-1`` takes back an answer learned before (a worker's undo).
+        """
+        right = (truth_yes >= 0.5) == says_yes
+        truth_yes, truth_no = weight * truth_yes, weight * (1.0 - truth_yes)
+        return WorkerModel(
+            self.yes_said_yes + (truth_yes if says_yes else 0.0),
+            self.yes_said_no + (0.0 if says_yes else truth_yes),
+            self.no_said_no + (0.0 if says_yes else truth_no),
+            self.no_said_yes + (truth_no if says_yes else 0.0),
+            self.gold_right + round(weight) * int(gold and right),
+            self.gold_wrong + round(weight) * int(gold and not right),
+        )
 
 
 @dataclass(frozen=True)
@@ -33,25 +96,21 @@ class Verdict:
         return self.contains_target is None and not self.exhausted
 
 
-def estimated_accuracy(record: tuple[int, int] | None, prior_accuracy: float) -> float:
-    """A cautious estimate of a worker's accuracy from ``record`` = (agreed, disagreed) under a Beta prior.
+def evidence(model: WorkerModel | None, says_yes: bool, prior_accuracy: float) -> float:
+    """The log-odds for "yes" that one answer adds: log P(answer | yes) / P(answer | no).
 
-    The Beta posterior mean minus half a standard deviation: agreement with adjudicated results flatters
-    workers (tasks stop when answers agree), and a cautious weight keeps the confidence honest.
-    Half a deviation still lets three agreeing new workers (~0.74 each) complete a task at 0.95.
+    An answer never counts against what it says: a worker whose record looks worse than chance weighs nothing.
     """
-    agreed, disagreed = record or (0, 0)
-    alpha = agreed + PRIOR_STRENGTH * prior_accuracy
-    beta = disagreed + PRIOR_STRENGTH * (1.0 - prior_accuracy)
-    mean = alpha / (alpha + beta)
-    estimate = mean - 0.5 * math.sqrt(mean * (1.0 - mean) / (alpha + beta + 1.0))
-    # A worker is never trusted as a perfect oracle nor read as a systematic liar.
-    return min(max(estimate, 0.51), 0.99)
+    model = model or WorkerModel()
+    on_yes, on_no = model.accuracy_on_yes(prior_accuracy), model.accuracy_on_no(prior_accuracy)
+    if says_yes:
+        return max(math.log(on_yes / (1.0 - on_no)), 0.0)
+    return min(math.log((1.0 - on_yes) / on_no), 0.0)
 
 
 def adjudicate(
     answers: Sequence[tuple[str, bool]],
-    records: Mapping[str, tuple[int, int]],
+    models: Mapping[str, WorkerModel],
     *,
     confidence: float,
     max_answers: int,
@@ -60,39 +119,37 @@ def adjudicate(
     """Decide a task from its ``answers`` [(worker, contains_target), ...].
 
     :param answers: the answers in the order they arrived.
-    :param records: (agreed, disagreed) of each worker with earlier results; missing = new worker.
+    :param models: each worker's model; a missing worker is new (the prior alone).
     :param confidence: the posterior probability the leading answer must reach (e.g. 0.95).
     :param max_answers: the cap on answers for one task.
-    :param prior_accuracy: the accuracy assumed for a worker without a record.
+    :param prior_accuracy: the accuracy assumed, for each kind of image, of a worker without a record.
     """
-    log_odds_yes = sum(_evidence(records, prior_accuracy, worker, says_yes) for worker, says_yes in answers)
-    probability_yes = 1.0 / (1.0 + math.exp(-log_odds_yes))
+    probability_yes = _probability_yes(sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers))
     leading = max(probability_yes, 1.0 - probability_yes)
     if leading >= confidence:
         return Verdict(probability_yes > 0.5, leading)
     return Verdict(None, leading, exhausted=len(answers) >= max_answers)
 
 
-def agreements(
-    answers: Sequence[tuple[str, bool]], records: Mapping[str, tuple[int, int]], *, prior_accuracy: float
-) -> list[tuple[str, bool]]:
-    """Whether each worker agreed with what the *other* answers of the task say (ties left out).
+def learn_from_task(
+    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], *, prior_accuracy: float
+) -> dict[str, WorkerModel]:
+    """Each worker's model after a finished task: its answer counted against the task's posterior.
 
-    Judging a worker against a verdict its own answer helped reach would flatter every worker; leaving
-    its answer out keeps the accuracy estimates honest.
+    One online step of Dawid-Skene's EM: the truth stands in as the probability all the answers give
+    "yes", which is near 0 or 1 for a decided task.
     """
-    evidence = [_evidence(records, prior_accuracy, worker, says_yes) for worker, says_yes in answers]
-    total = sum(evidence)
-    outcomes = []
-    for (worker, says_yes), own in zip(answers, evidence, strict=True):
-        others = total - own
-        if others != 0:
-            outcomes.append((worker, (others > 0) == says_yes))
-    return outcomes
+    probability_yes = _probability_yes(sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers))
+    return {
+        worker: (models.get(worker) or WorkerModel()).learned(probability_yes, says_yes) for worker, says_yes in answers
+    }
 
 
-def _evidence(records: Mapping[str, tuple[int, int]], prior_accuracy: float, worker: str, says_yes: bool) -> float:
-    """The log-odds for "yes" that one answer adds (even prior: an image is as likely to contain the target as not)."""
-    accuracy = estimated_accuracy(records.get(worker), prior_accuracy)
-    weight = math.log(accuracy / (1.0 - accuracy))
-    return weight if says_yes else -weight
+def _posterior_mean(right: float, wrong: float, prior_accuracy: float) -> float:
+    mean = (right + PRIOR_STRENGTH * prior_accuracy) / (right + wrong + PRIOR_STRENGTH)
+    return min(max(mean, 1.0 - _MAX_ACCURACY), _MAX_ACCURACY)
+
+
+def _probability_yes(log_odds_yes: float) -> float:
+    """Even prior odds: an image is as likely to contain the target as not."""
+    return 1.0 / (1.0 + math.exp(-log_odds_yes))

@@ -33,11 +33,12 @@ from airflow_provider_imagecontains.server.mturk import (
     mturk_client,
     unreachable_image_reason,
 )
+from airflow_provider_imagecontains.server.quality import AnswerKey
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
 from airflow_provider_imagecontains.server.store import TaskStore
 from airflow_provider_imagecontains.server.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
-from airflow_provider_imagecontains.server.workforce import AnswerKey, SimulatedWorkforce
+from airflow_provider_imagecontains.server.workforce import SimulatedWorkforce
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,7 @@ class CrowdServerApp:
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
-            size=0 if self.config.workforce in ("human", "mturk") else self.config.workforce_size,
-            accuracy=self.config.worker_accuracy,
+            crowd=() if self.config.workforce in ("human", "mturk") else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
@@ -91,6 +91,7 @@ class CrowdServerApp:
             self.human.start(service)
         if self.mturk_requester is not None:
             self.mturk = MTurkWorkforce(service, self.mturk_requester)
+            service.block_listeners.append(self.mturk.block_soon)
             self.mturk.start()
         sweeper = asyncio.create_task(self._sweep_deadlines(service))
         try:

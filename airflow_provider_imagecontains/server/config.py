@@ -15,6 +15,65 @@ WORKFORCES = ("simulated", "human", "mixed", "mturk")
 # MTurk never lets a HIT created with fewer than 10 assignments grow to 10 or more (and charges a higher fee
 # from 10 on), so a HIT that grows one assignment at a time stops at 9.
 MTURK_MAX_ASSIGNMENTS = 9
+# Which way a simulated worker's mistakes go: either way, or all "yes" (a yes-sayer) or all "no".
+BIASES = ("yes", "no")
+
+
+@dataclass(frozen=True)
+class CrowdClass:
+    """A class of simulated workers: ``count`` workers named ``<name>-<n>`` who are right with ``accuracy``.
+
+    :param name: the class name (workers are ``<name>-1``, ``<name>-2``, ...).
+    :param count: how many workers the class has.
+    :param accuracy: the share of questions a worker answers right (when the truth is as often yes as no).
+    :param bias: None (mistakes go either way), ``yes`` (always right on images with the target, mistakes
+        are all "yes": accuracy 0.5 says "yes" to everything) or ``no`` (the mirror image).
+    """
+
+    name: str
+    count: int
+    accuracy: float
+    bias: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "_.-" for c in self.name):
+            raise ValueError(f"Invalid crowd class name {self.name!r}: use letters, digits, '-', '_' or '.'.")
+        if self.count < 0:
+            raise ValueError(f"Invalid worker count {self.count!r} of crowd class {self.name!r}: expected 0 or more.")
+        if not 0.0 <= self.accuracy <= 1.0 or (self.bias is not None and self.accuracy < 0.5):
+            floor = 0.5 if self.bias else 0.0
+            raise ValueError(f"Invalid accuracy {self.accuracy!r} of crowd class {self.name!r}: expected {floor} to 1.")
+        if self.bias not in (None, *BIASES):
+            raise ValueError(f"Invalid bias {self.bias!r} of crowd class {self.name!r}: expected yes or no.")
+
+    def says_yes(self, truth: bool, draw: float) -> bool:
+        """What a worker of this class answers when the truth is ``truth``, given a uniform random ``draw``."""
+        if self.bias is None:
+            return truth if draw < self.accuracy else not truth
+        # All mistakes go the bias's way: right on that side always, on the other side with 2 * accuracy - 1.
+        leans_yes = self.bias == "yes"
+        if truth == leans_yes:
+            return truth
+        return truth if draw < 2.0 * self.accuracy - 1.0 else leans_yes
+
+
+def parse_crowd(text: str) -> tuple[CrowdClass, ...]:
+    """Read ``NAME:COUNT:ACCURACY[:BIAS],...`` (the ``--crowd`` flag), e.g. ``expert:5:0.95,yes-sayer:3:0.5:yes``."""
+    classes = []
+    for part in text.split(","):
+        fields = part.strip().split(":")
+        if len(fields) not in (3, 4):
+            raise ValueError(f"Invalid crowd class {part.strip()!r}: expected NAME:COUNT:ACCURACY[:BIAS].")
+        try:
+            count, accuracy = int(fields[1]), float(fields[2])
+        except ValueError:
+            raise ValueError(
+                f"Invalid crowd class {part.strip()!r}: COUNT must be a whole number and ACCURACY a fraction."
+            ) from None
+        classes.append(CrowdClass(fields[0], count, accuracy, fields[3] if len(fields) == 4 else None))
+    if len({crowd_class.name for crowd_class in classes}) != len(classes):
+        raise ValueError(f"Invalid crowd {text!r}: each class needs a name of its own.")
+    return tuple(classes)
 
 
 @dataclass(frozen=True)
@@ -55,14 +114,25 @@ class ServerConfig:
     sets slower, realistic answer delays (see docs/server.md).
 
     :param accounts: the callers the server knows.
-    :param workforce_size: number of simulated workers (0 leaves production tasks to a human workforce).
+    :param workforce_size: number of simulated workers (0 leaves production tasks to a human workforce);
+        the one-class shorthand of ``crowd``.
     :param worker_accuracy: probability that a simulated worker answers correctly, when the answer key knows the image.
+    :param crowd: a mixed simulated crowd ``NAME:COUNT:ACCURACY[:BIAS],...`` (see :func:`parse_crowd`); when given,
+        it replaces ``workforce_size`` workers of ``worker_accuracy``.
     :param answer_delay_seconds: time a simulated worker takes per answer.
     :param answer_key_path: JSON ``{"images": {URL or file name: [labels]}}``; unknown images get random answers.
     :param confidence: posterior probability the adjudicated answer must reach before a task completes.
     :param max_answers_per_task: answers after which an unconfident task fails ``Inconclusive`` (at most
         ``workforce_size`` with a simulated workforce: each answer comes from another worker).
-    :param prior_worker_accuracy: the adjudicator's belief about a worker it has not yet seen answer.
+    :param prior_worker_accuracy: the adjudicator's belief about a worker it has not yet seen answer (on images
+        with and on images without the target alike).
+    :param gold_share: the share of a worker's questions that are gold (once past probation), when gold
+        questions are loaded (``imagecontains-server gold add``).
+    :param probation_questions: a worker's first questions, of which ``probation_gold_share`` are gold.
+    :param probation_gold_share: the share of gold among a new worker's first ``probation_questions``.
+    :param block_after_gold: gold questions a worker answers before it can be blocked.
+    :param block_below_accuracy: a worker whose estimated accuracy (the mean of its accuracies on images with and
+        without the target) is below this, after ``block_after_gold`` gold questions, gets no more questions.
     :param task_deadline_seconds: a task still processing after this long fails ``Expired``.
     :param reward_per_answer: dollars charged to the account for each worker answer.
     :param starting_balance: dollars every account starts with (once, when the database is new).
@@ -110,11 +180,17 @@ class ServerConfig:
     accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
     workforce_size: int = 15
     worker_accuracy: float = 0.9
+    crowd: str | None = None
     answer_delay_seconds: float = 0.0
     answer_key_path: str | None = None
     confidence: float = 0.95
     max_answers_per_task: int = 11
     prior_worker_accuracy: float = 0.8
+    gold_share: float = 0.1
+    probation_questions: int = 10
+    probation_gold_share: float = 0.8
+    block_after_gold: int = 8
+    block_below_accuracy: float = 0.6
     task_deadline_seconds: float = 86400.0
     reward_per_answer: float = 0.01
     starting_balance: float = 1000.0
@@ -152,7 +228,15 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not self.accounts:
             raise ValueError("Invalid accounts: give at least one account.")
-        for name in ("throttle_rate", "error_rate", "drop_rate", "worker_accuracy"):
+        for name in (
+            "throttle_rate",
+            "error_rate",
+            "drop_rate",
+            "worker_accuracy",
+            "gold_share",
+            "probation_gold_share",
+            "block_below_accuracy",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
@@ -169,9 +253,31 @@ class ServerConfig:
                 f"Invalid mturk_initial_assignments {self.mturk_initial_assignments!r}: expected 1 to "
                 f"{min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)} (the answer cap of an MTurk HIT)."
             )
-        for name in ("workforce_size", "max_answers_per_task", "max_tasks_in_progress", "max_body_bytes"):
-            if getattr(self, name) < (0 if name == "workforce_size" else 1):
+        if self.crowd is not None:
+            parse_crowd(self.crowd)
+        for name in (
+            "workforce_size",
+            "max_answers_per_task",
+            "max_tasks_in_progress",
+            "max_body_bytes",
+            "probation_questions",
+            "block_after_gold",
+        ):
+            if getattr(self, name) < (
+                1 if name in ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes") else 0
+            ):
                 raise ValueError(f"Invalid {name} {getattr(self, name)!r}: expected a positive number.")
+
+    @property
+    def crowd_classes(self) -> tuple[CrowdClass, ...]:
+        """The simulated crowd: ``crowd``, else ``workforce_size`` workers of ``worker_accuracy``."""
+        if self.crowd is not None:
+            return parse_crowd(self.crowd)
+        return (CrowdClass("sim-worker", self.workforce_size, self.worker_accuracy),)
+
+    @property
+    def simulated_workers(self) -> int:
+        return sum(crowd_class.count for crowd_class in self.crowd_classes)
 
     def replace(self, **overrides: Any) -> ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""

@@ -173,12 +173,12 @@ class WorkforceStore:
         return [url for (url,) in rows]
 
     def answers_given(self, worker: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM answers WHERE worker = ?", (worker,)).fetchone()[0])
-
-    def has_answered(self, worker: str, task_id: int) -> bool:
-        return (
-            self._db.execute("SELECT 1 FROM answers WHERE worker = ? AND task_id = ?", (worker, task_id)).fetchone()
-            is not None
+        """Answers to tasks and to gold questions alike: a worker's count must not tell which was which."""
+        return int(
+            self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM answers WHERE worker = ?) + (SELECT COUNT(*) FROM gold_answers WHERE worker = ?)",
+                (worker, worker),
+            ).fetchone()[0]
         )
 
     def dashboard(self, account: str, starting_balance: float, now: float, name_prefix: str = "") -> dict[str, Any]:
@@ -305,12 +305,14 @@ class HumanWorkforce:
         self._last: dict[str, LastAnswer] = {}
         # What a worker is told on the next page (an answer that came too late, an undo refused).
         self._notices: dict[str, str] = {}
+        # Each worker's last answered question, so that a second click on it is not taken for a late answer.
+        self._last_answered: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
-        for state in (self._held, self._set_aside, self._last, self._notices):
+        for state in (self._held, self._set_aside, self._last, self._notices, self._last_answered):
             state.clear()
         self._sweeper = asyncio.create_task(self._sweep())
 
@@ -360,18 +362,18 @@ class HumanWorkforce:
         held = self._held.get(HUMAN_PREFIX + name)
         return held[0].image_url if held is not None else None
 
-    def answer(self, name: str, task_id: int, contains_target: bool | None) -> bool:
-        """Record ``name``'s answer to the question it holds; False if it does not hold ``task_id`` (any more)."""
-        assignment = self._give_up(name, task_id)
+    def answer(self, name: str, question_id: int, contains_target: bool | None) -> bool:
+        """Record ``name``'s answer to the question it holds; False if it does not hold ``question_id`` (any more)."""
+        assignment = self._give_up(name, question_id)
         if assignment is not None:
             self.service.submit_answer(assignment, HUMAN_PREFIX + name, contains_target)
             answer = "cant-tell" if contains_target is None else "yes" if contains_target else "no"
             self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, answer, time.monotonic())
         return assignment is not None
 
-    def report_broken_image(self, name: str, task_id: int) -> bool:
-        """Record that the image of the question ``name`` holds did not load; False if it does not hold ``task_id``."""
-        assignment = self._give_up(name, task_id)
+    def report_broken_image(self, name: str, question_id: int) -> bool:
+        """Record that the image of the question ``name`` holds did not load; False if it does not hold ``question_id``."""
+        assignment = self._give_up(name, question_id)
         if assignment is not None:
             self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
             self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, "broken-image", time.monotonic())
@@ -387,19 +389,20 @@ class HumanWorkforce:
             return None
         return last, math.ceil(left)
 
-    def undo(self, name: str, task_id: int) -> bool:
-        """Take back ``name``'s last answer (to ``task_id``) and show that question again; False if it is too late."""
+    def undo(self, name: str, question_id: int) -> bool:
+        """Take back ``name``'s last answer (to ``question_id``) and show that question again; False if too late."""
         worker = HUMAN_PREFIX + name
         undoable = self.undoable(name)
-        if undoable is None or undoable[0].assignment.task_id != task_id:
+        if undoable is None or undoable[0].assignment.question_id != question_id:
             self._notices[worker] = (
                 "That answer can no longer be undone: its question was decided, or the time to undo it ran out."
             )
             return False
-        if not self.service.retract_answer(task_id, worker):
+        last = undoable[0]
+        if not self.service.retract_answer(last.assignment, worker):
             return False
-        last = self._last.pop(worker)
-        if self.service.store.claim(task_id, worker):
+        self._last.pop(worker)
+        if last.assignment.gold or self.service.store.claim(last.assignment.task_id, worker):
             held = self._held.pop(worker, None)
             if held is not None:
                 self._set_aside[worker] = held[0]
@@ -417,7 +420,7 @@ class HumanWorkforce:
             return None
         assignment, since = held
         left = self.config.human_claim_seconds - (time.monotonic() - since)
-        task = self.service.store.get_by_id(assignment.task_id)
+        task = None if assignment.gold else self.service.store.get_by_id(assignment.task_id)
         if task is not None:
             left = min(left, task.deadline_at - time.time())
         return max(math.ceil(left), 0)
@@ -426,25 +429,28 @@ class HumanWorkforce:
         """What to tell ``name`` on its next page, once (an answer that came too late, an undo refused)."""
         return self._notices.pop(HUMAN_PREFIX + name, None)
 
-    def _give_up(self, name: str, task_id: int) -> Assignment | None:
-        """The question ``name`` holds, no longer held, if it is ``task_id``; else None.
+    def _give_up(self, name: str, question_id: int) -> Assignment | None:
+        """The question ``name`` holds, no longer held, if it is ``question_id``; else None.
 
         An answer to a question the worker no longer holds, and has not answered (a second click would be
         that), came after its time ran out: it is dropped, and the worker told so on the next page.
         """
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
-        if held is None or held[0].task_id != task_id:
-            if not self.store.has_answered(worker, task_id):
+        if held is None or held[0].question_id != question_id:
+            if self._last_answered.get(worker) != question_id:
                 self._notices[worker] = (
                     "Your last answer came after that question's time ran out, so it was not recorded."
                 )
             return None
         del self._held[worker]
+        self._last_answered[worker] = question_id
         return held[0]
 
     def _open(self, assignment: Assignment) -> bool:
-        """True while the question's task is processing and before its deadline."""
+        """True while the question's task is processing and before its deadline (a gold question always is)."""
+        if assignment.gold:
+            return True
         task = self.service.store.get_by_id(assignment.task_id)
         return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
 
@@ -467,10 +473,10 @@ class HumanWorkforce:
         for worker, (assignment, since) in list(self._held.items()):
             if since <= cutoff:
                 del self._held[worker]
-                self.service.store.unclaim(assignment.task_id)
+                self.service.give_back(assignment)
                 aside = self._set_aside.pop(worker, None)
                 if aside is not None:
-                    self.service.store.unclaim(aside.task_id)
+                    self.service.give_back(aside)
 
     async def _sweep(self) -> None:
         while True:

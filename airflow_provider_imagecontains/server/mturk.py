@@ -475,6 +475,7 @@ class MTurkWorkforce:
         self._executor = ThreadPoolExecutor(_CALLS_IN_FLIGHT, thread_name_prefix="mturk")
         self._runner: asyncio.Task[None] | None = None
         self._delete_attempts: dict[int, float] = {}
+        self._blocking: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run())
@@ -490,6 +491,19 @@ class MTurkWorkforce:
         if not worker.startswith(WORKER_PREFIX):
             raise ValueError(f"Invalid worker {worker!r}: not an MTurk worker ({WORKER_PREFIX}<WorkerId>).")
         await self._call(self.requester.block_worker, worker.removeprefix(WORKER_PREFIX), reason)
+
+    def block_soon(self, worker: str, reason: str) -> None:
+        """A ``CrowdService.block_listeners`` entry: block an MTurk worker on MTurk too, in the background."""
+        if worker.startswith(WORKER_PREFIX):
+            blocking = asyncio.get_running_loop().create_task(self.block_worker(worker, reason))
+            self._blocking.add(blocking)
+            blocking.add_done_callback(self._blocked)
+
+    def _blocked(self, blocking: asyncio.Task[None]) -> None:
+        self._blocking.discard(blocking)
+        if not blocking.cancelled() and (err := blocking.exception()) is not None:
+            # Blocked here all the same: its answers weigh what its record says, should MTurk still offer it HITs.
+            log.warning("Could not block a worker on MTurk (%s)", _describe(err))
 
     # The loop
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
-from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
+from airflow_provider_imagecontains.server.quality import block_reason, gold_due
 from airflow_provider_imagecontains.server.store import (
     PROCESSING,
     StoredTask,
@@ -25,6 +28,8 @@ from airflow_provider_imagecontains.validation import (
     validate_task_input,
     validate_task_name,
 )
+
+log = logging.getLogger(__name__)
 
 FUNCTIONS = frozenset({IMAGE_CONTAINS, IMAGE_CONTAINS_TEST})
 EXPIRED = {"code": "Expired", "message": "Not enough Workers provided answers for your task within the allotted time."}
@@ -54,11 +59,21 @@ class CrowdError(Exception):
 
 @dataclass(frozen=True)
 class Assignment:
-    """A question for one worker: does the image at ``image_url`` contain ``label``?"""
+    """A question for one worker: does the image at ``image_url`` contain ``label``?
+
+    :param task_id: the task's id, or the gold question's id when ``gold``.
+    :param image_url: the image to look at.
+    :param label: what to look for.
+    :param gold: a gold question (known answer, never billed); the server's secret, never shown to the worker.
+    :param question_id: what the worker's answer names the question by: random per question, so that it
+        tells nothing (gold questions and tasks have ids of their own, in ranges a worker could learn).
+    """
 
     task_id: int
     image_url: str
     label: str
+    gold: bool = False
+    question_id: int = field(default_factory=lambda: secrets.randbits(53))
 
 
 class CrowdService:
@@ -78,7 +93,7 @@ class CrowdService:
         self.check_image = check_image
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
         # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
-        self._max_answers = min(config.max_answers_per_task, config.workforce_size or config.max_answers_per_task)
+        self._max_answers = min(config.max_answers_per_task, config.simulated_workers or config.max_answers_per_task)
         if config.workforce != "simulated":  # people add workers of their own: only the configured cap applies
             self._max_answers = config.max_answers_per_task
         if config.workforce == "mturk":  # one HIT per task, and a HIT cannot grow past its size rule
@@ -86,6 +101,8 @@ class CrowdService:
         # One event per idle worker, set when a task may need an answer (a new task, or an answer that
         # did not decide one). Registered before the worker awaits, so no wake-up is lost.
         self._idle_workers: set[asyncio.Event] = set()
+        # Called with (worker, reason) when a worker is blocked, e.g. to block it on the crowd platform too.
+        self.block_listeners: list[Callable[[str, str], None]] = []
 
     # The three REST operations
 
@@ -152,22 +169,45 @@ class CrowdService:
     # The workforce side: one answer at a time, the adjudicator decides after each
 
     def next_assignment(self, worker: str) -> Assignment | None:
-        """Claim the oldest open image-contains task ``worker`` has not answered; charge its account the reward."""
+        """The next question for ``worker``: a gold question when the quality policy draws one, else the oldest
+        open image-contains task it has not answered (its account is charged the reward). None when there is no
+        open task, or when the worker is blocked.
+        """
+        if self.store.is_blocked(worker):
+            return None
         while (task := self.store.claim_next(worker, IMAGE_CONTAINS)) is not None:
             if time.time() >= task.deadline_at:
                 self.store.finish(task.id, problem=EXPIRED)
-            elif not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
+                continue
+            # Gold only stands in for a real question, so a worker is never paid for gold while nothing waits.
+            questions_before = self.store.count_question(worker)
+            if gold_due(self.config, questions_before, self._random.random()):
+                gold = self.store.next_gold(worker, self._random.random())
+                if gold is not None:
+                    self.store.unclaim(task.id)
+                    gold_id, image_url, label, _ = gold
+                    return Assignment(gold_id, image_url, label, gold=True)
+            if not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
-            else:
-                task_input = json.loads(task.input)
-                return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
+                continue
+            task_input = json.loads(task.input)
+            return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
         return None
+
+    def give_back(self, assignment: Assignment) -> None:
+        """Let other workers take a question its worker left unanswered."""
+        if not assignment.gold:
+            self.store.unclaim(assignment.task_id)
 
     def submit_answer(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
         """Store ``worker``'s answer and let the adjudicator complete, fail or reopen the task.
 
         ``None`` is a human worker's "can't tell": stored so the worker is not asked again, but no vote.
+        A gold answer updates the worker's model (and may block it) and nothing else.
         """
+        if assignment.gold:
+            self._submit_gold(assignment, worker, contains_target)
+            return
         task = self.store.get_by_id(assignment.task_id)
         if task is None or task.state != PROCESSING:
             return
@@ -176,40 +216,50 @@ class CrowdService:
             self.store.unclaim(task.id)
             self._wake_workers()
             return
+        prior = self.config.prior_worker_accuracy
+        blocked: dict[str, str] = {}
         with self.store.transaction():
             self.store.add_answer(task.id, worker, contains_target, time.time())
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
-            records = self.store.worker_record(sorted({who for who, _ in answers}))
+            models = self.store.worker_models({who for who, _ in answers})
             verdict = adjudicate(
-                answers,
-                records,
-                confidence=self.config.confidence,
-                max_answers=self._max_answers,
-                prior_accuracy=self.config.prior_worker_accuracy,
+                answers, models, confidence=self.config.confidence, max_answers=self._max_answers, prior_accuracy=prior
             )
             if verdict.contains_target is not None:
-                self.store.finish(task.id, result={"containsTarget": verdict.contains_target})
-                self.store.record_agreement(
-                    agreements(answers, records, prior_accuracy=self.config.prior_worker_accuracy)
-                )
+                result = {
+                    "containsTarget": verdict.contains_target,
+                    "confidence": round(verdict.confidence, 4),
+                    "answers": len(answers),
+                }
+                self.store.finish(task.id, result=result)
+                learned = learn_from_task(answers, models, prior_accuracy=prior)
+                self.store.save_models(learned)
+                blocked = self._block_if_due(learned)
             elif verdict.exhausted:
                 self.store.finish(task.id, problem=INCONCLUSIVE)
             else:
                 self.store.unclaim(task.id)
+        self._announce_blocked(blocked)
         if verdict.needs_more_answers:
             self._wake_workers()
 
-    def retract_answer(self, task_id: int, worker: str) -> bool:
-        """Take back ``worker``'s answer to a task still processing (its answer did not decide it); False otherwise."""
-        task = self.store.get_by_id(task_id)
+    def retract_answer(self, assignment: Assignment, worker: str) -> bool:
+        """Take back ``worker``'s answer to a task still processing (its answer did not decide it), or to a gold
+        question (what it taught the worker's model goes too, unless it got the worker blocked); False otherwise."""
+        if assignment.gold:
+            return self._retract_gold(assignment, worker)
+        task = self.store.get_by_id(assignment.task_id)
         if task is None or task.state != PROCESSING or time.time() >= task.deadline_at:
             return False
-        self.store.delete_answers(task_id, worker)
+        self.store.delete_answers(assignment.task_id, worker)
         return True
 
     def report_broken_image(self, assignment: Assignment, worker: str) -> None:
         """Store that the image did not load for ``worker`` (no vote); fail the task ``ImageUnavailable`` once
         ``broken_image_reports`` workers said so and nobody saw the image (no votes)."""
+        if assignment.gold:  # no vote, as "can't tell": the worker is not asked that gold question again
+            self._submit_gold(assignment, worker, None)
+            return
         task = self.store.get_by_id(assignment.task_id)
         if task is None or task.state != PROCESSING:
             return
@@ -224,6 +274,45 @@ class CrowdService:
                 self.store.unclaim(task.id)
         if not unavailable:
             self._wake_workers()
+
+    def _submit_gold(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
+        truth = self.store.gold_truth(assignment.image_url, assignment.label)
+        blocked: dict[str, str] = {}
+        with self.store.transaction():
+            self.store.add_gold_answer(assignment.task_id, worker, contains_target, time.time())
+            if contains_target is not None and truth is not None:
+                model = self.store.worker_models([worker]).get(worker, WorkerModel())
+                learned = {worker: model.learned(float(truth), contains_target, gold=True)}
+                self.store.save_models(learned)
+                blocked = self._block_if_due(learned)
+        self._announce_blocked(blocked)
+
+    def _retract_gold(self, assignment: Assignment, worker: str) -> bool:
+        if self.store.is_blocked(worker):
+            return False
+        truth = self.store.gold_truth(assignment.image_url, assignment.label)
+        with self.store.transaction():
+            answer = self.store.delete_gold_answer(assignment.task_id, worker)
+            if answer is not None and truth is not None:
+                model = self.store.worker_models([worker]).get(worker, WorkerModel())
+                self.store.save_models({worker: model.learned(float(truth), answer, gold=True, weight=-1.0)})
+        return True
+
+    def _block_if_due(self, models: dict[str, WorkerModel]) -> dict[str, str]:
+        """Block the workers whose model is now below the bar (inside the caller's transaction)."""
+        blocked = {}
+        for worker, model in models.items():
+            reason = block_reason(self.config, model)
+            if reason is not None and not self.store.is_blocked(worker):
+                self.store.block(worker, reason, time.time())
+                blocked[worker] = reason
+        return blocked
+
+    def _announce_blocked(self, blocked: dict[str, str]) -> None:
+        for worker, reason in blocked.items():
+            log.warning("Blocked worker %s: %s", worker, reason)
+            for listener in self.block_listeners:
+                listener(worker, reason)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when a task may need an answer, or after ``timeout`` seconds."""

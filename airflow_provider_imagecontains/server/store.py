@@ -1,4 +1,4 @@
-"""SQLite persistence of tasks, answers, balances, worker reliability and temporary credentials.
+"""SQLite persistence of tasks, answers, balances, worker models, gold questions and temporary credentials.
 
 WAL mode with ``synchronous=NORMAL``: every acknowledged change is in the WAL file before the
 response is sent, so killing the process (even SIGKILL) loses nothing; only an OS crash could.
@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from typing import Any
+
+from airflow_provider_imagecontains.server.adjudication import WorkerModel
 
 PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
 # The stored answers of a human worker who could not tell, or whose image did not load: they keep the worker
@@ -49,11 +52,33 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task_id, worker);
 CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, microdollars INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS workers (
+CREATE TABLE IF NOT EXISTS worker_models (
     worker TEXT PRIMARY KEY,
-    agreed INTEGER NOT NULL DEFAULT 0,
-    disagreed INTEGER NOT NULL DEFAULT 0
+    yes_said_yes REAL NOT NULL DEFAULT 0,
+    yes_said_no REAL NOT NULL DEFAULT 0,
+    no_said_no REAL NOT NULL DEFAULT 0,
+    no_said_yes REAL NOT NULL DEFAULT 0,
+    gold_right INTEGER NOT NULL DEFAULT 0,
+    gold_wrong INTEGER NOT NULL DEFAULT 0,
+    questions INTEGER NOT NULL DEFAULT 0,
+    blocked_reason TEXT,
+    blocked_at REAL
 );
+CREATE TABLE IF NOT EXISTS gold_questions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_url TEXT NOT NULL,
+    label TEXT NOT NULL,
+    contains_target INTEGER NOT NULL,
+    UNIQUE (image_url, label)
+);
+CREATE TABLE IF NOT EXISTS gold_answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gold_id INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    answer INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gold_answers_by_worker ON gold_answers (worker, gold_id);
 CREATE TABLE IF NOT EXISTS sessions (
     access_key_id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -63,6 +88,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+_MODEL_COLUMNS = ", ".join(field.name for field in fields(WorkerModel))
 _TASK_COLUMNS = "id, account, function, name, input, state, result, problem, created_at, deadline_at, get_count"
 
 
@@ -312,21 +338,127 @@ class TaskStore:
         row = self._db.execute("SELECT microdollars FROM balances WHERE account = ?", (account,)).fetchone()
         return int(row[0]) if row else 0
 
-    def worker_record(self, workers: list[str]) -> dict[str, tuple[int, int]]:
-        """Agreements and disagreements of each worker with past adjudicated results."""
+    # Worker models and gold questions
+
+    def worker_models(self, workers: Iterable[str]) -> dict[str, WorkerModel]:
+        """The stored model of each of ``workers`` that has one."""
+        workers = list(workers)
         marks = ",".join("?" * len(workers))
         rows = self._db.execute(
-            f"SELECT worker, agreed, disagreed FROM workers WHERE worker IN ({marks})",  # noqa: S608
+            f"SELECT worker, {_MODEL_COLUMNS} FROM worker_models WHERE worker IN ({marks})",  # noqa: S608
             workers,
         ).fetchall()
-        return {worker: (agreed, disagreed) for worker, agreed, disagreed in rows}
+        return {row[0]: WorkerModel(*row[1:]) for row in rows}
 
-    def record_agreement(self, outcomes: list[tuple[str, bool]]) -> None:
+    def save_models(self, models: Mapping[str, WorkerModel]) -> None:
+        names = [field.name for field in fields(WorkerModel)]
         self._db.executemany(
-            "INSERT INTO workers (worker, agreed, disagreed) VALUES (?, ?, ?) ON CONFLICT (worker) DO UPDATE "
-            "SET agreed = agreed + excluded.agreed, disagreed = disagreed + excluded.disagreed",
-            [(worker, int(agreed), int(not agreed)) for worker, agreed in outcomes],
+            f"INSERT INTO worker_models (worker, {_MODEL_COLUMNS}) VALUES ({','.join('?' * (len(names) + 1))}) "  # noqa: S608
+            f"ON CONFLICT (worker) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in names)}",
+            [(worker, *(getattr(model, name) for name in names)) for worker, model in models.items()],
         )
+
+    def count_question(self, worker: str) -> int:
+        """Count one more question given to ``worker``; return how many it had been given before."""
+        row = self._db.execute(
+            "INSERT INTO worker_models (worker, questions) VALUES (?, 1) "
+            "ON CONFLICT (worker) DO UPDATE SET questions = questions + 1 RETURNING questions",
+            (worker,),
+        ).fetchone()
+        return int(row[0]) - 1
+
+    def block(self, worker: str, reason: str, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO worker_models (worker, blocked_reason, blocked_at) VALUES (?, ?, ?) ON CONFLICT (worker) "
+            "DO UPDATE SET blocked_reason = excluded.blocked_reason, blocked_at = excluded.blocked_at",
+            (worker, reason, now),
+        )
+
+    def is_blocked(self, worker: str) -> bool:
+        row = self._db.execute("SELECT blocked_reason FROM worker_models WHERE worker = ?", (worker,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def worker_quality(self) -> list[dict[str, Any]]:
+        """Every worker's model, questions, gold answers and blocked state (for the dashboard)."""
+        rows = self._db.execute(
+            f"SELECT worker, {_MODEL_COLUMNS}, questions, blocked_reason FROM worker_models ORDER BY worker"  # noqa: S608
+        ).fetchall()
+        width = len(fields(WorkerModel))
+        return [
+            {
+                "worker": row[0],
+                "model": WorkerModel(*row[1 : 1 + width]),
+                "questions": row[1 + width],
+                "blocked": row[2 + width],
+            }
+            for row in rows
+        ]
+
+    def add_gold(self, questions: Iterable[tuple[str, str, bool]]) -> int:
+        """Store gold questions (image URL, label, true answer); return how many were new."""
+        with self.transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO gold_questions (image_url, label, contains_target) VALUES (?, ?, ?)",
+                [(image_url, label, int(contains)) for image_url, label, contains in questions],
+            )
+            return self._db.total_changes - before
+
+    def next_gold(self, worker: str, draw: float) -> tuple[int, str, str, bool] | None:
+        """A gold question ``worker`` has not answered yet, picked by ``draw`` in [0, 1): (id, image, label, truth)."""
+        unanswered = (
+            "FROM gold_questions g WHERE NOT EXISTS "
+            "(SELECT 1 FROM gold_answers a WHERE a.gold_id = g.id AND a.worker = ?)"
+        )
+        count = self._db.execute(f"SELECT COUNT(*) {unanswered}", (worker,)).fetchone()[0]
+        if not count:
+            return None
+        row = self._db.execute(
+            f"SELECT id, image_url, label, contains_target {unanswered} ORDER BY id LIMIT 1 OFFSET ?",
+            (worker, int(draw * count)),
+        ).fetchone()
+        return (row[0], row[1], row[2], bool(row[3]))
+
+    def gold_truth(self, image_url: str, label: str) -> bool | None:
+        row = self._db.execute(
+            "SELECT contains_target FROM gold_questions WHERE image_url = ? AND label = ?",
+            (image_url, label.casefold()),
+        ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def add_gold_answer(self, gold_id: int, worker: str, answer: bool | None, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO gold_answers (gold_id, worker, answer, created_at) VALUES (?, ?, ?, ?)",
+            (gold_id, worker, CANT_TELL if answer is None else int(answer), now),
+        )
+
+    def delete_gold_answer(self, gold_id: int, worker: str) -> bool | None:
+        """Delete ``worker``'s answer to a gold question; return the vote it was (None: "can't tell" or none)."""
+        row = self._db.execute(
+            "DELETE FROM gold_answers WHERE gold_id = ? AND worker = ? RETURNING answer", (gold_id, worker)
+        ).fetchone()
+        return None if row is None or row[0] < 0 else bool(row[0])
+
+    def gold_answer_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM gold_answers").fetchone()[0])
+
+    def export_answers(self) -> Iterator[dict[str, Any]]:
+        """Every yes/no answer, task and gold alike, in the order given (for ``export-answers``)."""
+        rows = self._db.execute(
+            "SELECT a.created_at, 0, t.account, t.name, a.worker, a.answer FROM answers a "
+            "JOIN tasks t ON t.id = a.task_id WHERE a.answer >= 0 UNION ALL "
+            "SELECT created_at, 1, NULL, 'gold-' || gold_id, worker, answer FROM gold_answers WHERE answer >= 0 "
+            "ORDER BY 1"
+        )
+        for answered_at, gold, account, task_name, worker, answer in rows:
+            yield {
+                "task_name": task_name,
+                "worker": worker,
+                "contains_target": bool(answer),
+                "gold": bool(gold),
+                "answered_at": datetime.fromtimestamp(answered_at, timezone.utc).isoformat(),
+                "account": account,
+            }
 
     # Temporary credentials
 

@@ -174,15 +174,16 @@ class WorkforcePages:
         if isinstance(checked, Response):
             return checked
         identity, form = checked
-        answer, task_id = str(form.get("answer", "")), str(form.get("task", ""))
-        if (answer not in ANSWERS and answer != BROKEN_IMAGE_ANSWER) or not task_id.isdigit():
-            return _refused(400, f"Invalid answer {answer!r} or task {task_id!r}.")
+        # The form's "task" field holds the question's id (random per question: it tells gold from nothing).
+        answer, question_id = str(form.get("answer", "")), str(form.get("task", ""))
+        if (answer not in ANSWERS and answer != BROKEN_IMAGE_ANSWER) or not question_id.isdigit():
+            return _refused(400, f"Invalid answer {answer!r} or task {question_id!r}.")
         # An answer to a question no longer held (given back, expired, answered twice) is dropped:
         # the worker simply gets the next question.
         if answer == BROKEN_IMAGE_ANSWER:
-            self.workforce.report_broken_image(identity.subject, int(task_id))
+            self.workforce.report_broken_image(identity.subject, int(question_id))
         else:
-            self.workforce.answer(identity.subject, int(task_id), ANSWERS[answer])
+            self.workforce.answer(identity.subject, int(question_id), ANSWERS[answer])
         return RedirectResponse("/work", status_code=303)
 
     async def undo_answer(self, request: Request) -> Response:
@@ -190,10 +191,10 @@ class WorkforcePages:
         if isinstance(checked, Response):
             return checked
         identity, form = checked
-        task_id = str(form.get("task", ""))
-        if not task_id.isdigit():
-            return _refused(400, f"Invalid task {task_id!r}.")
-        self.workforce.undo(identity.subject, int(task_id))  # refused: the next page says why
+        question_id = str(form.get("task", ""))  # the question's id, as on the answer form
+        if not question_id.isdigit():
+            return _refused(400, f"Invalid task {question_id!r}.")
+        self.workforce.undo(identity.subject, int(question_id))  # refused: the next page says why
         return RedirectResponse("/work", status_code=303)
 
     async def _worker_form(self, request: Request) -> tuple[Identity, FormData] | Response:

@@ -1,0 +1,215 @@
+"""A mixed crowd with spammers: this adjudicator (two-coin worker models, gold, probation, blocking, sequential
+rule) against majority votes, crowd-kit's Dawid-Skene and GLAD, and an oracle, on the same simulated answers.
+
+One run. Every task gets a random truth and a fixed answer from every worker of the crowd, in a random order
+per task. The fixed-overlap methods (majority of 3 and of 5, Dawid-Skene and GLAD on 5) read the first 3 or
+5 answers of that order. The adjudicator reads the same order one answer at a time, as the server asks,
+passing over workers it has blocked, with gold questions mixed into each worker's questions by the server's
+policy (server/quality.py); it stops as soon as the task reaches the confidence target. The oracle runs the
+same sequential rule knowing every worker's true accuracies (and passing over every spammer from the start):
+the fewest answers any adjudicator could need for that confidence. Results go to the ``quality`` section of
+docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_quality.py [--tasks 3000] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+from crowdkit.aggregation import GLAD, DawidSkene
+from report import write_section
+
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
+from airflow_provider_imagecontains.server.quality import block_reason, gold_due
+
+# 20% experts, 60% average workers, 20% spammers (half of them yes-sayers), as in issue 12.
+CROWD = "expert:10:0.95,average:30:0.75,spammer:5:0.5,yes-sayer:5:0.5:yes"
+GOLD_QUESTIONS = 300
+FIXED_OVERLAP = 5
+CONFIDENCE = 0.98
+MAX_ANSWERS = 15
+
+
+@dataclass
+class Outcome:
+    right: int = 0
+    decided: int = 0
+    answers: int = 0
+    gold: int = 0
+    spammer_answers: int = 0
+
+    def accuracy(self, tasks: int) -> float:
+        """Share of all tasks answered right (an undecided task counts as wrong)."""
+        return self.right / tasks
+
+
+def crowd_workers(crowd: str) -> dict[str, CrowdClass]:
+    return {f"{c.name}-{n + 1}": c for c in parse_crowd(crowd) for n in range(c.count)}
+
+
+def sequential(
+    truths: list[bool],
+    orders: list[list[str]],
+    answers: list[dict[str, bool]],
+    workers: dict[str, CrowdClass],
+    config: ServerConfig,
+    seed: int,
+) -> Outcome:
+    """The server's rule: gold by policy, blocking, one answer at a time until the confidence target."""
+    rng = random.Random(seed)
+    gold_truths = [rng.random() < 0.5 for _ in range(GOLD_QUESTIONS)]
+    models: dict[str, WorkerModel] = {}
+    questions = dict.fromkeys(workers, 0)
+    blocked: set[str] = set()
+    outcome = Outcome()
+    for truth, order, task_answers in zip(truths, orders, answers, strict=True):
+        used: list[tuple[str, bool]] = []
+        verdict = None
+        for worker in order:
+            while worker not in blocked and gold_due(config, questions[worker], rng.random()):
+                gold_truth = gold_truths[rng.randrange(GOLD_QUESTIONS)]
+                says_yes = workers[worker].says_yes(gold_truth, rng.random())
+                models[worker] = (models.get(worker) or WorkerModel()).learned(float(gold_truth), says_yes, gold=True)
+                questions[worker] += 1
+                outcome.gold += 1
+                if block_reason(config, models[worker]):
+                    blocked.add(worker)
+            if worker in blocked:
+                continue
+            questions[worker] += 1
+            outcome.spammer_answers += workers[worker].accuracy <= 0.5
+            used.append((worker, task_answers[worker]))
+            verdict = adjudicate(
+                used,
+                models,
+                confidence=config.confidence,
+                max_answers=config.max_answers_per_task,
+                prior_accuracy=config.prior_worker_accuracy,
+            )
+            if not verdict.needs_more_answers:
+                break
+        outcome.answers += len(used)
+        if verdict is not None and verdict.contains_target is not None:
+            outcome.decided += 1
+            outcome.right += verdict.contains_target == truth
+            learned = learn_from_task(used, models, prior_accuracy=config.prior_worker_accuracy)
+            models.update(learned)
+            blocked.update(worker for worker, model in learned.items() if block_reason(config, model))
+    return outcome
+
+
+def oracle(
+    truths: list[bool], orders: list[list[str]], answers: list[dict[str, bool]], workers: dict[str, CrowdClass]
+) -> Outcome:
+    """The sequential rule with every worker's true accuracies on each kind of image, spammers never asked."""
+    weights = {}
+    for worker, crowd_class in workers.items():
+        on_yes = 1.0 if crowd_class.bias == "yes" else 2 * crowd_class.accuracy - 1 if crowd_class.bias else None
+        on_no = 1.0 if crowd_class.bias == "no" else 2 * crowd_class.accuracy - 1 if crowd_class.bias else None
+        on_yes = crowd_class.accuracy if on_yes is None else on_yes
+        on_no = crowd_class.accuracy if on_no is None else on_no
+        if on_yes + on_no > 1.0 + 1e-9:
+            weights[worker] = (math.log(on_yes / (1 - on_no)), math.log((1 - on_yes) / on_no))
+    outcome = Outcome()
+    threshold = math.log(CONFIDENCE / (1 - CONFIDENCE))
+    for truth, order, task_answers in zip(truths, orders, answers, strict=True):
+        log_odds, used = 0.0, 0
+        for worker in order:
+            if worker not in weights:
+                continue
+            used += 1
+            log_odds += weights[worker][0 if task_answers[worker] else 1]
+            if abs(log_odds) >= threshold or used == MAX_ANSWERS:
+                break
+        outcome.answers += used
+        if abs(log_odds) >= threshold:
+            outcome.decided += 1
+            outcome.right += (log_odds > 0) == truth
+    return outcome
+
+
+def fixed_overlap(truths: list[bool], orders: list[list[str]], answers: list[dict[str, bool]]) -> dict[str, float]:
+    """Accuracy of majority of 3 and 5, Dawid-Skene and GLAD on the first 5 answers of each task."""
+    rows = [
+        (task, worker, "yes" if answers[task][worker] else "no")
+        for task, order in enumerate(orders)
+        for worker in order[:FIXED_OVERLAP]
+    ]
+    frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    truth = pd.Series(["yes" if t else "no" for t in truths])
+    results = {}
+    for size in (3, 5):
+        votes = [sum(answers[task][w] for w in order[:size]) for task, order in enumerate(orders)]
+        results[f"majority of {size}"] = sum((v * 2 > size) == t for v, t in zip(votes, truths, strict=True)) / len(
+            truths
+        )
+    for name, method in (("Dawid-Skene on 5", DawidSkene(n_iter=100)), ("GLAD on 5", GLAD(n_iter=100))):
+        started = time.perf_counter()
+        labels = method.fit_predict(frame).reindex(truth.index)
+        results[name] = float((labels == truth).mean())
+        print(f"{name}: {results[name]:.4f} in {time.perf_counter() - started:.1f} s", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    config = ServerConfig(crowd=CROWD, confidence=CONFIDENCE, max_answers_per_task=MAX_ANSWERS)
+    workers = crowd_workers(CROWD)
+    rng = random.Random(args.seed)
+    truths = [rng.random() < 0.5 for _ in range(args.tasks)]
+    orders = [rng.sample(sorted(workers), len(workers)) for _ in range(args.tasks)]
+    answers = [{w: c.says_yes(truth, rng.random()) for w, c in workers.items()} for truth in truths]
+
+    ours = sequential(truths, orders, answers, workers, config, args.seed)
+    best = oracle(truths, orders, answers, workers)
+    baselines = fixed_overlap(truths, orders, answers)
+    tasks = args.tasks
+    rows = [
+        f"| this adjudicator (sequential, gold, blocking) | {ours.accuracy(tasks):.4f} | {ours.answers / tasks:.2f} "
+        f"| {ours.gold / tasks:.2f} ({ours.gold / (ours.answers + ours.gold):.1%} of answers) |",
+        f"| oracle (true accuracies, spammers never asked) | {best.accuracy(tasks):.4f} | {best.answers / tasks:.2f} | — |",
+    ]
+    for name, accuracy in baselines.items():
+        per_task = 3 if name.endswith("3") else FIXED_OVERLAP
+        rows.append(f"| {name} | {accuracy:.4f} | {per_task} | — |")
+    print("\n".join(rows))
+    print(f"decided {ours.decided}/{tasks}; oracle votes ratio {ours.answers / best.answers:.3f}")
+    print(f"paid answers from spammers: {ours.spammer_answers}")
+    if args.no_report:
+        return
+    text = (
+        f"""## Quality with a mixed crowd (`bench/bench_quality.py`)
+
+One run (seed {args.seed}), {tasks} tasks, truth yes or no at even odds, the same simulated answers for every
+method. Crowd `{CROWD}` (20 % experts at 0.95, 60 % average workers at 0.75, 20 % spammers at 0.5, half of
+them yes-sayers); the adjudicator and the oracle at confidence {CONFIDENCE} and at most {MAX_ANSWERS} answers, server policy
+otherwise (gold share
+{config.gold_share:.0%}, probation {config.probation_questions} questions at {config.probation_gold_share:.0%} gold,
+blocking below {config.block_below_accuracy} after {config.block_after_gold} gold). Accuracy counts a task
+without a verdict as wrong; answers per task are paid answers; gold answers are the overhead, not billed.
+
+| method | accuracy | answers per task | gold answers per task |
+|---|---|---|---|
+"""
+        + "\n".join(rows)
+        + f"""
+
+The adjudicator used {ours.answers / best.answers:.2f} times the oracle's answers ({ours.decided} of {tasks} tasks
+decided, the rest failed `Inconclusive` at {config.max_answers_per_task} answers)."""
+    )
+    write_section("quality", text)
+
+
+if __name__ == "__main__":
+    main()

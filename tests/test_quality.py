@@ -1,0 +1,291 @@
+"""Quality control over the real local server: a mixed crowd, gold questions, probation, blocking, worker
+models that outweigh spammers, and what the requester sees (billing, task lists, confidence, the export)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.server.__main__ import config_from_args, main, parse_args
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, evidence, learn_from_task
+from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
+
+PRIOR = 0.8
+REWARD = 0.01
+
+
+def answer_key(path, images):
+    """Write an answer key: image URL -> labels it contains."""
+    path.write_text(json.dumps({"images": images}))
+    return str(path)
+
+
+def put_and_wait(names_to_images, label="person", timeout=60):
+    hook = ImageContainsHook()
+    inputs = {name: {"image": {"url": url}, "target": {"label": label}} for name, url in names_to_images.items()}
+    hook.put_tasks("image-contains", inputs)
+    deadline = time.monotonic() + timeout
+    while True:
+        documents = hook.get_tasks("image-contains", list(inputs))
+        if all(document["state"] != "processing" for document in documents.values()):
+            return documents
+        assert time.monotonic() < deadline, "tasks did not finish"
+        time.sleep(0.1)
+
+
+def worker_rows(db_path):
+    with sqlite3.connect(db_path) as db:
+        return {
+            row[0]: row[1:]
+            for row in db.execute("SELECT worker, questions, gold_right, gold_wrong, blocked_at FROM worker_models")
+        }
+
+
+# The model on its own
+
+
+def test_a_yes_sayer_and_a_random_clicker_weigh_nothing_once_known():
+    models = {
+        "yes-sayer": WorkerModel(yes_said_yes=20, no_said_yes=20),
+        "clicker": WorkerModel(yes_said_yes=10, yes_said_no=10, no_said_no=10, no_said_yes=10),
+        "careful": WorkerModel(yes_said_yes=18, yes_said_no=2, no_said_no=18, no_said_yes=2),
+    }
+    careful = evidence(models["careful"], True, PRIOR)
+    assert evidence(models["yes-sayer"], True, PRIOR) < 0.1 * careful
+    assert max(abs(evidence(models["clicker"], says_yes, PRIOR)) for says_yes in (True, False)) < 0.1 * careful
+    # Three spammers saying "yes" lose to one careful "no".
+    answers = [("yes-sayer", True), ("clicker", True), ("careful", False)]
+    verdict = adjudicate(answers, models, confidence=0.8, max_answers=11, prior_accuracy=PRIOR)
+    assert verdict.contains_target is False
+    # Without the models (every worker new), the same answers would say "yes".
+    assert adjudicate(answers, {}, confidence=0.5001, max_answers=11, prior_accuracy=PRIOR).contains_target is True
+
+
+def test_agreement_teaches_the_model_that_a_yes_sayer_is_wrong_on_images_without_the_target():
+    models: dict[str, WorkerModel] = {}
+    for n in range(40):  # two careful workers answer right, the yes-sayer says yes to every image
+        truth = n % 2 == 0
+        answers = [("a", truth), ("b", truth), ("yes-sayer", True)]
+        models.update(learn_from_task(answers, models, prior_accuracy=PRIOR))
+    assert models["yes-sayer"].accuracy_on_yes(PRIOR) > 0.9 and models["yes-sayer"].accuracy_on_no(PRIOR) < 0.2
+    assert models["a"].balanced_accuracy(PRIOR) > 0.9
+    assert evidence(models["yes-sayer"], True, PRIOR) < 0.1 * evidence(models["a"], True, PRIOR)
+
+
+def test_crowd_flag_and_config_file(tmp_path):
+    classes = parse_crowd("expert:5:0.95,average:20:0.75,spammer:5:0.5,yes-sayer:3:0.5:yes")
+    assert [c.count for c in classes] == [5, 20, 5, 3] and classes[3].bias == "yes"
+    assert ServerConfig(crowd="a:2:0.9,b:3:0.6").simulated_workers == 5
+    # The one-class shorthand stays.
+    assert ServerConfig(workforce_size=4, worker_accuracy=0.7).crowd_classes == (CrowdClass("sim-worker", 4, 0.7),)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"crowd": "expert:1:0.95,yes-sayer:2:0.5:yes"}))
+    assert config_from_args(parse_args(["--config", str(config_file)])).simulated_workers == 3
+    assert config_from_args(parse_args(["--crowd", "x:7:0.8"])).crowd_classes == (CrowdClass("x", 7, 0.8),)
+    for bad in ("expert:5", "expert:five:0.9", "expert:5:1.5", "x:1:0.9:maybe", "x:1:0.9,x:2:0.8", "x:1:0.4:yes"):
+        with pytest.raises(ValueError, match="Invalid"):
+            ServerConfig(crowd=bad)
+
+
+def test_a_yes_sayer_answers_yes_whatever_the_image():
+    yes_sayer = CrowdClass("y", 1, 0.5, "yes")
+    assert all(yes_sayer.says_yes(truth, draw / 10) for truth in (True, False) for draw in range(10))
+    leaning = CrowdClass("l", 1, 0.75, "no")  # mistakes only on images with the target, half of them
+    assert [leaning.says_yes(True, draw) for draw in (0.25, 0.75)] == [True, False]
+    assert not any(leaning.says_yes(False, draw / 10) for draw in range(10))
+
+
+# Over the real server
+
+
+@pytest.fixture
+def gold_key(tmp_path):
+    """40 gold questions: 20 images, each against the labels "person" and "car"."""
+    images = {f"https://gold.example/{n}.jpg": (["person"] if n % 2 else ["car"]) for n in range(20)}
+    return answer_key(tmp_path / "gold.json", images)
+
+
+def test_spammers_are_blocked_and_outweighed_gold_is_never_billed_nor_listed(crowd_server, tmp_path, gold_key, capsys):
+    truth = {f"https://tasks.example/{n}.jpg": n % 2 == 0 for n in range(80)}
+    key = answer_key(tmp_path / "key.json", {url: ["person"] if yes else [] for url, yes in truth.items()})
+    server = crowd_server(
+        crowd="careful:10:0.95,clicker:2:0.5,yes-sayer:2:0.5:yes",
+        answer_key_path=key,
+        seed=7,
+        reward_per_answer=REWARD,
+        probation_questions=20,
+        probation_gold_share=1.0,
+        block_after_gold=16,
+        block_below_accuracy=0.75,
+    )
+    main(["gold", "add", gold_key, "--db", server.db_path])
+    assert capsys.readouterr().out.startswith("40 gold questions added")
+
+    names = {f"t{n}": url for n, url in enumerate(truth)}
+    documents = put_and_wait(names)
+    right = sum(documents[name]["result"]["containsTarget"] == truth[url] for name, url in names.items())
+    assert right >= 76, f"{right} of 80 right"
+    for document in documents.values():
+        assert set(document["result"]) == {"containsTarget", "confidence", "answers"}
+        assert document["result"]["confidence"] >= server.config.confidence
+
+    rows = worker_rows(server.db_path)
+    spammers = [w for w in rows if not w.startswith("careful")]
+    assert all(rows[w][3] is not None for w in spammers), f"spammers not all blocked: {rows}"
+    assert not any(rows[w][3] is not None for w in rows if w.startswith("careful"))
+    # Blocked workers answered no task after they were blocked; a spammer saw at most its probation.
+    with sqlite3.connect(server.db_path) as db:
+        for worker in spammers:
+            late = db.execute(
+                "SELECT COUNT(*) FROM answers WHERE worker = ? AND created_at > ?", (worker, rows[worker][3])
+            ).fetchone()[0]
+            assert late <= 1
+        task_answers = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        gold_answers = db.execute("SELECT COUNT(*) FROM gold_answers").fetchone()[0]
+    assert gold_answers >= 30
+
+    # The export holds every yes/no answer, gold flagged.
+    export = tmp_path / "answers.jsonl"
+    main(["export-answers", "--db", server.db_path, "--output", str(export)])
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    assert len(lines) == task_answers + gold_answers
+    assert {key for line in lines for key in line} == {
+        "task_name",
+        "worker",
+        "contains_target",
+        "gold",
+        "answered_at",
+        "account",
+    }
+    assert sum(line["gold"] for line in lines) == gold_answers
+    assert {line["task_name"] for line in lines if not line["gold"]} == set(names)
+
+    # Billing: only task answers are paid for by the requester.
+    spend = server.config.starting_balance - balance(server)
+    assert spend == pytest.approx(task_answers * REWARD)
+    # Gold is in no task list: not through the API's test helper, not on the dashboard.
+    listed = server.tasks()
+    assert len(listed) == 80 and not any("gold.example" in t["input"]["image"]["url"] for t in listed)
+
+    # Worker models and blocks are kept across restarts: spammers answer none of the new tasks.
+    server.restart()
+    documents = put_and_wait({f"after-restart-{n}": url for n, url in enumerate(list(truth)[:5])})
+    after = [t for t in server.tasks() if t["task_name"].startswith("after-restart")]
+    assert len(after) == 5 and not any(worker in spammers for t in after for worker, _ in t["answers"])
+
+
+class Worker:
+    """A person on the worker page, as a plain HTTP client submitting the page's own form."""
+
+    def __init__(self, server, name):
+        self.client = httpx.Client(base_url=server.endpoint_url, timeout=30)
+        response = self.client.post("/signin", data={"token": server.issue_token("worker", name)})
+        assert response.status_code == 303
+
+    def page(self):
+        page = self.client.get("/work")
+        assert page.status_code == 200
+        return page.text
+
+    def answer(self, page, says_yes):
+        self.post(page, "answer-form", "/work/answer", answer="yes" if says_yes else "no")
+
+    def undo(self, page):
+        self.post(page, "undo-form", "/work/undo")
+
+    def post(self, page, form_id, action, **fields):
+        form = page.split(f'id="{form_id}"', 1)[1].split("</form>", 1)[0]
+        question_id = re.search(r'name="task" value="(\d+)"', form)[1]
+        csrf = re.search(r'name="csrf" value="(\w+)"', form)[1]
+        assert self.client.post(action, data={"task": question_id, "csrf": csrf, **fields}).status_code == 303
+
+
+def question_on(page):
+    """(image URL, label) of the question on a worker page, or None."""
+    image = re.search(r'<img class="frame" src="([^"]*)"', page)
+    return None if image is None else (image[1], re.search(r'<strong class="label">(.*?)</strong>', page, re.S)[1])
+
+
+def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(crowd_server, tmp_path, gold_key):
+    server = crowd_server(
+        workforce="human",
+        probation_questions=4,
+        probation_gold_share=1.0,
+        gold_share=0.0,
+        block_after_gold=4,
+        block_below_accuracy=0.7,
+        seed=1,
+    )
+    main(["gold", "add", gold_key, "--db", server.db_path])
+    gold = json.loads(open(gold_key).read())["images"]
+    put_and_wait_none = ImageContainsHook()
+    inputs = {
+        f"t{n}": {"image": {"url": f"https://tasks.example/{n}.jpg"}, "target": {"label": "person"}} for n in range(3)
+    }
+    put_and_wait_none.put_tasks("image-contains", inputs)
+
+    def is_gold(question):
+        return question[0].startswith("https://gold.example/")
+
+    def gold_truth(question):
+        return question[1] in gold[question[0]]
+
+    # Alice answers gold right: after her probation she gets real tasks, on the same page.
+    alice, pages = Worker(server, "alice"), []
+    for _ in range(5):
+        page = alice.page()
+        question = question_on(page)
+        pages.append((is_gold(question), page))
+        alice.answer(page, gold_truth(question) if is_gold(question) else True)
+    assert [gold for gold, _ in pages] == [True] * 4 + [False]
+
+    def masked(page):
+        """The page without what differs between any two questions: image, label, ids, tally, the last answer."""
+        image, label = question_on(page)
+        page = page.replace(image, "…").replace(label, "…")
+        page = re.sub(r'<form class="undo".*?</form>', "", page, flags=re.S)
+        for pattern in (r'value="\d+"', r'value="[\w-]{20,}"', r"\d+ answered", r'alt="[^"]*"'):
+            page = re.sub(pattern, "…", page)
+        return re.sub(r"\s+", " ", page)
+
+    # A gold answer can be undone, as an answer that did not decide its task can.
+    assert all('id="undo-form"' in page for _, page in pages[1:])
+    assert len({masked(page) for _, page in pages}) == 1, "a gold question's page differs from a task's"
+    # Gold answers count like any other: the worker's tally gives nothing away.
+    assert [int(re.search(r"(\d+) answered", page)[1]) for _, page in pages] == [0, 1, 2, 3, 4]
+
+    # An answer to a gold question can be taken back like any other: what it taught the model goes too.
+    carol = Worker(server, "carol")
+    page = carol.page()
+    question = question_on(page)
+    carol.answer(page, not gold_truth(question))
+    page = carol.page()
+    assert worker_rows(server.db_path)["human:carol"][1:3] == (0, 1)
+    carol.undo(page)
+    page = carol.page()
+    assert question_on(page) == question and worker_rows(server.db_path)["human:carol"][1:3] == (0, 0)
+    carol.answer(page, gold_truth(question))
+    assert worker_rows(server.db_path)["human:carol"][1:3] == (1, 0)
+
+    # Mallory gets every gold question wrong: blocked, she sees no more questions while tasks wait.
+    mallory = Worker(server, "mallory")
+    for _ in range(4):
+        page = mallory.page()
+        question = question_on(page)
+        assert is_gold(question)
+        mallory.answer(page, not gold_truth(question))
+    assert "No questions right now" in mallory.page()
+    assert question_on(Worker(server, "bob").page()) is not None  # there are questions for others
+    assert worker_rows(server.db_path)["human:mallory"][3] is not None
+    assert not any(worker == "human:mallory" for t in server.tasks() for worker, _ in t["answers"])
+
+
+def balance(server):
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute("SELECT microdollars FROM balances").fetchone()[0] / 1e6
