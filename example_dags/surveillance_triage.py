@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
 CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
+# Spend cap of one hourly run: crowd tasks planned by all mapped instances together (max_run_tasks).
+MAX_RUN_TASKS = int(os.environ.get("IMAGECONTAINS_MAX_RUN_TASKS", "20000"))
 THUMBNAIL_WIDTH = 160
 REVIEW_OPTIONS = ["Contains it", "Does not contain it", "Cannot tell"]
 # A question nobody answers in time is closed as "Cannot tell": the frame stays in the report to inspect.
@@ -362,6 +364,7 @@ def surveillance_triage():
     submissions = ImageContainsOperator.partial(
         task_id="ask_crowd",
         imagecontains_conn_id=CONN_ID,
+        max_run_tasks=MAX_RUN_TASKS,
         prescreen=PRESCREEN,
         accept_above=thresholds["accept_above"],
         reject_below=thresholds["reject_below"],

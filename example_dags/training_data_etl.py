@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
 CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
+# Spend cap of one run: crowd tasks planned by all mapped instances together (max_run_tasks).
+MAX_RUN_TASKS = int(os.environ.get("IMAGECONTAINS_MAX_RUN_TASKS", "100000"))
 # Fixed when the DAG is parsed, because an Asset names one place.
 TRAINING_DATASET = Asset(
     name="imagecontains_training_dataset",
@@ -136,9 +138,9 @@ def training_data_etl():
         return batched(questions, params["batch_size"])
 
     images = list_dataset_images()
-    submissions = ImageContainsOperator.partial(task_id="ask_crowd", imagecontains_conn_id=CONN_ID).expand(
-        images=make_questions(images)
-    )
+    submissions = ImageContainsOperator.partial(
+        task_id="ask_crowd", imagecontains_conn_id=CONN_ID, max_run_tasks=MAX_RUN_TASKS
+    ).expand(images=make_questions(images))
     answers = (
         ImageContainsSensor.partial(
             task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS

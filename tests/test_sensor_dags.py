@@ -122,3 +122,22 @@ def test_the_dashboard_link_is_registered_and_empty_for_the_hosted_service(airfl
 @pytest.mark.slow
 def test_poke_mode_sensor_gives_the_same_results(airflow_db, dag_server, tmp_path) -> None:
     _assert_match_server(_dags_test(dag_server, tmp_path, "imagecontains_mapped", sensor_mode="poke"), dag_server)
+
+
+def test_max_run_tasks_caps_the_whole_mapped_run(airflow_db, dag_server, tmp_path) -> None:
+    env = {
+        **os.environ,
+        **dag_server.airflow_connection_env(),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "IMAGECONTAINS_TEST_IMAGES": json.dumps(IMAGES),
+        "IMAGECONTAINS_TEST_MAX_RUN_TASKS": "4",  # two mapped instances of 3 images: only one fits
+    }
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    run = subprocess.run(
+        [airflow, "dags", "test", "imagecontains_run_cap"], env=env, capture_output=True, text=True, timeout=240
+    )
+    output = run.stdout + run.stderr
+    assert "more than max_run_tasks=4; nothing was submitted by this instance" in output, output[-3000:]
+    stored = dag_server.tasks(function_name="image-contains-test")
+    assert len(stored) == 3  # one instance's batch; the other was refused before any request
+    assert {t["input"]["image"]["url"] for t in stored} in ({*IMAGES[:3]}, {*IMAGES[3:]})

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageContainsOperator", "InvalidImagesError"]
 
+# Where each instance records how many crowd tasks it plans, for max_run_tasks.
+RUN_TASKS_XCOM_KEY = "crowd_tasks_planned"
 # The sensor's default timeout: waiting for the answers in the operator is bounded the same way.
 DEFAULT_WAIT_TIMEOUT = conf.getfloat("sensors", "default_timeout", fallback=7 * 24 * 3600)
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
@@ -91,7 +93,12 @@ class ImageContainsOperator(BaseOperator):
     :param namespace: (templated) scope of task reuse; defaults to the DAG id, so re-running a
         DAG reuses its answers. Put e.g. ``{{ ds }}`` in it to ask again for each date.
     :param resubmit_failed: delete and resubmit tasks that ended ``failed`` (paid again).
-    :param max_tasks: refuse (before any request) a run with more tasks than this.
+    :param max_tasks: refuse (before any request) an instance of this task with more crowd tasks than this:
+        it counts the tasks one task instance plans (one mapped instance: its own batch), reused ones too.
+    :param max_run_tasks: refuse (before any request) an instance that would take the tasks planned by all
+        instances of this task in the DAG run (every mapped instance) above this. Each instance records
+        its count in XCom before it submits anything and sums the counts of its run: whichever instance
+        would pass the limit fails with nothing submitted, so the run never spends on more tasks than this.
     :param dry_run: only count how many new tasks a run would create; submit nothing.
     :param wait_for_completion: wait until all tasks are finished and return their results.
     :param deferrable: wait in the triggerer rather than a worker slot.
@@ -151,6 +158,7 @@ class ImageContainsOperator(BaseOperator):
         namespace: str | None = None,
         resubmit_failed: bool = False,
         max_tasks: int | None = None,
+        max_run_tasks: int | None = None,
         dry_run: bool = False,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -186,6 +194,7 @@ class ImageContainsOperator(BaseOperator):
         self.namespace = namespace
         self.resubmit_failed = resubmit_failed
         self.max_tasks = max_tasks
+        self.max_run_tasks = max_run_tasks
         # Not ``self.dry_run``: BaseOperator.dry_run() is a method.
         self.count_only = dry_run
         self.wait_for_completion = wait_for_completion
@@ -222,6 +231,8 @@ class ImageContainsOperator(BaseOperator):
             raise AirflowFailException(
                 f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
             )
+        if self.max_run_tasks is not None and not self.count_only:
+            self._reserve_run_tasks(context, len(tasks))
         # Presigned URLs are made (locally) and checked against the API's limit before any request.
         sent_urls = self._presign(tasks)
         screened = self._prescreen(tasks) if self.prescreen is not None else None
@@ -282,6 +293,23 @@ class ImageContainsOperator(BaseOperator):
         tasks = self._plan()
         screened = self._screen(tasks, model_scores) if model_scores is not None else None
         return self._finish(records_from_event(self._handle(tasks, screened), event))
+
+    def _reserve_run_tasks(self, context: Context, count: int) -> None:
+        """Hold ``count`` tasks against ``max_run_tasks`` for this DAG run, or fail with nothing submitted.
+
+        The count goes to XCom before the sum is read, so of any instances that check at the same time the
+        last to record sees all the others: together they never pass the limit (at worst, both refuse).
+        """
+        ti = context["ti"]
+        ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=count)
+        recorded = ti.xcom_pull(task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY)  # every map index of this run
+        run_total = sum(value or 0 for value in (recorded if isinstance(recorded, list) else [recorded]))
+        if run_total > self.max_run_tasks:  # type: ignore[operator]
+            ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=0)  # this instance submits nothing: free its share
+            raise AirflowFailException(
+                f"The instances of {self.task_id!r} in this DAG run plan {run_total} crowd tasks with this one "
+                f"({count}), more than max_run_tasks={self.max_run_tasks}; nothing was submitted by this instance."
+            )
 
     def _finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if (message := summary_message(records)) is not None:

@@ -74,5 +74,18 @@ def imagecontains_templated():
     submit >> wait >> save_single_result(wait.output)
 
 
+@dag(dag_id="imagecontains_run_cap", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def imagecontains_run_cap():
+    # Two mapped instances of half the images each; the cap admits the first one's tasks only.
+    ImageContainsOperator.partial(
+        task_id="submit",
+        label="person",
+        function_name=FUNCTION,
+        namespace="tests-run-cap",
+        max_run_tasks=int(os.environ.get("IMAGECONTAINS_TEST_MAX_RUN_TASKS", "1000")),
+    ).expand(images=list_image_batches())
+
+
 imagecontains_mapped()
 imagecontains_templated()
+imagecontains_run_cap()
