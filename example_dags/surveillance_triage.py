@@ -20,7 +20,7 @@ Pre-screen (docs/prescreen.md): with ``IMAGECONTAINS_PRESCREEN`` set to a scorer
 ``airflow_provider_imagecontains.prescreen.people.PeopleScorer``), a model answers the frames it is sure
 about and only the rest are paid for. Its thresholds are earned: every run adds the (score, crowd answer)
 pairs of its frames to the Asset ``imagecontains_surveillance_audit_pairs`` (``IMAGECONTAINS_AUDIT_PAIRS_URI``,
-the most recent ``AUDIT_WINDOW`` pairs), and the next run calibrates from them at
+the most recent ``audit_window`` pairs), and the next run calibrates from them at
 ``target_precision``. Until there are enough pairs the model settles nothing; if it starts to disagree
 with the crowd on the audited frames (``IMAGECONTAINS_AUDIT_RATE``, default 5%), its share shrinks again.
 
@@ -84,8 +84,6 @@ AUDIT_RATE = float(os.environ.get("IMAGECONTAINS_AUDIT_RATE", "0.05"))
 CROWD_TASK_COST = (
     float(os.environ["IMAGECONTAINS_CROWD_TASK_COST"]) if os.environ.get("IMAGECONTAINS_CROWD_TASK_COST") else None
 )
-# Recent evidence only: a model that drifts loses its thresholds within a window of pairs.
-AUDIT_WINDOW = 5000
 # Fixed when the DAG is parsed, because an Asset names one place.
 AUDIT_PAIRS = Asset(
     name="imagecontains_surveillance_audit_pairs",
@@ -217,7 +215,7 @@ def review_outcomes(answers: list[dict[str, Any]], reviews: list[dict[str, Any] 
 
 
 def merge_audit_pairs(
-    stored: list[dict[str, Any]], answers: list[dict[str, Any]], audit_rate: float, window: int = AUDIT_WINDOW
+    stored: list[dict[str, Any]], answers: list[dict[str, Any]], audit_rate: float, window: int
 ) -> list[dict[str, Any]]:
     """``stored`` pairs plus this run's, one per (url, label) (a re-run replaces its own), the newest ``window``."""
     new = [
@@ -322,6 +320,13 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
             exclusiveMaximum=1,
             description="How often the pre-screen model's own answers must be right (each side).",
         ),
+        "audit_window": Param(
+            50_000,
+            type="integer",
+            minimum=1,
+            description="Most recent audited pairs kept: enough for the model's own answers to be checked by "
+            "their audits alone (at audit_rate), few enough that a drifting model loses its thresholds.",
+        ),
         "min_pairs": Param(
             200, type="integer", minimum=1, description="Audited pairs needed before the model answers anything."
         ),
@@ -403,11 +408,13 @@ def surveillance_triage():
         return clear
 
     @task(trigger_rule="none_failed", outlets=[AUDIT_PAIRS])
-    def keep_audit_pairs(answers) -> int:
+    def keep_audit_pairs(answers, params: dict[str, Any]) -> int:
         """Add this run's (score, crowd answer) pairs to the Asset the next run calibrates from."""
         if PRESCREEN is None:
             return 0
-        pairs = merge_audit_pairs(load_audit_pairs(AUDIT_PAIRS.uri), as_records(answers), AUDIT_RATE)
+        pairs = merge_audit_pairs(
+            load_audit_pairs(AUDIT_PAIRS.uri), as_records(answers), AUDIT_RATE, params["audit_window"]
+        )
         write_output(AUDIT_PAIRS.uri, json.dumps(pairs).encode(), "application/json")
         log.info("%d audited pairs kept for calibration", len(pairs))
         return len(pairs)
