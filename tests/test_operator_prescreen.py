@@ -234,3 +234,11 @@ def test_without_a_prescreen_records_say_crowd(crowd_server, caplog) -> None:
         poll_interval=0.05,
     ).execute({})
     assert [(r["source"], r["model_score"], r["model_contains_target"]) for r in records] == [("crowd", None, None)]
+
+
+def test_a_dry_run_scores_and_counts_only_the_crowd_tasks(crowd_server, images) -> None:
+    server = crowd_server()
+    urls = [images("a.jpg", "0.97"), images("b.jpg", "0.5"), images("c.jpg", "0.02")]
+    summary = _operator(urls, dry_run=True).execute({})
+    assert (summary["total_tasks"], summary["new_tasks"], summary["settled_by_model"]) == (1, 1, 2)
+    assert server.tasks(function_name=TEST_FN) == []

@@ -238,7 +238,10 @@ class ImageContainsOperator(BaseOperator):
         screened = self._prescreen(tasks) if self.prescreen is not None else None
         crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
-            return self._count_new_tasks(crowd)
+            summary = self._count_new_tasks(crowd)
+            if screened:
+                summary["settled_by_model"] = len(tasks) - len(crowd)
+            return summary
         docs = self._submit(crowd, sent_urls) if crowd else {}
         if crowd:
             CrowdDashboardLink.persist(context, self.hook.config.endpoint_url, (task.task_name for task in crowd))
