@@ -56,6 +56,11 @@ class ServiceError(CrowdApiError):
     body that is not what the API documents."""
 
 
+class EndpointUnreachableError(ServiceError):
+    """No connection to the endpoint could be made beyond the retry budget (refused, unknown host, connect
+    timeout): the request never reached the service. The message names the cause and the endpoint."""
+
+
 class BulkTaskError(CrowdApiError):
     """Some calls of a bulk request failed; nothing is lost: the successes and the failures are both kept.
 
@@ -65,9 +70,12 @@ class BulkTaskError(CrowdApiError):
 
     def __init__(self, results: dict[str, dict], errors: dict[str, CrowdApiError]) -> None:
         examples = "; ".join(f"{name!r}: {type(err).__name__}" for name, err in list(errors.items())[:3])
+        first = next(iter(errors.values()), None)
         super().__init__(
             f"{len(errors)} of {len(results) + len(errors)} task calls failed ({examples}"
-            f"{'; ...' if len(errors) > 3 else ''}). See .errors for each failure and .results for the successes."
+            f"{'; ...' if len(errors) > 3 else ''}). "
+            + (f"First error: {first.message} " if first is not None else "")
+            + "See .errors for each failure and .results for the successes."
         )
         self.results = results
         self.errors = errors

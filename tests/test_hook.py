@@ -19,6 +19,7 @@ import pytest
 from airflow_provider_imagecontains.exceptions import (
     AccessDeniedError,
     BulkTaskError,
+    EndpointUnreachableError,
     FunctionNotFoundError,
     ServiceError,
     TaskInProgressError,
@@ -452,3 +453,20 @@ def test_async_calls_build_the_tls_context_off_the_loop_once_and_reuse_connectio
     assert built_on_loop == [False]  # one TLS context for the process, built in a thread
     assert 1 <= len(handshakes) <= 2  # 48 reads over at most max_concurrency connections, kept across calls
     base_crowd.ssl_context_for.cache_clear()
+
+
+def test_a_refused_connection_is_named_with_the_endpoint_sync_and_async(monkeypatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    connection = {"conn_type": "imagecontains", "login": "AKIAX", "password": "secret"}
+    connection["extra"] = {"endpoint_url": endpoint, "account_id": "123456789012"}
+    monkeypatch.setenv("AIRFLOW_CONN_IMAGECONTAINS_DEFAULT", json.dumps(connection))
+    hook = ImageContainsHook(max_attempts=2, retry_base_delay=0.001, max_retry_delay=0.01)
+
+    with pytest.raises(EndpointUnreachableError, match=f"connection refused by {endpoint}"):
+        hook.get_task("image-contains-test", "t1")
+    with pytest.raises(EndpointUnreachableError, match=f"connection refused by {endpoint}"):
+        asyncio.run(hook.aget_task("image-contains-test", "t1"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -20,8 +21,14 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.sdk import DAG
 
-from airflow_provider_imagecontains.exceptions import BulkTaskError, InvalidTaskError, ThrottledError
+from airflow_provider_imagecontains.exceptions import (
+    BulkTaskError,
+    EndpointUnreachableError,
+    InvalidTaskError,
+    ThrottledError,
+)
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
+from airflow_provider_imagecontains.operators import imagecontains as operator_module
 from airflow_provider_imagecontains.operators._images import plan_image_tasks
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator, InvalidImagesError
 
@@ -84,7 +91,7 @@ def test_calls_that_outlive_the_hooks_retries_are_submitted_again_in_later_round
     assert stored == {t["task_name"] for t in handle["tasks"]}
     assert _count(server, "PUT", 201) == len(IMAGES)  # each created once: successes are never re-sent
     assert _count(server, "PUT") == len(IMAGES) + _count(server, "PUT", 429)
-    assert "crowd task calls failed on throttling or server errors after retries" in capsys.readouterr().out
+    assert "crowd task calls failed after retries (first: ThrottledError: " in capsys.readouterr().out
 
 
 def test_calls_still_throttled_after_the_last_round_fail_the_task_keeping_the_rest(crowd_server) -> None:
@@ -327,3 +334,23 @@ def test_s3_images_without_aws_credentials_fail_naming_presigning_and_aws_conn_i
     with pytest.raises(AirflowException, match="Presigning the s3:// images needs AWS credentials") as raised:
         _operator(images=["s3://frames/cam1/0001.jpg"]).execute({})
     assert "aws_conn_id='aws_default'" in str(raised.value) and "NoCredentialsError" in str(raised.value)
+
+
+def test_an_unreachable_endpoint_fails_in_the_first_round_naming_the_cause_and_endpoint(monkeypatch, caplog) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: every connection is refused
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    connection = {"conn_type": "imagecontains", "login": "AKIAX", "password": "secret"}
+    connection["extra"] = {"endpoint_url": endpoint, "account_id": "123456789012"}
+    monkeypatch.setenv("AIRFLOW_CONN_IMAGECONTAINS_DEFAULT", json.dumps(connection))
+    pauses: list[float] = []
+    monkeypatch.setattr(operator_module.time, "sleep", pauses.append)
+    operator = _impatient(_operator(submit_rounds=3, submit_round_delay=30))
+
+    with pytest.raises(BulkTaskError) as raised:
+        operator.execute({})
+
+    message = str(raised.value)
+    assert "connection refused" in message and endpoint in message and "ServiceError" not in message.split(":")[0]
+    assert all(isinstance(error, EndpointUnreachableError) for error in raised.value.errors.values())
+    assert 30 not in pauses  # no second round: not one call got a connection

@@ -196,7 +196,7 @@ def test_2000_images_under_throttling_server_errors_and_dropped_connections(proc
     hook = ImageContainsHook()
     assert sum(puts.values()) <= submit.submit_rounds * len(images) * hook.max_attempts  # within the budget
     output = capsys.readouterr().out
-    resubmissions = re.findall(r"(\d+) of \d+ crowd task calls failed on throttling", output)
+    resubmissions = re.findall(r"(\d+) of \d+ crowd task calls failed after retries", output)
     # Thousands of retries, yet one INFO summary per bulk PUT; only a round of a single call logs its retries.
     assert re.search(r"Crowd API PUT of 2000 tasks \(image-contains\): \d+ calls were retried", output)
     assert output.count("retrying in") <= len(resubmissions) * hook.max_attempts

@@ -34,10 +34,12 @@ from requests.adapters import HTTPAdapter
 from requests_aws4auth import AWS4Auth
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from airflow_provider_imagecontains.exceptions import (
     AccessDeniedError,
     CrowdApiError,
+    EndpointUnreachableError,
     FunctionNotFoundError,
     InvalidTaskError,
     ServiceError,
@@ -519,11 +521,20 @@ class CrowdBaseHook(BaseHook):
         return answer
 
     def _transport_error(self, err: Exception, method: str, function_name: str, task_name: str) -> _TransientError:
+        failed = f"{method} of task {task_name!r} ({function_name}) failed after {self.max_attempts} attempt(s)"
+        cause = connect_failure(err)
+        if cause is not None:
+            return _TransientError(
+                EndpointUnreachableError(
+                    f"{failed}: {cause} by {self.config.endpoint_url} ({type(err).__name__}). Is the crowd server "
+                    "running, and is the connection's endpoint_url right? Run again once it is (task names make "
+                    "this safe)."
+                )
+            )
         return _TransientError(
             ServiceError(
-                f"{method} of task {task_name!r} ({function_name}) failed after {self.max_attempts} attempt(s): "
-                f"{type(err).__name__} talking to {self.config.endpoint_url}. Check the endpoint and network, "
-                "then run again (task names make this safe)."
+                f"{failed}: {type(err).__name__} talking to {self.config.endpoint_url}. Check the endpoint and "
+                "network, then run again (task names make this safe)."
             )
         )
 
@@ -683,3 +694,23 @@ def _service_error(body: bytes) -> tuple[str | None, str | None]:
 
 def _body_excerpt(body: bytes, limit: int = 120) -> str:
     return " ".join(body[: limit * 4].decode("utf-8", "replace")[:limit].split())
+
+
+def connect_failure(err: Exception) -> str | None:
+    """Why ``err`` kept a request from connecting at all ("connection refused", ...), or ``None`` when the
+    connection was made and failed later (a dropped connection, a read timeout)."""
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        os_error: BaseException | None = err.os_error
+    elif isinstance(err, requests.exceptions.ConnectTimeout):
+        return "connect timed out"
+    elif isinstance(err, requests.ConnectionError) and isinstance(
+        reason := getattr(err.args[0] if err.args else None, "reason", None), NewConnectionError
+    ):
+        if isinstance(reason, NameResolutionError):
+            return "host name not found"
+        os_error = reason.__cause__ or reason.__context__
+    else:
+        return None
+    return "connection refused" if isinstance(os_error, ConnectionRefusedError) else "no connection could be made"

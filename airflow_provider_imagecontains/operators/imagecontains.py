@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError
 from airflow_provider_imagecontains.exceptions import (
     BulkTaskError,
     CrowdApiError,
+    EndpointUnreachableError,
     TaskNameConflictError,
     TaskNotFoundError,
 )
@@ -464,13 +465,17 @@ class ImageContainsOperator(BaseOperator):
                 raise AirflowFailException(self._failure_message(permanent, tasks, len(inputs)))
             if not transient:
                 break
-            if submit_round == self.submit_rounds:
+            # Not one call of the round got a connection: the endpoint is down or wrong, waiting will not help.
+            unreachable = not results and all(isinstance(e, EndpointUnreachableError) for e in errors.values())
+            if submit_round == self.submit_rounds or unreachable:
                 raise BulkTaskError(docs, transient)
             self.log.warning(
-                "%d of %d crowd task calls failed on throttling or server errors after retries; submitting them "
-                "again in %.0fs (round %d of %d).",
+                "%d of %d crowd task calls failed after retries (first: %s: %s); submitting them again in %.0fs "
+                "(round %d of %d).",
                 len(transient),
                 len(inputs),
+                type(first := next(iter(transient.values()))).__name__,
+                first.message,
                 self.submit_round_delay,
                 submit_round + 1,
                 self.submit_rounds,

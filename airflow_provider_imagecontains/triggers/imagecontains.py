@@ -162,9 +162,10 @@ class ImageContainsTrigger(BaseTrigger):
 
     def _warn_transient(self, cycle: _Cycle, unfinished: int, interval: float, failed_cycles: int) -> None:
         self.log.warning(
-            "A crowd task read failed after retries (%s) after %d answers this cycle; the %d unfinished tasks "
-            "are read again in %.0fs (%d of at most %d cycles in a row without an answer).",
+            "A crowd task read failed after retries (%s: %s) after %d answers this cycle; the %d unfinished "
+            "tasks are read again in %.0fs (%d of at most %d cycles in a row without an answer).",
             type(cycle.error).__name__,
+            cycle.error.message if cycle.error else "",
             cycle.answers,
             unfinished,
             interval,
