@@ -699,6 +699,8 @@ def _body_excerpt(body: bytes, limit: int = 120) -> str:
 def connect_failure(err: Exception) -> str | None:
     """Why ``err`` kept a request from connecting at all ("connection refused", ...), or ``None`` when the
     connection was made and failed later (a dropped connection, a read timeout)."""
+    if isinstance(err, aiohttp.ClientSSLError):  # connected; the TLS handshake failed (see its own message)
+        return None
     if isinstance(err, aiohttp.ClientConnectorDNSError):
         return "host name not found"
     if isinstance(err, aiohttp.ClientConnectorError):
