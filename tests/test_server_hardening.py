@@ -386,3 +386,65 @@ def test_a_secret_on_the_command_line_warns_unless_it_is_the_public_demo_account
     config = server_cli.config_from_args(server_cli.parse_args(["--account", "111122223333:AKIAOWN:own-secret"]))
     assert config.accounts[0].secret_access_key == "own-secret"
     assert "visible to every user" in caplog.text and "own-secret" not in caplog.text
+
+
+# 3. Slow clients: bounded read time, head size and concurrent connections
+
+
+def seconds_until_closed(sock: socket.socket, trickle: bytes, limit: float) -> tuple[float, bytes]:
+    """Send ``trickle`` one byte every 0.1 s (nothing when empty) until the server closes; (seconds, its answer)."""
+    started = time.monotonic()
+    sock.settimeout(0.1)
+    answer = b""
+    position = 0
+    while time.monotonic() - started < limit:
+        try:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            break
+        if position < len(trickle):
+            try:
+                sock.sendall(trickle[position : position + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            position += 1
+    return time.monotonic() - started, answer
+
+
+def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crowd_server) -> None:
+    server = crowd_server(workforce="human", request_read_timeout_seconds=1.5, max_connections=3)
+    port = server.port
+    head = f"POST /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    trickles = {
+        "idle": b"",
+        "headers trickled": (head + "X-Padding: " + "x" * 200).encode(),
+        "body trickled": (
+            head + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
+        ).encode()
+        + b"token="
+        + b"x" * 194,
+    }
+    for what, trickle in trickles.items():
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            seconds, answer = seconds_until_closed(sock, trickle, limit=8.0)
+        assert seconds < 4.0, f"{what}: still open after {seconds:.1f} s"
+        assert answer.startswith(b"HTTP/1.1 408 "), (what, answer[:60])
+
+    for end in ("\r\n\r\n", ""):  # a whole head, and a header line that never ends
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"GET /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Padding: {'x' * 100_000}{end}".encode())
+            assert read_answer(sock).startswith(b"HTTP/1.1 431 "), repr(end)
+
+    holders = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 503
+    finally:
+        for holder in holders:
+            holder.close()
+    time.sleep(0.2)
+    assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200

@@ -47,6 +47,8 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
     "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
+    "--request-read-timeout": ("request_read_timeout_seconds", float, "seconds a client may take to send a request"),
+    "--max-connections": ("max_connections", int, "connections and requests handled at once (503 beyond)"),
     "--session-duration": ("session_duration_seconds", int, "lifetime cap of AssumeRole credentials"),
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
-from airflow_provider_imagecontains.server.faults import STATS_PATH, DroppingHttpToolsProtocol, FaultInjector
+from airflow_provider_imagecontains.server.faults import STATS_PATH, FaultInjector
 from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.logs import redact_server_logs
@@ -33,6 +33,7 @@ from airflow_provider_imagecontains.server.mturk import (
     mturk_client,
     unreachable_image_reason,
 )
+from airflow_provider_imagecontains.server.protocol import bounded_protocol
 from airflow_provider_imagecontains.server.quality import AnswerKey
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 TASK_PATH = "/{account}/functions/{function}/tasks/{task}"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/[\w+=,.@/-]{1,64}")
+# An idle keep-alive connection is closed after this long (uvicorn's default).
+KEEP_ALIVE_SECONDS = 5
 # How often processing tasks are checked against their deadline.
 _SWEEP_SECONDS = 1.0
 
@@ -353,7 +356,11 @@ def build_uvicorn_server(
         AllowedHosts(app.asgi, hosts, _refusal),
         host=host,
         port=port,
-        http=DroppingHttpToolsProtocol,
+        http=bounded_protocol(config.request_read_timeout_seconds),
+        # Slow or idle clients: at most this many connections and requests at once (503 beyond), and idle
+        # keep-alive connections closed after a few seconds (uvicorn's own settings).
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         loop="uvloop",
         lifespan="on",
         log_level=log_level,

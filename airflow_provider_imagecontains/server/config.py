@@ -158,6 +158,9 @@ class ServerConfig:
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
         out or by issuing the subject a new token).
+    :param request_read_timeout_seconds: a request's head and body must arrive within this long (from the
+        connection's start, or the request's first byte); slower clients get 408 and are disconnected.
+    :param max_connections: connections and requests handled at once; beyond, requests get 503.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
@@ -211,6 +214,8 @@ class ServerConfig:
     broken_image_reports: int = 2
     expose_stats: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    request_read_timeout_seconds: float = 30.0
+    max_connections: int = 1000
     web_session_seconds: float = 12 * 3600.0
     mturk_production: bool = False
     mturk_endpoint_url: str | None = None
@@ -262,10 +267,10 @@ class ServerConfig:
             "max_body_bytes",
             "probation_questions",
             "block_after_gold",
+            "max_connections",
         ):
-            if getattr(self, name) < (
-                1 if name in ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes") else 0
-            ):
+            at_least_one = ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes", "max_connections")
+            if getattr(self, name) < (1 if name in at_least_one else 0):
                 raise ValueError(f"Invalid {name} {getattr(self, name)!r}: expected a positive number.")
 
     @property
