@@ -81,6 +81,12 @@ def stored_answers(server):
         ).fetchall()
 
 
+def held_by(server, task_name):
+    """The worker answering the task right now, or None."""
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute("SELECT claimed_by FROM tasks WHERE name = ?", (task_name,)).fetchone()[0]
+
+
 def put_questions(server, names, label="person", image=None):
     """One task per name, all asking about ``image`` of the images folder (the first frame by default)."""
     url = f"{server.endpoint_url}/images/{image or frame_name(0)}"
@@ -354,20 +360,23 @@ def test_the_worker_sees_the_time_left_and_is_told_when_it_ran_out_or_an_answer_
     chromium, crowd_server, tmp_path
 ):
     generate_frames(tmp_path / "frames", 1)
-    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), human_claim_seconds=2.0)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), human_claim_seconds=3.0)
     put_questions(server, ["slow"])
     context, page = sign_in(chromium, server, "worker", "hal", DESKTOP)
     try:
         shown_question(page)
-        assert re.fullmatch(r"Time left: 0:0[12]", page.inner_text("#time-left"))
+        assert re.fullmatch(r"Time left: 0:0[123]", page.inner_text("#time-left"))
         assert not page.is_visible("#time-up")
-        page.locator("#time-up").wait_for(timeout=5000)
+        page.locator("#time-up").wait_for(timeout=10_000)
         assert page.inner_text("#time-left") == "Time left: 0:00"
         assert page.locator(".answers button:enabled").count() == 0, "an answer now would not count"
         page.keyboard.press("y")
         # The question went back; an answer sent anyway (a page without scripts, a slow network) is dropped,
         # and the next page says so.
-        page.wait_for_timeout(1200)  # the server gives questions back once a second
+        deadline = time.monotonic() + 10
+        while held_by(server, "slow") is not None:  # the server gives questions back once a second
+            assert time.monotonic() < deadline, "the question was never given back"
+            time.sleep(0.1)
         response_type = page.evaluate(
             """async () => {
                 const form = new FormData(document.getElementById("answer-form"));
@@ -382,7 +391,7 @@ def test_the_worker_sees_the_time_left_and_is_told_when_it_ran_out_or_an_answer_
         assert "was not recorded" in page.inner_text("#notice")
         assert stored_answers(server) == []
         shown_question(page)  # nobody else took it: it is offered again, with its time anew
-        assert re.fullmatch(r"Time left: 0:0[12]", page.inner_text("#time-left"))
+        assert re.fullmatch(r"Time left: 0:0[123]", page.inner_text("#time-left"))
         page.reload()
         assert page.locator("#notice").count() == 0, "told once"
     finally:
