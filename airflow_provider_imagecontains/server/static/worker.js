@@ -16,7 +16,8 @@ function ownedByFocus(target, key) {
 function watchImage(form) {
   const image = document.querySelector("img.frame");
   const seeing = form.querySelectorAll("button.yes, button.no");
-  const enable = (on) => seeing.forEach((button) => { button.disabled = !on; });
+  // Never back on once the question's time is up (an image that loads late).
+  const enable = (on) => seeing.forEach((button) => { button.disabled = !on || form.dataset.timeUp === "true"; });
   const broken = () => {
     document.getElementById("viewer").hidden = true;
     document.getElementById("zoom").hidden = true;
@@ -77,6 +78,7 @@ function countDown(form) {
     clock.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
     document.getElementById("time-left").classList.toggle("low", left <= 30);
     if (left > 0) { setTimeout(tick, ((end - performance.now()) % 1000) + 20); return; }  // just past the next second
+    form.dataset.timeUp = "true";
     form.querySelectorAll("button").forEach((button) => { button.disabled = true; });
     document.getElementById("time-up").hidden = false;
   };
