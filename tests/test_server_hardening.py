@@ -448,3 +448,38 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crow
             holder.close()
     time.sleep(0.2)
     assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+
+
+# Held before issue 14, tried again here: SQL injection
+
+
+def test_sql_in_names_labels_tokens_and_worker_names_is_only_data(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    account = server.account
+    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1")
+
+    def put(name: str, label: str) -> requests.Response:
+        body = json.dumps({"input": {"image": {"url": "https://img.example.com/a'b.jpg"}, "target": {"label": label}}})
+        request = AWSRequest(
+            method="PUT",
+            url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}",
+            data=body,
+        )
+        signer.add_auth(request)
+        prepared = request.prepare()
+        return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+
+    injected = "x'%20OR%20'1'='1"
+    assert put(injected, "person").json()["code"] == "InvalidInput"
+    label = "'; DROP TABLE tasks; --"
+    assert put("kept", label).status_code == 201
+    assert put("kept-too", 'person" OR 1=1 --').status_code == 201
+    assert [(t["task_name"], t["input"]["target"]["label"]) for t in server.tasks()] == [
+        ("kept", label),
+        ("kept-too", 'person" OR 1=1 --'),
+    ]
+    assert httpx.post(server.endpoint_url + "/signin", data={"token": "' OR '1'='1"}).status_code == 401
+    name = "o'brien\"; DROP TABLE answers; --"
+    with httpx.Client(base_url=server.endpoint_url) as worker:
+        assert worker.post("/signin", data={"token": server.issue_token("worker", name)}).status_code == 303
+        assert "DROP TABLE" in worker.get("/work").text.replace("&#34;", '"').replace("&#39;", "'")
