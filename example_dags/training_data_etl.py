@@ -4,12 +4,14 @@ Lists the images of a local folder (served over HTTP) or an S3 prefix, asks whet
 contains each label in batches spread over the workers by dynamic task mapping, waits for the
 answers, and writes the labelled dataset into the ``IMAGECONTAINS_DATASET_URI`` folder or S3 prefix:
 
-* ``labels.jsonl``: one record per image, ``{"source", "url", "labels", "answers"}``, where
-  ``labels`` lists the labels the crowd saw and ``answers`` maps every label asked to true, false
-  or null (the crowd could not answer);
+* ``labels.jsonl``: one record per image, ``{"source", "url", "labels", "answers", "confidence", "workers"}``,
+  where ``labels`` lists the labels the crowd saw, ``answers`` maps every label asked to true, false
+  or null (the crowd could not answer), ``confidence`` each label to the adjudicator's confidence in its
+  answer and ``workers`` to the number of workers whose votes decided it (null where the service gives none);
 * ``output.manifest``: the same labels as a SageMaker Ground Truth augmented manifest
-  (``groundtruth/image-classification-multilabel``), without the images that have an unanswered
-  label, since that form cannot say "unknown".
+  (``groundtruth/image-classification-multilabel``, with Ground Truth's ``confidence-map`` for the labels
+  found when the service gave confidences), without the images that have an unanswered label, since that
+  form cannot say "unknown".
 
 The folder is the Airflow Asset ``imagecontains_training_dataset``: a training DAG scheduled on it
 runs after every new dataset.
@@ -56,16 +58,21 @@ def label_records(images: list[dict[str, str]], labels: list[str], answers: list
     by_question = {(answer["url"], answer["label"]): answer for answer in answers}
     records = []
     for image in images:
-        found = {}
+        found, confidence, workers = {}, {}, {}
         for label in labels:
             answer = by_question.get((image["url"], label))
-            found[label] = answer["contains_target"] if answer and answer["state"] == "completed" else None
+            completed = answer is not None and answer["state"] == "completed"
+            found[label] = answer["contains_target"] if completed else None
+            confidence[label] = answer.get("confidence") if completed else None
+            workers[label] = answer.get("answers") if completed else None
         records.append(
             {
                 "source": image["source"],
                 "url": image["url"],
                 "labels": [label for label in labels if found[label]],
                 "answers": found,
+                "confidence": confidence,
+                "workers": workers,
             }
         )
     return records
@@ -84,18 +91,18 @@ def ground_truth_manifest(records: list[dict], labels: list[str], job_name: str,
         if None in record["answers"].values():
             continue
         class_ids = [labels.index(label) for label in record["labels"]]
+        metadata = {
+            "job-name": f"labeling-job/{job_name}",
+            "class-map": {str(class_id): labels[class_id] for class_id in class_ids},
+            "human-annotated": "yes",
+            "creation-date": created.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            "type": "groundtruth/image-classification-multilabel",
+        }
+        confidences = {str(i): record.get("confidence", {}).get(labels[i]) for i in class_ids}
+        if confidences and None not in confidences.values():
+            metadata["confidence-map"] = confidences
         lines.append(
-            {
-                "source-ref": record["source"],
-                LABEL_ATTRIBUTE: class_ids,
-                f"{LABEL_ATTRIBUTE}-metadata": {
-                    "job-name": f"labeling-job/{job_name}",
-                    "class-map": {str(class_id): labels[class_id] for class_id in class_ids},
-                    "human-annotated": "yes",
-                    "creation-date": created.strftime("%Y-%m-%dT%H:%M:%S.%f"),
-                    "type": "groundtruth/image-classification-multilabel",
-                },
-            }
+            {"source-ref": record["source"], LABEL_ATTRIBUTE: class_ids, f"{LABEL_ATTRIBUTE}-metadata": metadata}
         )
     return lines
 

@@ -33,7 +33,9 @@ def decode_png(data: bytes) -> list[list[tuple[int, int, int]]]:
     return [[tuple(raw[y * stride + 1 + 3 * x : y * stride + 4 + 3 * x]) for x in range(width)] for y in range(height)]
 
 
-def answer(url: str, label: str, contains: bool | None, state: str = "completed") -> dict:
+def answer(
+    url: str, label: str, contains: bool | None, state: str = "completed", confidence=None, answers=None
+) -> dict:
     problem = None if state == "completed" else {"code": "Expired", "message": "Not enough Workers"}
     return {
         "url": url,
@@ -41,6 +43,8 @@ def answer(url: str, label: str, contains: bool | None, state: str = "completed"
         "task_name": f"task-{label}-{url.rsplit('/', 1)[-1]}",
         "state": state,
         "contains_target": contains,
+        "confidence": confidence,
+        "answers": answers,
         "problem": problem,
     }
 
@@ -241,6 +245,22 @@ def test_manifest_records_and_ground_truth_form_follow_the_answers():
         "creation-date": "2026-01-02T03:04:05.000000",
         "type": "groundtruth/image-classification-multilabel",
     }
+
+
+def test_manifest_carries_the_crowds_confidence_the_ground_truth_way():
+    import training_data_etl
+
+    images = [{"source": "s3://b/a.png", "url": "s3://b/a.png"}]
+    answers = [
+        answer("s3://b/a.png", "person", True, confidence=0.9846, answers=3),
+        answer("s3://b/a.png", "car", False, confidence=0.991, answers=4),
+    ]
+    (record,) = training_data_etl.label_records(images, ["person", "car"], answers)
+    assert (record["confidence"], record["workers"]) == ({"person": 0.9846, "car": 0.991}, {"person": 3, "car": 4})
+    created = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    (line,) = training_data_etl.ground_truth_manifest([record], ["person", "car"], "etl", created)
+    assert line["image-contains-metadata"]["confidence-map"] == {"0": 0.9846}
+    assert line["image-contains-metadata"]["human-annotated"] == "yes"
 
 
 # --- the DAGs as Airflow parses them -----------------------------------------------------------

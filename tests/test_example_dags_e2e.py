@@ -100,6 +100,15 @@ def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_
         assert line["image-contains"] == [
             ["person", "car"].index(label) for label in ("person", "car") if label in labels
         ]
+        # The local server's confidence in each label found, the Ground Truth way.
+        confidences = line["image-contains-metadata"].get("confidence-map", {})
+        assert sorted(confidences) == sorted(str(class_id) for class_id in line["image-contains"])
+        assert all(0.95 <= confidence < 1 for confidence in confidences.values())
+    assert all(
+        0.95 <= c < 1 and w >= 1
+        for r in records
+        for c, w in zip(r["confidence"].values(), r["workers"].values(), strict=True)
+    )
 
     with sqlite3.connect(airflow_home / "airflow.db") as db:
         events = db.execute(

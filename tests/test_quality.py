@@ -15,6 +15,7 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.__main__ import config_from_args, main, parse_args
 from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, evidence, learn_from_task
 from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
 
 PRIOR = 0.8
 REWARD = 0.01
@@ -102,6 +103,29 @@ def test_a_yes_sayer_answers_yes_whatever_the_image():
 
 
 # Over the real server
+
+
+def test_records_carry_the_servers_confidence_and_answers_and_none_without_them(crowd_server):
+    server = crowd_server(worker_accuracy=1.0, seed=3)
+    names = {f"r{n}": f"https://tasks.example/r{n}.jpg" for n in range(3)}
+    put_and_wait(names)
+    tracker = TaskTracker(names)
+    hook = ImageContainsHook()
+    tracker.poll(lambda batch: hook.get_tasks("image-contains", batch), list(names))
+    submitted = [{"task_name": name, "url": url, "label": "person"} for name, url in names.items()]
+    stored = {task["task_name"]: task for task in server.tasks()}
+    for record in build_records(submitted, tracker.to_event()):
+        votes = stored[record["task_name"]]["answers"]
+        assert record["contains_target"] == stored[record["task_name"]]["result"]["containsTarget"]
+        assert record["answers"] == len(votes) and server.config.confidence <= record["confidence"] < 1
+
+    # A result with containsTarget alone (the hosted service's), and an event of an older trigger: None.
+    tracker = TaskTracker(["hosted"])
+    tracker.record({"hosted": {"state": "completed", "result": {"containsTarget": True}}})
+    event = tracker.to_event()
+    assert "confidence" not in event
+    (record,) = build_records([{"task_name": "hosted", "url": "u", "label": "person"}], event)
+    assert (record["contains_target"], record["confidence"], record["answers"]) == (True, None, None)
 
 
 @pytest.fixture
@@ -284,6 +308,28 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
     assert question_on(Worker(server, "bob").page()) is not None  # there are questions for others
     assert worker_rows(server.db_path)["human:mallory"][3] is not None
     assert not any(worker == "human:mallory" for t in server.tasks() for worker, _ in t["answers"])
+
+    # The requester's dashboard: each worker's record and blocked state; gold cost apart, no gold task listed.
+    dashboard = httpx.Client(base_url=server.endpoint_url, timeout=30)
+    token = server.issue_token("dashboard", server.account.account_id)
+    assert dashboard.post("/signin", data={"token": token}).status_code == 303
+    figures = dashboard.get("/dashboard/data").json()
+    workers = {worker["worker"]: worker for worker in figures["workers"]}
+    assert workers["mallory"]["blocked"].startswith("Estimated accuracy")
+    assert (workers["mallory"]["gold_right"], workers["mallory"]["gold_answers"], workers["mallory"]["answers"]) == (
+        0,
+        4,
+        0,
+    )
+    assert workers["alice"]["blocked"] is None and workers["alice"]["gold_right"] == 4
+    assert workers["alice"]["accuracy"] > workers["mallory"]["accuracy"]
+    gold_answers = 4 + 1 + 4  # alice, carol, mallory
+    assert figures["gold"] == {
+        "answers": gold_answers,
+        "cost": pytest.approx(gold_answers * server.config.reward_per_answer),
+    }
+    assert {task["task_name"] for task in figures["tasks"]} == set(inputs)
+    assert figures["spend"] == pytest.approx(1 * server.config.reward_per_answer)  # alice's one task answer
 
 
 def balance(server):

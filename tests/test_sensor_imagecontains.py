@@ -140,8 +140,13 @@ def test_payloads_for_10000_images_stay_compact() -> None:
     results_bytes = len(json.dumps(build_records(tasks, tracker.to_event())))
     # The trigger event is one character per task; handle and results cost about one short line per image.
     assert event_bytes < 11_000
-    # Records carry source, model_score and model_contains_target (pre-screen) even without a model.
-    assert handle_bytes < 130 * 10_000 and results_bytes < 270 * 10_000
+    # Records carry source, model_score and model_contains_target (pre-screen) even without a model, and
+    # confidence and answers even when the results gave none.
+    assert handle_bytes < 130 * 10_000 and results_bytes < 310 * 10_000
+    # Results with confidence and answers (the local server's) add about a dozen characters per task.
+    result = {"containsTarget": True, "confidence": 0.9846, "answers": 3}
+    tracker.record({t["task_name"]: {"state": "completed", "result": result} for t in tasks})
+    assert len(json.dumps(tracker.to_event())) < 11_000 + 13 * 10_000
 
 
 def test_an_empty_submission_finishes_at_once_with_no_records(crowd_server) -> None:

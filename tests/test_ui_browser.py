@@ -166,6 +166,13 @@ def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_foll
         assert dashboard.evaluate("window.pwned") is None
         assert "2 / 0 / 0" in dashboard.locator("tr[data-task='frame-0000']").inner_text()
         assert "$0.10" == dashboard.inner_text("#spend")  # ten answers at $0.01
+        # The result with the adjudicator's confidence, and each worker's record (no gold loaded: none paid).
+        assert re.fullmatch(
+            r"(yes|no) \(\d+ % sure\)", dashboard.locator("tr[data-task='frame-0000'] td").nth(5).inner_text()
+        )
+        alice_row = dashboard.locator("#workers tr[data-worker='alice']").inner_text()
+        assert "5" in alice_row and "active" in alice_row and "%" in alice_row
+        assert dashboard.inner_text("#gold-cost") == "$0.00"
         dashboard.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
     finally:
         for context in (dashboard_context, alice_context, bob_context):

@@ -43,8 +43,10 @@ class ImageContainsSensor(BaseSensorOperator):
     ``deferrable=False`` it pokes in ``poke`` or ``reschedule`` mode and returns the same results.
 
     The XCom return value is a list of records ``{"url", "label", "task_name", "state",
-    "contains_target", "problem", "source", "model_score", "model_contains_target"}``, one per image and
-    label in submission order, including those a pre-screen settled (``source`` ``"model"``, no task).
+    "contains_target", "confidence", "answers", "problem", "source", "model_score", "model_contains_target"}``,
+    one per image and label in submission order, including those a pre-screen settled (``source`` ``"model"``,
+    no task). ``confidence`` (the adjudicator's posterior for the answer) and ``answers`` (votes used) are
+    None unless the service's result gives them (the local server's does).
 
     :param submission: the operator's return value (templated), e.g. ``submit.output`` or
         ``"{{ ti.xcom_pull(task_ids='submit') }}"``; a list of handles (from a mapped operator)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # How many answers the prior accuracy is worth, per coin: a worker's own record outweighs it within a few
 # answers of each kind, so a spammer stops counting after a handful of gold questions.
@@ -76,6 +76,10 @@ class WorkerModel:
             self.gold_right + round(weight) * int(gold and right),
             self.gold_wrong + round(weight) * int(gold and not right),
         )
+
+
+# The model's fields, in order: the columns it is stored in.
+MODEL_FIELDS = tuple(field.name for field in fields(WorkerModel))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, WorkerModel
 from airflow_provider_imagecontains.server.config import ServerConfig
 from airflow_provider_imagecontains.server.service import Assignment, CrowdService
 from airflow_provider_imagecontains.server.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
@@ -180,6 +181,37 @@ class WorkforceStore:
                 (worker, worker),
             ).fetchone()[0]
         )
+
+    def worker_quality(self, account: str, prior_accuracy: float, reward_per_answer: float) -> dict[str, Any]:
+        """The dashboard's view of the workforce: each worker's estimated accuracies, gold score, blocked state
+        and answers to ``account``'s tasks; and the gold answers, paid by whoever runs the server, not billed."""
+        rows = self._db.execute(
+            f"SELECT w.worker, {', '.join('w.' + name for name in MODEL_FIELDS)}, w.blocked_reason, "  # noqa: S608
+            "(SELECT COUNT(*) FROM answers a JOIN tasks t ON t.id = a.task_id "
+            " WHERE a.worker = w.worker AND t.account = ? AND a.answer >= 0) "
+            "FROM worker_models w ORDER BY w.worker",
+            (account,),
+        ).fetchall()
+        workers = []
+        for worker, *fields, blocked_reason, answers in rows:
+            model = WorkerModel(*fields)
+            workers.append(
+                {
+                    "worker": worker.removeprefix(HUMAN_PREFIX),
+                    "answers": answers,
+                    "accuracy": round(model.balanced_accuracy(prior_accuracy), 3),
+                    "accuracy_on_yes": round(model.accuracy_on_yes(prior_accuracy), 3),
+                    "accuracy_on_no": round(model.accuracy_on_no(prior_accuracy), 3),
+                    "gold_right": model.gold_right,
+                    "gold_answers": model.gold_answers,
+                    "blocked": blocked_reason,
+                }
+            )
+        gold_answers = self._db.execute("SELECT COUNT(*) FROM gold_answers WHERE answer >= 0").fetchone()[0]
+        return {
+            "workers": workers,
+            "gold": {"answers": gold_answers, "cost": round(gold_answers * reward_per_answer, 6)},
+        }
 
     def dashboard(self, account: str, starting_balance: float, now: float, name_prefix: str = "") -> dict[str, Any]:
         """The figures of the requester dashboard for ``account`` (see docs/workforce.md): of its tasks whose

@@ -12,11 +12,11 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel
+from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, WorkerModel
 
 PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
 # The stored answers of a human worker who could not tell, or whose image did not load: they keep the worker
@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-_MODEL_COLUMNS = ", ".join(field.name for field in fields(WorkerModel))
+_MODEL_COLUMNS = ", ".join(MODEL_FIELDS)
 _TASK_COLUMNS = "id, account, function, name, input, state, result, problem, created_at, deadline_at, get_count"
 
 
@@ -351,7 +351,7 @@ class TaskStore:
         return {row[0]: WorkerModel(*row[1:]) for row in rows}
 
     def save_models(self, models: Mapping[str, WorkerModel]) -> None:
-        names = [field.name for field in fields(WorkerModel)]
+        names = MODEL_FIELDS
         self._db.executemany(
             f"INSERT INTO worker_models (worker, {_MODEL_COLUMNS}) VALUES ({','.join('?' * (len(names) + 1))}) "  # noqa: S608
             f"ON CONFLICT (worker) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in names)}",
@@ -377,22 +377,6 @@ class TaskStore:
     def is_blocked(self, worker: str) -> bool:
         row = self._db.execute("SELECT blocked_reason FROM worker_models WHERE worker = ?", (worker,)).fetchone()
         return row is not None and row[0] is not None
-
-    def worker_quality(self) -> list[dict[str, Any]]:
-        """Every worker's model, questions, gold answers and blocked state (for the dashboard)."""
-        rows = self._db.execute(
-            f"SELECT worker, {_MODEL_COLUMNS}, questions, blocked_reason FROM worker_models ORDER BY worker"  # noqa: S608
-        ).fetchall()
-        width = len(fields(WorkerModel))
-        return [
-            {
-                "worker": row[0],
-                "model": WorkerModel(*row[1 : 1 + width]),
-                "questions": row[1 + width],
-                "blocked": row[2 + width],
-            }
-            for row in rows
-        ]
 
     def add_gold(self, questions: Iterable[tuple[str, str, bool]]) -> int:
         """Store gold questions (image URL, label, true answer); return how many were new."""
@@ -438,9 +422,6 @@ class TaskStore:
             "DELETE FROM gold_answers WHERE gold_id = ? AND worker = ? RETURNING answer", (gold_id, worker)
         ).fetchone()
         return None if row is None or row[0] < 0 else bool(row[0])
-
-    def gold_answer_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM gold_answers").fetchone()[0])
 
     def export_answers(self) -> Iterator[dict[str, Any]]:
         """Every yes/no answer, task and gold alike, in the order given (for ``export-answers``)."""

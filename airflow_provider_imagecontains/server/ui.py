@@ -243,6 +243,12 @@ class WorkforcePages:
         )
         for task in figures["tasks"]:
             task["image"] = _image_shown(task["image_url"], request)
+        config = self.workforce.config
+        figures.update(
+            self.workforce.store.worker_quality(
+                identity.subject, config.prior_worker_accuracy, config.reward_per_answer
+            )
+        )
         return Response(json.dumps(figures), media_type="application/json")
 
     # Local images

@@ -51,6 +51,8 @@ class TaskTracker:
         self.task_names = list(task_names)
         self.outcomes: dict[str, str] = {}
         self.problems: dict[str, dict[str, Any]] = {}
+        # (confidence, answers) of completed tasks whose result gave them (the local server's does).
+        self.consolidation: dict[str, tuple[float | None, int | None]] = {}
 
     @property
     def unfinished(self) -> list[str]:
@@ -125,17 +127,26 @@ class TaskTracker:
                     "expected {'containsTarget': true or false}. The endpoint may not be the crowd API."
                 )
             self.outcomes[name] = CONTAINS if contains else NOT_CONTAINS
+            consolidation = _consolidation(doc["result"])
+            if consolidation != (None, None):
+                self.consolidation[name] = consolidation
         elif state == "failed":
             self.outcomes[name] = FAILED
             self.problems[name] = doc.get("problemDetails") or {"code": "Failed", "message": "No details given."}
 
     def to_event(self) -> dict[str, Any]:
-        """The compact success payload: outcomes in task order plus problems of failed tasks."""
-        return {
+        """The compact success payload: outcomes in task order plus problems of failed tasks, and where
+        results carried them, each task's ``confidence`` and ``answers`` in task order (None where absent)."""
+        event: dict[str, Any] = {
             "status": "success",
             "outcomes": "".join(self.outcomes.get(name, UNFINISHED) for name in self.task_names),
             "problems": self.problems,
         }
+        if self.consolidation:
+            details = [self.consolidation.get(name, (None, None)) for name in self.task_names]
+            event["confidence"] = [confidence for confidence, _ in details]
+            event["answers"] = [answers for _, answers in details]
+        return event
 
 
 def build_records(tasks: list[dict[str, Any]], event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -148,16 +159,20 @@ def build_records(tasks: list[dict[str, Any]], event: Mapping[str, Any]) -> list
     """
     problems = event["problems"]
     outcomes = iter(event["outcomes"])
+    # Absent from events of results without them (e.g. the hosted service's) and of older triggers.
+    confidences = iter(event.get("confidence") or [None] * len(event["outcomes"]))
+    answer_counts = iter(event.get("answers") or [None] * len(event["outcomes"]))
     crowd_tasks = sum(1 for task in tasks if task["task_name"] is not None)
     if crowd_tasks != len(event["outcomes"]):
         raise ValueError(f"The event has {len(event['outcomes'])} outcomes for {crowd_tasks} crowd tasks.")
     records = []
     for task in tasks:
         model_answer = task.get("model_contains_target")
+        confidence = answers = None
         if task["task_name"] is None:
             state, contains, source = "completed", model_answer, "model"
         else:
-            outcome = next(outcomes)
+            outcome, confidence, answers = next(outcomes), next(confidences), next(answer_counts)
             state = "failed" if outcome == FAILED else "completed"
             contains, source = None if outcome == FAILED else outcome == CONTAINS, "crowd"
         records.append(
@@ -167,6 +182,8 @@ def build_records(tasks: list[dict[str, Any]], event: Mapping[str, Any]) -> list
                 "task_name": task["task_name"],
                 "state": state,
                 "contains_target": contains,
+                "confidence": confidence,
+                "answers": answers,
                 "problem": problems.get(task["task_name"]) if task["task_name"] is not None else None,
                 "source": source,
                 "model_score": task.get("model_score"),
@@ -174,6 +191,16 @@ def build_records(tasks: list[dict[str, Any]], event: Mapping[str, Any]) -> list
             }
         )
     return records
+
+
+def _consolidation(result: dict[str, Any]) -> tuple[float | None, int | None]:
+    """The result's ``confidence`` (a probability) and ``answers`` (votes used), each None when absent or malformed."""
+    confidence, answers = result.get("confidence"), result.get("answers")
+    if not (isinstance(confidence, (int, float)) and not isinstance(confidence, bool) and 0 <= confidence <= 1):
+        confidence = None
+    if not (isinstance(answers, int) and not isinstance(answers, bool) and answers >= 0):
+        answers = None
+    return (None if confidence is None else float(confidence), answers)
 
 
 def crowd_task_names(tasks: list[dict[str, Any]]) -> list[str]:

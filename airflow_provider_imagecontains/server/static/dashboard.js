@@ -12,7 +12,10 @@ function cell(row, text, className) {
 }
 
 function resultText(task) {
-  if (task.result && typeof task.result.containsTarget === "boolean") return task.result.containsTarget ? "yes" : "no";
+  if (task.result && typeof task.result.containsTarget === "boolean") {
+    const answer = task.result.containsTarget ? "yes" : "no";
+    return typeof task.result.confidence === "number" ? `${answer} (${percent(task.result.confidence)} sure)` : answer;
+  }
   return task.problem || "";
 }
 
@@ -30,6 +33,22 @@ function render(data) {
   document.getElementById("broken-images").textContent = String(data.broken_images);
   document.getElementById("spend").textContent = `$${data.spend.toFixed(2)}`;
   document.getElementById("balance").textContent = `balance $${data.balance.toFixed(2)}`;
+  document.getElementById("gold-cost").textContent = `$${data.gold.cost.toFixed(2)}`;
+  document.getElementById("gold-answers").textContent =
+    `${data.gold.answers} gold answers to check the workers, not billed to you`;
+
+  const workers = document.getElementById("workers");
+  workers.replaceChildren(...data.workers.map((worker) => {
+    const row = document.createElement("tr");
+    row.dataset.worker = worker.worker;
+    cell(row, worker.worker, "worker");
+    cell(row, String(worker.answers), "number");
+    cell(row, percent(worker.accuracy), "number accuracy");
+    cell(row, `${percent(worker.accuracy_on_yes)} / ${percent(worker.accuracy_on_no)}`, "number");
+    cell(row, worker.gold_answers ? `${worker.gold_right} of ${worker.gold_answers}` : "–", "number gold");
+    cell(row, worker.blocked ? `blocked: ${worker.blocked}` : "active", worker.blocked ? "state failed" : "state");
+    return row;
+  }));
 
   const slowest = document.getElementById("slowest");
   slowest.replaceChildren(...data.slowest.map((task) => {
