@@ -26,7 +26,7 @@ from report import write_section
 
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, is_audited
 from airflow_provider_imagecontains.prescreen.screening import model_verdict
-from airflow_provider_imagecontains.server.adjudication import adjudicate, agreements
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 POSITIVE_SHARE = 0.3
@@ -40,12 +40,12 @@ AUDIT_RATE = 0.05
 
 class Crowd:
     """The simulated crowd: every frame has its own fixed draw of workers and answers; the adjudicator
-    reads them one at a time and learns each worker's record as the server does."""
+    reads them one at a time and learns each worker's model as the server does."""
 
     def __init__(self, seed: int, config: ServerConfig) -> None:
         self.seed = seed
         self.config = config
-        self.records: dict[str, tuple[int, int]] = {}
+        self.models: dict[str, WorkerModel] = {}
         self.answers_bought = 0
 
     def ask(self, frame: int, truth: bool) -> bool | None:
@@ -55,7 +55,7 @@ class Crowd:
         for used in range(1, len(answers) + 1):
             verdict = adjudicate(
                 answers[:used],
-                self.records,
+                self.models,
                 confidence=self.config.confidence,
                 max_answers=self.config.max_answers_per_task,
                 prior_accuracy=self.config.prior_worker_accuracy,
@@ -64,11 +64,9 @@ class Crowd:
                 break
         self.answers_bought += used
         if verdict.contains_target is not None:
-            for worker, agreed_now in agreements(
-                answers[:used], self.records, prior_accuracy=self.config.prior_worker_accuracy
-            ):
-                agreed, disagreed = self.records.get(worker, (0, 0))
-                self.records[worker] = (agreed + agreed_now, disagreed + (not agreed_now))
+            self.models.update(
+                learn_from_task(answers[:used], self.models, prior_accuracy=self.config.prior_worker_accuracy)
+            )
         return verdict.contains_target
 
 
@@ -100,30 +98,41 @@ def ideal_share(run: list[tuple[bool, float]]) -> float:
     return settled / len(run)
 
 
-def run_once(auc: float, seed: int, args: argparse.Namespace, config: ServerConfig) -> dict[str, float]:
+def run_once(auc: float, seed: int, args: argparse.Namespace, config: ServerConfig, measured: bool) -> dict[str, float]:
     # Calibration: an earlier run in which every frame went to the crowd.
     history = Crowd(seed + 1000, config)
-    pairs, crowd_right = [], 0
+    pairs, right = [], {True: [0, 0], False: [0, 0]}
     for frame, (truth, score) in enumerate(frames(f"{seed}-history-{auc}", args.calibration_frames, auc)):
         answer = history.ask(frame, truth)
         if answer is not None:
             pairs.append({"score": score, "crowd": answer})
-            crowd_right += answer == truth
+            right[truth][0] += answer == truth
+            right[truth][1] += 1
+    # What gold questions would measure: the crowd's accuracy on each kind of frame.
+    on_yes, on_no = (right[kind][0] / right[kind][1] for kind in (True, False))
     thresholds = calibrate_thresholds(
         pairs,
         contains_precision=TARGET_PRECISION,
         not_contains_precision=TARGET_PRECISION,
-        crowd_accuracy=config.confidence,
+        crowd_accuracy_on_yes=on_yes if measured else config.confidence,
+        crowd_accuracy_on_no=on_no if measured else config.confidence,
     )
     # The measured run: the same frames and worker answers for both arms.
     run = frames(f"{seed}-run", args.frames, auc)
     crowd_only, prescreened = Crowd(seed, config), Crowd(seed, config)
     right_crowd = right_pre = settled = model_right = 0
+    # The crowd's accuracy on the frames the pre-screen sent it, in each arm (same frames, same worker answers).
+    sent = sent_positive = sent_right_pre = sent_right_crowd = 0
     for frame, (truth, score) in enumerate(run):
-        right_crowd += crowd_only.ask(frame, truth) == truth
+        crowd_only_right = crowd_only.ask(frame, truth) == truth
+        right_crowd += crowd_only_right
         verdict = model_verdict(score, thresholds.accept_above, thresholds.reject_below)
         if verdict is None or is_audited(f"frame-{seed}-{frame}", "person", AUDIT_RATE):
             answer = prescreened.ask(frame, truth)
+            sent += 1
+            sent_positive += truth
+            sent_right_pre += answer == truth
+            sent_right_crowd += crowd_only_right
         else:
             answer = verdict
             settled += 1
@@ -136,9 +145,13 @@ def run_once(auc: float, seed: int, args: argparse.Namespace, config: ServerConf
         "answers_crowd": crowd_only.answers_bought,
         "answers_pre": prescreened.answers_bought,
         "saved": 1 - prescreened.answers_bought / crowd_only.answers_bought,
+        "sent_accuracy_crowd": sent_right_crowd / sent,
+        "sent_accuracy_pre": sent_right_pre / sent,
+        "sent_positive": sent_positive / sent,
         "accuracy_crowd": right_crowd / args.frames,
         "accuracy_pre": right_pre / args.frames,
-        "crowd_accuracy": crowd_right / len(pairs),
+        "on_yes": on_yes,
+        "on_no": on_no,
     }
 
 
@@ -155,25 +168,32 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args()
     config = ServerConfig()
-    rows, verdicts = [], []
-    for auc in AUCS:
-        runs = [run_once(auc, seed, args, config) for seed in range(args.repetitions)]
-        # A run in which the model settled nothing has no precision: medians over the others.
-        m = {key: _median(run[key] for run in runs) for key in runs[0]}
-        rows.append(
-            f"| {auc:.2f} | {m['crowd_accuracy']:.3f} | {m['settled']:.1%} | {m['ideal']:.1%} "
-            f"| {m['model_precision']:.4f} | {m['answers_crowd']:,.0f} | {m['answers_pre']:,.0f} | **{m['saved']:.1%}** "
-            f"| {m['accuracy_crowd']:.2%} | {m['accuracy_pre']:.2%} "
-            f"| **{100 * (m['accuracy_pre'] - m['accuracy_crowd']):+.2f}** |"
-        )
-        print(rows[-1], flush=True)
-        if auc == TARGET_AUC:
-            met = m["saved"] >= 0.6 and m["accuracy_pre"] - m["accuracy_crowd"] >= -0.005
-            verdicts.append(
-                f"{m['saved']:.1%} fewer answers, accuracy "
-                f"{100 * (m['accuracy_pre'] - m['accuracy_crowd']):+.2f} points: **{'met' if met else 'not met'}**; "
-                f"thresholds chosen with the true labels would settle {m['ideal']:.1%} of the frames"
+    rows, crowd_rows, verdicts = [], [], []
+    for measured in (False, True):
+        for auc in AUCS:
+            runs = [run_once(auc, seed, args, config, measured) for seed in range(args.repetitions)]
+            # A run in which the model settled nothing has no precision: medians over the others.
+            m = {key: _median(run[key] for run in runs) for key in runs[0]}
+            rows.append(
+                f"| {auc:.2f} | {'measured' if measured else 'assumed'} {m['on_yes'] if measured else config.confidence:.3f} / "
+                f"{m['on_no'] if measured else config.confidence:.3f} | {m['settled']:.1%} | {m['ideal']:.1%} "
+                f"| {m['model_precision']:.4f} | {m['answers_crowd']:,.0f} | {m['answers_pre']:,.0f} | **{m['saved']:.1%}** "
+                f"| {m['accuracy_crowd']:.2%} | {m['accuracy_pre']:.2%} "
+                f"| **{100 * (m['accuracy_pre'] - m['accuracy_crowd']):+.2f}** |"
             )
+            if not measured:
+                crowd_rows.append(
+                    f"| {auc:.2f} | {m['sent_positive']:.1%} | {m['sent_accuracy_crowd']:.2%} | {m['sent_accuracy_pre']:.2%} |"
+                )
+            print(rows[-1], flush=True)
+            if auc == TARGET_AUC:
+                label = "crowd accuracies measured (gold)" if measured else "crowd accuracies assumed"
+                met = m["saved"] >= 0.6 and m["accuracy_pre"] - m["accuracy_crowd"] >= -0.005
+                verdicts.append(
+                    f"{label}: {m['saved']:.1%} fewer answers, accuracy "
+                    f"{100 * (m['accuracy_pre'] - m['accuracy_crowd']):+.2f} points: **{'met' if met else 'not met'}**; "
+                    f"thresholds chosen with the true labels would settle {m['ideal']:.1%} of the frames"
+                )
     text = (
         f"""## Pre-screen (`bench/bench_prescreen.py`)
 
@@ -182,12 +202,13 @@ simulated workers of accuracy {WORKER_ACCURACY}, adjudicated in-process by the s
 (confidence {config.confidence}, at most {config.max_answers_per_task} answers, prior {config.prior_worker_accuracy}).
 Scorers: binormal (equal variances) of the given AUC, scores = posterior probability. Thresholds: `calibrate_thresholds`
 at precision {TARGET_PRECISION} per side (crowd accuracy taken as {config.confidence}, 95% lower bound) from an earlier
-run of {args.calibration_frames:,} frames all sent to the crowd. The crowd accuracy column is the calibration run's crowd answers against the truth (the calibration
-only assumes {config.confidence}, as a DAG without gold questions must). Audit rate {AUDIT_RATE:.0%}. Final accuracy counts a
+run of {args.calibration_frames:,} frames all sent to the crowd, correcting for the crowd's own errors with its accuracy on
+frames with and without a person: "assumed" {config.confidence} each (a DAG without gold questions), or "measured" on the
+calibration run against the truth (what gold questions give). Audit rate {AUDIT_RATE:.0%}. Final accuracy counts a
 frame the crowd could not settle (`Inconclusive`) as wrong. Baseline: the same frames and worker answers, every
 frame to the crowd.
 
-| AUC | crowd accuracy (calibration run) | settled by model | settled at best (true labels) | model precision | answers, crowd only | answers, pre-screen | answers saved | accuracy, crowd only | accuracy, pre-screen | accuracy change (points) |
+| AUC | crowd accuracy on yes / on no in calibration | settled by model | settled at best (true labels) | model precision | answers, crowd only | answers, pre-screen | answers saved | accuracy, crowd only | accuracy, pre-screen | accuracy change (points) |
 |---|---|---|---|---|---|---|---|---|---|---|
 """
         + "\n".join(rows)
@@ -196,6 +217,18 @@ frame to the crowd.
 Target at AUC {TARGET_AUC} (at least 60% fewer crowd answers, accuracy at most 0.5 points below crowd only):
 """
         + "\n".join(f"- {verdict}" for verdict in verdicts)
+        + """
+
+The crowd on the frames the pre-screen sends it (the uncertain ones and the audits; the \"assumed\" runs), in both arms: the same
+frames and the same worker answers, adjudicated once among all frames (crowd only) and once among the
+pre-screened ones. The pre-screen removes mostly one class (the confident "no person" frames), so the crowd
+sees a different share of positives; an adjudicator whose accuracy depends on that share loses accuracy here
+that the model's own answers cannot make up.
+
+| AUC | share with a person | crowd accuracy, crowd-only arm | crowd accuracy, pre-screen arm |
+|---|---|---|---|
+"""
+        + "\n".join(crowd_rows)
     )
     write_section("prescreen", text)
 

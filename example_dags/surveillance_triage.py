@@ -327,6 +327,20 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
             description="Most recent audited pairs kept: enough for the model's own answers to be checked by "
             "their audits alone (at audit_rate), few enough that a drifting model loses its thresholds.",
         ),
+        "crowd_accuracy_on_yes": Param(
+            0.95,
+            type="number",
+            exclusiveMinimum=0.5,
+            maximum=1,
+            description="How often the crowd answers 'yes' for a frame with the label (measure it with gold questions).",
+        ),
+        "crowd_accuracy_on_no": Param(
+            0.95,
+            type="number",
+            exclusiveMinimum=0.5,
+            maximum=1,
+            description="How often the crowd answers 'no' for a frame without the label.",
+        ),
         "min_pairs": Param(
             200, type="integer", minimum=1, description="Audited pairs needed before the model answers anything."
         ),
@@ -359,7 +373,12 @@ def surveillance_triage():
         pairs = load_audit_pairs(AUDIT_PAIRS.uri)
         target = params["target_precision"]
         thresholds = calibrate_thresholds(
-            pairs, contains_precision=target, not_contains_precision=target, min_pairs=params["min_pairs"]
+            pairs,
+            contains_precision=target,
+            not_contains_precision=target,
+            crowd_accuracy_on_yes=params["crowd_accuracy_on_yes"],
+            crowd_accuracy_on_no=params["crowd_accuracy_on_no"],
+            min_pairs=params["min_pairs"],
         )
         log.info("Pre-screen thresholds from %d audited pairs: %s", len(pairs), thresholds)
         return thresholds.to_dict()

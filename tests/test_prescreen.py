@@ -126,14 +126,14 @@ def test_screen_decides_by_threshold_and_audits_only_model_answers() -> None:
     ]
 
 
-def _pairs(rng: random.Random, count: int, crowd_accuracy: float = 1.0) -> list[dict]:
-    """Scores below 0.3 are all negatives, above 0.7 all positives, between a coin toss; crowd labels
-    are flipped at 1 - crowd_accuracy."""
+def _pairs(rng: random.Random, count: int, on_yes: float = 1.0, on_no: float = 1.0) -> list[dict]:
+    """Scores below 0.3 are all negatives, above 0.7 all positives, between a coin toss; the crowd is right
+    at ``on_yes`` on positives and ``on_no`` on negatives."""
     pairs = []
     for _ in range(count):
         score = rng.random()
         truth = score > 0.7 if not 0.3 <= score <= 0.7 else rng.random() < 0.5
-        crowd = truth if rng.random() < crowd_accuracy else not truth
+        crowd = truth if rng.random() < (on_yes if truth else on_no) else not truth
         pairs.append({"score": score, "crowd": crowd})
     return pairs
 
@@ -148,18 +148,28 @@ def test_calibration_refuses_to_trust_the_model_with_too_few_pairs() -> None:
 
 
 def test_calibration_picks_the_thresholds_that_reach_the_target_precision() -> None:
-    thresholds = calibrate_thresholds(_pairs(random.Random(2), 4000), crowd_accuracy=1.0)
+    thresholds = calibrate_thresholds(_pairs(random.Random(2), 4000), crowd_accuracy_on_yes=1, crowd_accuracy_on_no=1)
     assert 0.69 <= thresholds.accept_above <= 0.75
     assert 0.25 <= thresholds.reject_below <= 0.31
     assert thresholds.reason is None and thresholds.pairs == 4000
 
 
 def test_calibration_corrects_for_a_crowd_that_is_sometimes_wrong() -> None:
-    noisy = _pairs(random.Random(3), 6000, crowd_accuracy=0.95)
+    noisy = _pairs(random.Random(3), 6000, on_yes=0.95, on_no=0.95)
     # Judged as if the crowd were always right, a perfect model seems 95% precise: never trusted.
-    assert calibrate_thresholds(noisy, crowd_accuracy=1.0).accept_above is None
-    corrected = calibrate_thresholds(noisy, crowd_accuracy=0.95)
+    assert calibrate_thresholds(noisy, crowd_accuracy_on_yes=1, crowd_accuracy_on_no=1).accept_above is None
+    corrected = calibrate_thresholds(noisy, crowd_accuracy_on_yes=0.95, crowd_accuracy_on_no=0.95)
     assert 0.69 <= corrected.accept_above <= 0.8 and 0.2 <= corrected.reject_below <= 0.31
+
+
+def test_calibration_takes_a_crowd_that_errs_more_on_one_side_into_account() -> None:
+    # The crowd wrongly says "yes" on 8% of empty frames and "no" on 2% of frames with a person.
+    lopsided = _pairs(random.Random(5), 12000, on_yes=0.98, on_no=0.92)
+    targets = {"contains_precision": 0.98, "not_contains_precision": 0.98}
+    matched = calibrate_thresholds(lopsided, crowd_accuracy_on_yes=0.98, crowd_accuracy_on_no=0.92, **targets)
+    assert 0.6 <= matched.accept_above <= 0.8 and 0.2 <= matched.reject_below <= 0.4
+    # Read as a symmetric 95% crowd, the 8% false "yes" look like model errors on the "no" side.
+    assert calibrate_thresholds(lopsided, **targets).reject_below is None
 
 
 def test_calibration_stops_trusting_a_model_the_crowd_disagrees_with() -> None:
@@ -168,7 +178,7 @@ def test_calibration_stops_trusting_a_model_the_crowd_disagrees_with() -> None:
         {**p, "crowd": not p["crowd"] if p["score"] > 0.7 and rng.random() < 0.1 else p["crowd"]}
         for p in _pairs(rng, 4000)
     ]
-    thresholds = calibrate_thresholds(drifted, crowd_accuracy=1.0)
+    thresholds = calibrate_thresholds(drifted, crowd_accuracy_on_yes=1, crowd_accuracy_on_no=1)
     assert thresholds.accept_above is None and "contains precision 0.99 not reached" in thresholds.reason
     assert thresholds.reject_below is not None
 

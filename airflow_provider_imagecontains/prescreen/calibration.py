@@ -60,32 +60,47 @@ def calibrate_thresholds(
     *,
     contains_precision: float = 0.99,
     not_contains_precision: float = 0.99,
-    crowd_accuracy: float = 0.95,
+    crowd_accuracy_on_yes: float = 0.95,
+    crowd_accuracy_on_no: float = 0.95,
     min_pairs: int = 200,
 ) -> Thresholds:
     """The widest thresholds whose model answers reach the target precisions, judged against the crowd.
 
-    The crowd is itself wrong at times (``crowd_accuracy``), so agreement with it understates the
-    model's precision: the observed agreement ``q`` of a set is corrected to ``(q - (1 - a)) / (2a - 1)``.
+    The crowd is itself wrong at times, so agreement with it misstates the model's precision. With the
+    crowd's accuracy ``y`` on images that contain the label and ``n`` on those that do not, a set the model
+    calls "contains" in which the crowd says "yes" at rate ``q`` has precision ``(q - (1 - n)) / (y + n - 1)``
+    (and symmetrically for "does not contain"). Overstating the crowd's errors makes the model look better
+    than it is: measure the crowd's accuracies with gold questions where you can.
     A side is trusted only when the one-sided 95% lower bound (Wilson, on the pairs' effective count)
     of that corrected precision reaches the target; with fewer than ``min_pairs`` pairs nothing is trusted.
 
     :param pairs: ``{"score", "crowd", "weight"}`` dicts (see :func:`calibration_pairs`; ``weight`` defaults to 1).
     :param contains_precision: the share of "contains" answers of the model that must be right.
     :param not_contains_precision: the same for "does not contain".
-    :param crowd_accuracy: how often the crowd's adjudicated answer is right (above 0.5).
+    :param crowd_accuracy_on_yes: how often the crowd's adjudicated answer is "yes" for an image with the label.
+    :param crowd_accuracy_on_no: how often it is "no" for an image without it (the two must sum to more than 1).
     :param min_pairs: below this many pairs the model answers nothing.
     """
-    if not 0.5 < crowd_accuracy <= 1:
-        raise ValueError(f"Invalid crowd_accuracy {crowd_accuracy!r}: expected a number in (0.5, 1].")
+    for name, value in (
+        ("crowd_accuracy_on_yes", crowd_accuracy_on_yes),
+        ("crowd_accuracy_on_no", crowd_accuracy_on_no),
+    ):
+        if not 0 < value <= 1:
+            raise ValueError(f"Invalid {name} {value!r}: expected a number in (0, 1].")
+    if crowd_accuracy_on_yes + crowd_accuracy_on_no <= 1:
+        raise ValueError("Invalid crowd accuracies: a crowd no better than chance cannot vouch for a model.")
     for name, value in (("contains_precision", contains_precision), ("not_contains_precision", not_contains_precision)):
         if not 0 < value < 1:
             raise ValueError(f"Invalid {name} {value!r}: expected a number in (0, 1).")
     if len(pairs) < min_pairs:
         return Thresholds(None, None, len(pairs), f"{len(pairs)} audited pairs, fewer than min_pairs={min_pairs}")
     scored = [(float(p["score"]), bool(p["crowd"]), float(p.get("weight", 1.0))) for p in pairs]
-    accept = _widest_cut(sorted(scored, key=lambda p: -p[0]), True, contains_precision, crowd_accuracy)
-    reject = _widest_cut(sorted(scored, key=lambda p: p[0]), False, not_contains_precision, crowd_accuracy)
+    accept = _widest_cut(
+        sorted(scored, key=lambda p: -p[0]), True, contains_precision, crowd_accuracy_on_yes, crowd_accuracy_on_no
+    )
+    reject = _widest_cut(
+        sorted(scored, key=lambda p: p[0]), False, not_contains_precision, crowd_accuracy_on_no, crowd_accuracy_on_yes
+    )
     if accept is not None and reject is not None and reject >= accept:
         # The two sets overlap only when the model barely separates the classes: trust neither.
         accept = reject = None
@@ -101,10 +116,13 @@ def calibrate_thresholds(
 
 
 def _widest_cut(
-    ordered: list[tuple[float, bool, float]], side: bool, target: float, crowd_accuracy: float
+    ordered: list[tuple[float, bool, float]], side: bool, target: float, accuracy_same: float, accuracy_other: float
 ) -> float | None:
     """The score of the widest prefix of ``ordered`` (most confident first) whose corrected precision
-    for answer ``side`` has a lower bound at or above ``target``; ``None`` when no prefix does."""
+    for answer ``side`` has a lower bound at or above ``target``; ``None`` when no prefix does.
+
+    ``accuracy_same`` is the crowd's accuracy on images whose truth is ``side``, ``accuracy_other`` on the rest.
+    """
     agreeing = total = squares = 0.0
     best: float | None = None
     for position, (score, crowd, weight) in enumerate(ordered):
@@ -115,7 +133,7 @@ def _widest_cut(
             continue  # a threshold cannot split equal scores
         effective = total * total / squares
         lower = _wilson_lower(agreeing / total, effective)
-        precision = (lower - (1.0 - crowd_accuracy)) / (2.0 * crowd_accuracy - 1.0)
+        precision = (lower - (1.0 - accuracy_other)) / (accuracy_same + accuracy_other - 1.0)
         if precision >= target:
             best = score
     return best
