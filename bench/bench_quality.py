@@ -44,6 +44,7 @@ class Outcome:
     answers: int = 0
     gold: int = 0
     spammer_answers: int = 0
+    blocked: tuple[str, ...] = ()
 
     def accuracy(self, tasks: int) -> float:
         """Share of all tasks answered right (an undecided task counts as wrong)."""
@@ -102,6 +103,7 @@ def sequential(
             learned = learn_from_task(used, models, prior_accuracy=config.prior_worker_accuracy)
             models.update(learned)
             blocked.update(worker for worker, model in learned.items() if block_reason(config, model))
+    outcome.blocked = tuple(sorted(blocked))
     return outcome
 
 
@@ -171,7 +173,9 @@ def main() -> None:
     orders = [rng.sample(sorted(workers), len(workers)) for _ in range(args.tasks)]
     answers = [{w: c.says_yes(truth, rng.random()) for w, c in workers.items()} for truth in truths]
 
+    started = time.perf_counter()
     ours = sequential(truths, orders, answers, workers, config, args.seed)
+    seconds = time.perf_counter() - started
     best = oracle(truths, orders, answers, workers)
     baselines = fixed_overlap(truths, orders, answers)
     tasks = args.tasks
@@ -184,20 +188,35 @@ def main() -> None:
         per_task = 3 if name.endswith("3") else FIXED_OVERLAP
         rows.append(f"| {name} | {accuracy:.4f} | {per_task} | — |")
     print("\n".join(rows))
-    print(f"decided {ours.decided}/{tasks}; oracle votes ratio {ours.answers / best.answers:.3f}")
-    print(f"paid answers from spammers: {ours.spammer_answers}")
+    ratio = ours.answers / best.answers
+    blocked = {
+        name: sum(workers[w].name == name for w in ours.blocked)
+        for name in dict.fromkeys(c.name for c in workers.values())
+    }
+    counts = {name: sum(c.name == name for c in workers.values()) for name in blocked}
+    blocked_text = ", ".join(f"{blocked[name]} of {counts[name]} {name}" for name in blocked)
+    checks = {
+        "accuracy at least 0.97": ours.accuracy(tasks) >= 0.97,
+        "at most 5 answers per task": ours.answers / tasks <= 5,
+        "above majority of 5": ours.accuracy(tasks) > baselines["majority of 5"],
+        "above Dawid-Skene on 5": ours.accuracy(tasks) > baselines["Dawid-Skene on 5"],
+        "within 25 % of the oracle's answers": ratio <= 1.25,
+    }
+    print(f"decided {ours.decided}/{tasks}; oracle votes ratio {ratio:.3f}; blocked {blocked_text}")
+    print(f"paid answers from spammers: {ours.spammer_answers}; targets {checks}")
     if args.no_report:
         return
     text = (
         f"""## Quality with a mixed crowd (`bench/bench_quality.py`)
 
-One run (seed {args.seed}), {tasks} tasks, truth yes or no at even odds, the same simulated answers for every
-method. Crowd `{CROWD}` (20 % experts at 0.95, 60 % average workers at 0.75, 20 % spammers at 0.5, half of
-them yes-sayers); the adjudicator and the oracle at confidence {CONFIDENCE} and at most {MAX_ANSWERS} answers, server policy
-otherwise (gold share
-{config.gold_share:.0%}, probation {config.probation_questions} questions at {config.probation_gold_share:.0%} gold,
-blocking below {config.block_below_accuracy} after {config.block_after_gold} gold). Accuracy counts a task
-without a verdict as wrong; answers per task are paid answers; gold answers are the overhead, not billed.
+One run (seed {args.seed}), {tasks} tasks, truth yes or no at even odds, the same simulated answers for every method.
+Crowd `{CROWD}`: 20 % experts at 0.95, 60 % average workers at 0.75, 20 % spammers at 0.5, half of them
+yes-sayers. The adjudicator and the oracle at confidence {CONFIDENCE} and at most {MAX_ANSWERS} answers; otherwise
+the server's policy: gold share {config.gold_share:.0%}, probation {config.probation_questions} questions at
+{config.probation_gold_share:.0%} gold, blocking below {config.block_below_accuracy} after {config.block_after_gold}
+gold answers. Accuracy counts a task without a verdict as wrong. Answers per task are the paid answers; gold answers
+are the overhead (paid by whoever runs the server, never billed to the requester). The fixed-overlap methods get no
+gold and ask everybody, spammers included.
 
 | method | accuracy | answers per task | gold answers per task |
 |---|---|---|---|
@@ -205,8 +224,15 @@ without a verdict as wrong; answers per task are paid answers; gold answers are 
         + "\n".join(rows)
         + f"""
 
-The adjudicator used {ours.answers / best.answers:.2f} times the oracle's answers ({ours.decided} of {tasks} tasks
-decided, the rest failed `Inconclusive` at {config.max_answers_per_task} answers)."""
+The adjudicator used {ratio:.2f} times the oracle's answers per task ({(ours.answers + ours.gold) / tasks:.2f} with
+gold); {ours.decided} of {tasks} tasks were decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers. Blocked
+by the end: {blocked_text}. Spammers gave {ours.spammer_answers} of the {ours.answers} paid answers
+({ours.spammer_answers / ours.answers:.1%}), on probation or before enough evidence; once their model knows them their
+answers weigh about nothing. The adjudicator's run (learning, gold, blocking) took {seconds:.1f} s of pure Python.
+
+Targets (issue 12): """
+        + "; ".join(f"{name}: {'met' if met else 'NOT met'}" for name, met in checks.items())
+        + "."
     )
     write_section("quality", text)
 
