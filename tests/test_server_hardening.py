@@ -79,28 +79,12 @@ def read_answer(sock: socket.socket) -> bytes:
     return answer
 
 
-@pytest.fixture
-def process_server(tmp_path):
-    """Factory: a server in a child process (so its memory, files and command line are its own)."""
-    servers: list[LocalCrowdServer] = []
-
-    def start(**overrides) -> LocalCrowdServer:
-        server = LocalCrowdServer(tmp_path / f"crowd-{len(servers)}.db", subprocess=True, **overrides)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 # 1. Bounded memory before authentication
 
 
 @pytest.mark.parametrize("path", ["/123456789012/functions/image-contains/tasks/big", "/"])
-def test_an_unauthenticated_chunked_upload_is_refused_at_the_limit_with_flat_memory(process_server, path) -> None:
-    server = process_server(workforce_size=0)
+def test_an_unauthenticated_chunked_upload_is_refused_at_the_limit_with_flat_memory(crowd_server, path) -> None:
+    server = crowd_server(subprocess=True, workforce_size=0)
     chunked_upload(server.port, "PUT" if path != "/" else "POST", path, 64 * 1024)  # warm up the request path
     before = peak_memory_bytes(server.pid)
     started = time.monotonic()
