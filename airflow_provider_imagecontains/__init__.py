@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (the ``apache_airflow_provider`` entry point)."""
+    from airflow_provider_imagecontains.hooks.connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+
     return {
         "package-name": "airflow-provider-imagecontains",
         "name": "MTurk Crowd Image Contains",
@@ -55,51 +57,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook",
                 "hook-name": "MTurk Crowd Image Contains",
                 "connection-type": "imagecontains",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "port"],
-                    "relabeling": {"login": "AWS Access Key ID", "password": "AWS Secret Access Key"},
-                    "placeholders": {
-                        "login": "leave empty to use boto3's default credential chain",
-                        "password": "leave empty to use boto3's default credential chain",
-                        "extra": '{"service_config": {"sts": {"endpoint_url": "https://sts.us-east-1.amazonaws.com"}}}',
-                    },
-                },
-                "conn-fields": {
-                    "region_name": {
-                        "label": "Region",
-                        "description": "Region the requests are signed for.",
-                        "schema": {"type": ["string", "null"], "default": "us-east-1"},
-                    },
-                    "endpoint_url": {
-                        "label": "Endpoint URL",
-                        "description": "Crowd API base URL (also used for STS unless service_config.sts.endpoint_url is set).",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "format": "url",
-                            "default": "https://crowd.us-east-1.amazonaws.com",
-                        },
-                    },
-                    "account_id": {
-                        "label": "AWS Account ID",
-                        "description": "12-digit account id of the task URLs; leave empty to learn it once through STS GetCallerIdentity.",
-                        "schema": {"type": ["string", "null"], "pattern": "^[0-9]{12}$"},
-                    },
-                    "aws_session_token": {
-                        "label": "AWS Session Token",
-                        "description": "Session token of temporary access keys.",
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                    },
-                    "role_arn": {
-                        "label": "Role ARN",
-                        "description": "IAM role to assume through STS; its credentials are refreshed before they expire.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "profile_name": {
-                        "label": "Profile Name",
-                        "description": "AWS shared-config profile to take credentials from when no keys are given.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
             }
         ],
     }

@@ -20,6 +20,7 @@ from airflow_provider_imagecontains.exceptions import (
     TaskNotFoundError,
 )
 from airflow_provider_imagecontains.hooks.base_crowd import CrowdBaseHook
+from airflow_provider_imagecontains.hooks.connection_form import hook_field_behaviour, hook_form_widgets
 from airflow_provider_imagecontains.validation import (
     IMAGE_CONTAINS_TEST,
     validate_function_name,
@@ -47,6 +48,16 @@ class ImageContainsHook(CrowdBaseHook):
 
     conn_type = "imagecontains"
     hook_name = "MTurk Crowd Image Contains"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's standard fields on Airflow 3.0 and 3.1 (later releases read provider info)."""
+        return hook_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields on Airflow 3.0 and 3.1 (later releases read provider info)."""
+        return hook_form_widgets()
 
     def test_connection(self) -> tuple[bool, str]:
         """Check credentials and endpoint by reading a task that cannot exist (a 404 proves access; nothing is created).
