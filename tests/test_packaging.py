@@ -125,6 +125,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 images = [f"https://img.example.com/cam/{i}.jpg" for i in range(5)]
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
@@ -132,23 +133,34 @@ with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
 handle = submit.execute({})
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
     wait = ImageContainsSensor(task_id="wait", submission=handle, poke_interval=0.2)
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+
+
 try:
-    wait.execute({})
-    raise SystemExit("expected the sensor to defer")
+    records = wait.execute({})  # every answer already in: no deferral
 except TaskDeferred as deferred:
-    async def first_event():
-        async for event in deferred.trigger.run():
-            return event.payload
-    records = wait.execute_complete({}, asyncio.run(first_event()))
+    records = wait.execute_complete({}, asyncio.run(first_event(deferred.trigger)))
+# The trigger on its own as well, as the triggerer runs it.
+trigger = ImageContainsTrigger(
+    task_names=[t["task_name"] for t in handle["tasks"]],
+    function_name="image-contains-test",
+    imagecontains_conn_id="imagecontains_default",
+    poll_interval=0.2,
+)
+event = asyncio.run(first_event(trigger))
 loaded = sorted(m for m in sys.modules if m.startswith("airflow_provider_imagecontains.server"))
-print(json.dumps({"records": records, "server_modules": loaded}))
+print(json.dumps({"records": records, "event": event, "server_modules": loaded}))
 """
 
 
 @pytest.mark.slow
 def test_the_bare_install_runs_operator_sensor_and_trigger_against_a_server_elsewhere(installed, crowd_server):
     # The server runs here (the dev environment); the wheel's environment only holds its client side.
-    server = crowd_server(test_function_seconds=1.0)
+    server = crowd_server(test_function_seconds=3.0)
     env = {**installed["env"], **server.airflow_connection_env()}
     output = run(installed["venv"] / "bin" / "python", "-c", BARE_RUN, env=env)
     result = json.loads(output.strip().splitlines()[-1])
@@ -156,4 +168,5 @@ def test_the_bare_install_runs_operator_sensor_and_trigger_against_a_server_else
     assert [(r["url"], r["state"]) for r in result["records"]] == [
         (f"https://img.example.com/cam/{i}.jpg", "completed") for i in range(5)
     ]
+    assert result["event"]["status"] == "success" and len(result["event"]["outcomes"]) == 5
     assert len(server.tasks(function_name="image-contains-test")) == 5
