@@ -57,6 +57,7 @@ from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["ImageContainsOperator", "InvalidImagesError"]
@@ -319,6 +320,12 @@ class ImageContainsOperator(BaseOperator):
         if (message := summary_message(records)) is not None:
             self.log.info("%s", message)
         return apply_failed_policy(records, self.failed_policy)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the images asked about, one input dataset per folder (S3 and HTTP namespaces)."""
+        from airflow_provider_imagecontains.lineage import images_lineage
+
+        return images_lineage(task.url for task in self._plan())
 
     def _plan(self) -> list[ImageTask]:
         return plan_image_tasks(self.images, self.target_label, self.namespace or self.dag_id, self.function_name)

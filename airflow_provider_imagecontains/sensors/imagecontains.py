@@ -27,6 +27,7 @@ from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsT
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 FAILED_POLICIES = ("fail", "skip", "report")
 # How many failed tasks an error message lists before summarising the rest.
@@ -125,6 +126,12 @@ class ImageContainsSensor(BaseSensorOperator):
         if (message := summary_message(records)) is not None:
             self.log.info("%s", message)
         return apply_failed_policy(records, self.failed_policy)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the images of the submission, one input dataset per folder (S3 and HTTP namespaces)."""
+        from airflow_provider_imagecontains.lineage import images_lineage
+
+        return images_lineage(task["url"] for task in parse_submission(self.submission)["tasks"])
 
 
 def deployment_default_deferrable() -> bool:
