@@ -102,6 +102,28 @@ def test_a_yes_sayer_answers_yes_whatever_the_image():
     assert not any(leaning.says_yes(False, draw / 10) for draw in range(10))
 
 
+def test_gold_from_an_answer_key_asks_every_image_about_every_label(tmp_path, capsys):
+    from airflow_provider_imagecontains.server.quality import AnswerKey, gold_from_answer_key
+
+    key = AnswerKey({"cam1/a b.png": ["Person"], "https://x.example/c.jpg": ["car"]})
+    assert sorted(gold_from_answer_key(key)) == [
+        ("/images/cam1/a%20b.png", "car", False),  # a file name is served from --images-dir
+        ("/images/cam1/a%20b.png", "person", True),
+        ("https://x.example/c.jpg", "car", True),
+        ("https://x.example/c.jpg", "person", False),
+    ]
+    one_sided = answer_key(tmp_path / "one-sided.json", {"a.png": ["person"]})
+    with pytest.raises(SystemExit, match="both answers"):
+        main(["gold", "add", one_sided, "--db", str(tmp_path / "crowd.db")])
+    two_sided = answer_key(tmp_path / "key.json", {"a.png": ["person"], "b.png": ["car"]})
+    main(["gold", "add", two_sided, "--db", str(tmp_path / "crowd.db")])
+    main(["gold", "add", two_sided, "--db", str(tmp_path / "crowd.db")])
+    assert capsys.readouterr().out.splitlines() == [
+        "4 gold questions added (0 already known).",
+        "0 gold questions added (4 already known).",
+    ]
+
+
 # Over the real server
 
 
