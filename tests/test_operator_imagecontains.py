@@ -354,3 +354,20 @@ def test_an_unreachable_endpoint_fails_in_the_first_round_naming_the_cause_and_e
     assert "connection refused" in message and endpoint in message and "ServiceError" not in message.split(":")[0]
     assert all(isinstance(error, EndpointUnreachableError) for error in raised.value.errors.values())
     assert 30 not in pauses  # no second round: not one call got a connection
+
+
+def test_waiting_with_records_path_returns_a_reference_to_the_stored_records(crowd_server, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_imagecontains.storage import read_records
+
+    crowd_server()
+    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r1", task_id="submit", map_index=-1)}
+    operator = _operator(
+        wait_for_completion=True, deferrable=False, poll_interval=0.05, records_path=f"file://{tmp_path}"
+    )
+    reference = operator.execute(context)
+
+    assert reference["records_uri"] == f"file://{tmp_path}/ops_dag/r1/submit.jsonl" and reference["count"] == 10
+    records = read_records(reference)
+    assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}

@@ -184,3 +184,30 @@ def test_deferrable_defaults_to_the_deployments_default_deferrable_else_true(mon
         explicit = ImageContainsSensor(task_id="wait_explicitly", submission={}, deferrable=not expected)
     assert sensor.deferrable is expected
     assert explicit.deferrable is (not expected)
+
+
+def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_server, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_imagecontains.storage import read_records
+
+    crowd_server()
+    handle = _submit()
+    _, event = _deferred_result(_sensor(handle))
+    in_xcom = _sensor(handle).execute_complete({}, event)
+    folder = f"file://{tmp_path}/results"
+    contexts = [{"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="wait", map_index=i)} for i in (0, 1)]
+
+    references = [_sensor(handle, records_path=folder).execute_complete(context, event) for context in contexts]
+
+    assert references[0] == {
+        "records_uri": f"{folder}/d/r1/wait-0.jsonl",
+        "records_conn_id": None,
+        "count": len(IMAGES),
+        "completed": len(IMAGES),
+        "failed": 0,
+    }
+    assert len(json.dumps(references[0])) < 200  # whatever the number of images
+    assert read_records(references[0]) == in_xcom  # one call gives back the records
+    assert read_records(references) == in_xcom + in_xcom  # mapped instances: one list
+    assert read_records(in_xcom) == in_xcom  # records kept in XCom read the same way

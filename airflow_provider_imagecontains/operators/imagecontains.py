@@ -51,6 +51,7 @@ from airflow_provider_imagecontains.sensors.imagecontains import (
     apply_failed_policy,
     records_from_event,
 )
+from airflow_provider_imagecontains.storage import write_records
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
@@ -135,6 +136,10 @@ class ImageContainsOperator(BaseOperator):
     :param prescreen_timeout: seconds to connect to an image's host and between bytes received.
     :param prescreen_max_bytes: larger images are not scored (they go to the crowd).
     :param crowd_task_cost: dollars a crowd task costs on average, to log the spend the model avoided.
+    :param records_path: (templated) with ``wait_for_completion``, a folder URI (any scheme of Airflow's
+        ``ObjectStoragePath``) where the records go as JSON Lines; XCom then holds a small reference that
+        :func:`~airflow_provider_imagecontains.storage.read_records` reads back (see the sensor).
+    :param records_conn_id: the Airflow connection of ``records_path`` (``None``: the scheme's default).
     """
 
     template_fields: Sequence[str] = (
@@ -146,6 +151,7 @@ class ImageContainsOperator(BaseOperator):
         "aws_conn_id",
         "accept_above",
         "reject_below",
+        "records_path",
     )
     ui_color = "#f4d9e6"
     operator_extra_links = (CrowdDashboardLink(),)
@@ -181,6 +187,8 @@ class ImageContainsOperator(BaseOperator):
         prescreen_timeout: float = DEFAULT_TIMEOUT,
         prescreen_max_bytes: int = DEFAULT_MAX_BYTES,
         crowd_task_cost: float | None = None,
+        records_path: str | None = None,
+        records_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,6 +218,8 @@ class ImageContainsOperator(BaseOperator):
         self.s3_url_template = s3_url_template
         self.submit_rounds = submit_rounds
         self.submit_round_delay = submit_round_delay
+        self.records_path = records_path
+        self.records_conn_id = records_conn_id
         if isinstance(prescreen, str) and "." not in prescreen.strip("."):
             raise ValueError(f"Invalid prescreen {prescreen!r}: expected an import path 'package.module.ClassName'.")
         if prescreen_concurrency < 1:
@@ -284,7 +294,7 @@ class ImageContainsOperator(BaseOperator):
                 )
             time.sleep(self.poll_interval)
             tracker.poll(partial(self.hook.get_tasks, self.function_name), tracker.unfinished)
-        return self._finish(build_records(handle["tasks"], tracker.to_event()))
+        return self._finish(build_records(handle["tasks"], tracker.to_event()), context)
 
     @property
     def _wait_timeout(self) -> timedelta:
@@ -294,10 +304,10 @@ class ImageContainsOperator(BaseOperator):
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, model_scores: list[float | None] | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> Any:
         tasks = self._plan()
         screened = self._screen(tasks, model_scores) if model_scores is not None else None
-        return self._finish(records_from_event(self._handle(tasks, screened), event))
+        return self._finish(records_from_event(self._handle(tasks, screened), event), context)
 
     def _reserve_run_tasks(self, context: Context, count: int) -> None:
         """Hold ``count`` tasks against ``max_run_tasks`` for this DAG run, or fail with nothing submitted.
@@ -316,10 +326,13 @@ class ImageContainsOperator(BaseOperator):
                 f"({count}), more than max_run_tasks={self.max_run_tasks}; nothing was submitted by this instance."
             )
 
-    def _finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         if (message := summary_message(records)) is not None:
             self.log.info("%s", message)
-        return apply_failed_policy(records, self.failed_policy)
+        records = apply_failed_policy(records, self.failed_policy)
+        if self.records_path is None:
+            return records
+        return write_records(records, self.records_path, self.records_conn_id, context)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the images asked about, one input dataset per folder (S3 and HTTP namespaces)."""

@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.prescreen.screening import summary_message
+from airflow_provider_imagecontains.storage import write_records
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
@@ -59,9 +60,14 @@ class ImageContainsSensor(BaseSensorOperator):
     :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
     :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
     :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
+    :param records_path: (templated) a folder URI (``s3://bucket/prefix``, ``file:///data``, any scheme of
+        Airflow's ``ObjectStoragePath``): the records go there as JSON Lines, one file per task instance,
+        and XCom holds only a small reference that :func:`~airflow_provider_imagecontains.storage.read_records`
+        turns back into records. ``None`` (default): the records themselves go to XCom.
+    :param records_conn_id: the Airflow connection of ``records_path`` (``None``: the scheme's default).
     """
 
-    template_fields: Sequence[str] = ("submission",)
+    template_fields: Sequence[str] = ("submission", "records_path")
     ui_color = "#f0e4ec"
     operator_extra_links = (CrowdDashboardLink(),)
 
@@ -73,6 +79,8 @@ class ImageContainsSensor(BaseSensorOperator):
         deferrable: bool | None = None,
         max_poll_interval: float = 600,
         poke_interval: timedelta | float = 60,
+        records_path: str | None = None,
+        records_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -82,6 +90,8 @@ class ImageContainsSensor(BaseSensorOperator):
         self.failed_policy = failed_policy
         self.deferrable = deployment_default_deferrable() if deferrable is None else deferrable
         self.max_poll_interval = max_poll_interval
+        self.records_path = records_path
+        self.records_conn_id = records_conn_id
         self._tracker: TaskTracker | None = None
 
     def execute(self, context: Context) -> Any:
@@ -117,15 +127,18 @@ class ImageContainsSensor(BaseSensorOperator):
         if not self._tracker.done:
             return PokeReturnValue(is_done=False)
         records = build_records(handle["tasks"], self._tracker.to_event())
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(records))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(records, context))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._finish(records_from_event(parse_submission(self.submission), event))
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        return self._finish(records_from_event(parse_submission(self.submission), event), context)
 
-    def _finish(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         if (message := summary_message(records)) is not None:
             self.log.info("%s", message)
-        return apply_failed_policy(records, self.failed_policy)
+        records = apply_failed_policy(records, self.failed_policy)
+        if self.records_path is None:
+            return records
+        return write_records(records, self.records_path, self.records_conn_id, context)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the images of the submission, one input dataset per folder (S3 and HTTP namespaces)."""
