@@ -368,6 +368,6 @@ def test_waiting_with_records_path_returns_a_reference_to_the_stored_records(cro
     )
     reference = operator.execute(context)
 
-    assert reference["records_uri"] == f"file://{tmp_path}/ops_dag/r1/submit.jsonl" and reference["count"] == 10
+    assert reference["records_uri"] == f"file://{tmp_path}/ops_dag/r1/submit.records.jsonl" and reference["count"] == 10
     records = read_records(reference)
     assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}

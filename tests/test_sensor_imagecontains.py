@@ -201,7 +201,7 @@ def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_serve
     references = [_sensor(handle, records_path=folder).execute_complete(context, event) for context in contexts]
 
     assert references[0] == {
-        "records_uri": f"{folder}/d/r1/wait-0.jsonl",
+        "records_uri": f"{folder}/d/r1/wait-0.records.jsonl",
         "records_conn_id": None,
         "count": len(IMAGES),
         "completed": len(IMAGES),
@@ -211,3 +211,25 @@ def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_serve
     assert read_records(references[0]) == in_xcom  # one call gives back the records
     assert read_records(references) == in_xcom + in_xcom  # mapped instances: one list
     assert read_records(in_xcom) == in_xcom  # records kept in XCom read the same way
+
+
+def test_a_stored_handle_keeps_xcom_and_the_trigger_kwargs_small(crowd_server, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    crowd_server()
+    folder = f"file://{tmp_path}/handles"
+    context = {"ti": SimpleNamespace(dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1)}
+    with _dag():
+        submit = ImageContainsOperator(
+            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, records_path=folder
+        )
+    stored = submit.execute(context)
+    in_xcom = _submit()
+
+    assert stored["tasks_uri"] == f"{folder}/sensor_dag/r1/submit.tasks.jsonl" and stored["task_count"] == 8
+    assert "tasks" not in stored and len(json.dumps(stored)) < 300
+    deferred, event = _deferred_result(_sensor(stored))
+    kwargs = deferred.trigger.serialize()[1]
+    assert kwargs["task_names"] is None and kwargs["tasks_uri"] == stored["tasks_uri"]
+    assert len(json.dumps(kwargs)) < 400  # whatever the number of images
+    assert _sensor(stored).execute_complete({}, event) == _sensor(in_xcom).execute_complete({}, event)

@@ -51,7 +51,7 @@ def test_serializes_to_classpath_and_plain_kwargs() -> None:
     rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["task_names"] == ["a", "b"] and kwargs["max_consecutive_poll_failures"] == 7
-    assert all(isinstance(v, (str, int, float, list)) for v in kwargs.values())
+    assert all(v is None or isinstance(v, (str, int, float, list)) for v in kwargs.values())
 
 
 def test_one_event_with_every_result_and_only_unfinished_tasks_polled(crowd_server) -> None:

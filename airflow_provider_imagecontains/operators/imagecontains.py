@@ -51,7 +51,7 @@ from airflow_provider_imagecontains.sensors.imagecontains import (
     apply_failed_policy,
     records_from_event,
 )
-from airflow_provider_imagecontains.storage import write_records
+from airflow_provider_imagecontains.storage import store_handle, write_records
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
@@ -136,9 +136,10 @@ class ImageContainsOperator(BaseOperator):
     :param prescreen_timeout: seconds to connect to an image's host and between bytes received.
     :param prescreen_max_bytes: larger images are not scored (they go to the crowd).
     :param crowd_task_cost: dollars a crowd task costs on average, to log the spend the model avoided.
-    :param records_path: (templated) with ``wait_for_completion``, a folder URI (any scheme of Airflow's
-        ``ObjectStoragePath``) where the records go as JSON Lines; XCom then holds a small reference that
-        :func:`~airflow_provider_imagecontains.storage.read_records` reads back (see the sensor).
+    :param records_path: (templated) a folder URI (any scheme of Airflow's ``ObjectStoragePath``) for what
+        would be big in XCom: the handle's tasks (the handle then carries ``tasks_uri`` instead, which the
+        sensor and trigger read), or with ``wait_for_completion`` the records (a small reference that
+        :func:`~airflow_provider_imagecontains.storage.read_records` reads back).
     :param records_conn_id: the Airflow connection of ``records_path`` (``None``: the scheme's default).
     """
 
@@ -266,6 +267,8 @@ class ImageContainsOperator(BaseOperator):
         )
         handle = self._handle(tasks, screened)
         if not self.wait_for_completion:
+            if self.records_path is not None:
+                return store_handle(handle, self.records_path, self.records_conn_id, context)
             return handle
         tracker = TaskTracker(task.task_name for task in crowd)
         tracker.record(docs)

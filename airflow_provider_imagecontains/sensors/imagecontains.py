@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.prescreen.screening import summary_message
-from airflow_provider_imagecontains.storage import write_records
+from airflow_provider_imagecontains.storage import TASKS_URI, read_lines, write_records
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
@@ -104,9 +104,15 @@ class ImageContainsSensor(BaseSensorOperator):
         poke_result = self.poke(context)
         if poke_result.is_done:
             return poke_result.xcom_value
+        # A stored handle's tasks stay out of the trigger's kwargs: the trigger reads them itself.
+        tasks = (
+            {"tasks_uri": handle[TASKS_URI], "tasks_conn_id": handle.get("tasks_conn_id")}
+            if handle.get(TASKS_URI)
+            else {"task_names": crowd_task_names(handle["tasks"])}
+        )
         self.defer(
             trigger=ImageContainsTrigger(
-                task_names=crowd_task_names(handle["tasks"]),
+                **tasks,
                 function_name=handle["function_name"],
                 imagecontains_conn_id=handle["imagecontains_conn_id"],
                 poll_interval=self.poke_interval,
@@ -182,7 +188,10 @@ def parse_submission(submission: Any) -> dict[str, Any]:
             f"nothing to wait for; {new_tasks} of {total_tasks} crowd tasks would be new in a real run."
         )
     if not handles or not all(
-        isinstance(h, dict) and {"function_name", "imagecontains_conn_id", "tasks"} <= h.keys() for h in handles
+        isinstance(h, dict)
+        and {"function_name", "imagecontains_conn_id"} <= h.keys()
+        and ("tasks" in h or TASKS_URI in h)
+        for h in handles
     ):
         raise ValueError(
             f"Invalid submission {str(submission)[:80]!r}: expected the ImageContainsOperator's return value."
@@ -192,7 +201,15 @@ def parse_submission(submission: Any) -> dict[str, Any]:
         raise ValueError(
             f"Invalid submission: its handles mix functions or connections {sorted(targets)}; use one sensor each."
         )
-    return {**handles[0], "tasks": [task for h in handles for task in h["tasks"]]}
+    # A stored handle (the operator's records_path) is read once here; its URI stays for the trigger.
+    tasks = [
+        task
+        for h in handles
+        for task in (h["tasks"] if "tasks" in h else read_lines(h[TASKS_URI], h.get("tasks_conn_id")))
+    ]
+    if len(handles) > 1:
+        return {**handles[0], TASKS_URI: None, "tasks": tasks}
+    return {**handles[0], "tasks": tasks}
 
 
 def records_from_event(handle: dict[str, Any], event: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.triggers._tracking import TaskTracker
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, crowd_task_names
 
 # All triggers of a triggerer share its event loop: together they keep at most one hook's worth of reads in
 # flight (64 by default), or 50 mapped sensors would start 3,200 requests at once and starve the loop.
@@ -61,6 +61,9 @@ class ImageContainsTrigger(BaseTrigger):
     resubmitted.
 
     :param task_names: the crowd task names to watch, in submission order.
+    :param tasks_uri: instead of ``task_names``, where a stored submission handle's tasks are (see
+        ``records_path`` on the operator): the trigger reads the names there, so its kwargs stay small.
+    :param tasks_conn_id: the Airflow connection of ``tasks_uri``'s storage.
     :param function_name: the crowd function the tasks belong to.
     :param imagecontains_conn_id: the Airflow connection of the crowd API.
     :param poll_interval: seconds from the start of one poll to the next while tasks keep finishing.
@@ -75,7 +78,9 @@ class ImageContainsTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        task_names: list[str],
+        task_names: list[str] | None = None,
+        tasks_uri: str | None = None,
+        tasks_conn_id: str | None = None,
         function_name: str,
         imagecontains_conn_id: str,
         poll_interval: float = 60,
@@ -88,7 +93,11 @@ class ImageContainsTrigger(BaseTrigger):
             raise ValueError(
                 f"Invalid max_consecutive_poll_failures {max_consecutive_poll_failures!r}: expected at least 1."
             )
+        if (task_names is None) == (tasks_uri is None):
+            raise ValueError("Invalid trigger: give either task_names or tasks_uri.")
         self.task_names = task_names
+        self.tasks_uri = tasks_uri
+        self.tasks_conn_id = tasks_conn_id
         self.function_name = function_name
         self.imagecontains_conn_id = imagecontains_conn_id
         self.poll_interval = poll_interval
@@ -101,6 +110,8 @@ class ImageContainsTrigger(BaseTrigger):
             f"{self.__class__.__module__}.{self.__class__.__qualname__}",
             {
                 "task_names": self.task_names,
+                "tasks_uri": self.tasks_uri,
+                "tasks_conn_id": self.tasks_conn_id,
                 "function_name": self.function_name,
                 "imagecontains_conn_id": self.imagecontains_conn_id,
                 "poll_interval": self.poll_interval,
@@ -112,7 +123,7 @@ class ImageContainsTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id)
-        tracker = TaskTracker(self.task_names)
+        tracker = TaskTracker(self.task_names if self.task_names is not None else await self._stored_task_names())
         interval = self.poll_interval
         last_log = float("-inf")
         failed_cycles = 0
@@ -143,6 +154,13 @@ class ImageContainsTrigger(BaseTrigger):
                     interval = min(interval * 2, self.max_poll_interval)
         except CrowdApiError as err:
             yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err.message}"})
+
+    async def _stored_task_names(self) -> list[str]:
+        """The crowd task names of the stored handle at ``tasks_uri``, read off the event loop."""
+        from airflow_provider_imagecontains.storage import read_lines
+
+        tasks = await asyncio.to_thread(read_lines, str(self.tasks_uri), self.tasks_conn_id)
+        return crowd_task_names(tasks)
 
     async def _poll(self, hook: ImageContainsHook, tracker: TaskTracker) -> _Cycle:
         """GET the unfinished tasks once, recording each answer as it arrives."""
