@@ -53,3 +53,23 @@ def test_operator_and_sensor_report_the_image_folders_as_inputs(crowd_server, s3
 
     assert _lineage(submit) == FOLDERS
     assert _lineage(wait) == FOLDERS
+
+
+def test_the_training_manifest_folder_is_the_etl_dags_output(monkeypatch) -> None:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.providers.openlineage.extractors.manager import ExtractorManager
+
+    monkeypatch.setenv("IMAGECONTAINS_DATASET_URI", "s3://training-data/person-v1")
+    import importlib
+
+    import training_data_etl
+
+    try:
+        etl = importlib.reload(training_data_etl).training_data_etl()
+        lineage = OperatorLineage()
+        ExtractorManager().extract_inlets_and_outlets(lineage, etl.get_task("write_dataset"))
+    finally:  # other tests use the module as parsed with the default dataset location
+        monkeypatch.undo()
+        importlib.reload(training_data_etl)
+    # The folder holding output.manifest and labels.jsonl, as the OpenLineage provider reports the task's Asset.
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://training-data", "person-v1")]
