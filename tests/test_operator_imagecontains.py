@@ -371,3 +371,23 @@ def test_waiting_with_records_path_returns_a_reference_to_the_stored_records(cro
     assert reference["records_uri"] == f"file://{tmp_path}/ops_dag/r1/submit.records.jsonl" and reference["count"] == 10
     records = read_records(reference)
     assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}
+
+
+def test_a_deferred_wait_with_records_path_gives_the_trigger_a_reference_not_names(crowd_server, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_imagecontains.storage import read_records
+
+    crowd_server()
+    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r2", task_id="submit", map_index=3)}
+    operator = _operator(
+        wait_for_completion=True, deferrable=True, poll_interval=0.05, records_path=f"file://{tmp_path}"
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["task_names"] is None and kwargs["tasks_uri"] == f"file://{tmp_path}/ops_dag/r2/submit-3.tasks.jsonl"
+
+    event = asyncio.run(anext(deferred.value.trigger.run())).payload
+    records = read_records(operator.execute_complete(context, event))
+    assert [r["url"] for r in records] == IMAGES and {r["state"] for r in records} == {"completed"}

@@ -51,7 +51,7 @@ from airflow_provider_imagecontains.sensors.imagecontains import (
     apply_failed_policy,
     records_from_event,
 )
-from airflow_provider_imagecontains.storage import store_handle, write_records
+from airflow_provider_imagecontains.storage import TASKS_URI, store_handle, write_records
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
@@ -273,9 +273,14 @@ class ImageContainsOperator(BaseOperator):
         tracker = TaskTracker(task.task_name for task in crowd)
         tracker.record(docs)
         if self.deferrable and not tracker.done:
+            # With records_path the names stay out of the trigger table: the trigger reads the stored handle.
+            names: dict[str, Any] = {"task_names": tracker.task_names}
+            if self.records_path is not None:
+                stored = store_handle(handle, self.records_path, self.records_conn_id, context)
+                names = {"tasks_uri": stored[TASKS_URI], "tasks_conn_id": self.records_conn_id}
             self.defer(
                 trigger=ImageContainsTrigger(
-                    task_names=tracker.task_names,
+                    **names,
                     function_name=self.function_name,
                     imagecontains_conn_id=self.imagecontains_conn_id,
                     poll_interval=self.poll_interval,
