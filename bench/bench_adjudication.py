@@ -16,7 +16,7 @@ import statistics
 
 from report import write_section
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 WORKER_ACCURACIES = (0.7, 0.8, 0.9)
@@ -27,6 +27,7 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
     rng = random.Random(seed)
     workers = [f"w{n}" for n in range(POOL_SIZE)]
     models: dict[str, WorkerModel] = {}
+    class_prior = ClassPrior()
     adjudicated_right = adjudicated_done = answers_used = 0
     majority_right = {3: 0, 5: 0}
     for _ in range(tasks):
@@ -49,7 +50,10 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
         if verdict.contains_target is not None:
             adjudicated_done += 1
             adjudicated_right += verdict.contains_target == truth
-            models.update(learn_from_task(answers[:used], models, prior_accuracy=config.prior_worker_accuracy))
+            learned, class_prior = learn_from_task(
+                answers[:used], models, class_prior, prior_accuracy=config.prior_worker_accuracy
+            )
+            models.update(learned)
     return {
         "accuracy": adjudicated_right / adjudicated_done,
         "completed": adjudicated_done / tasks,

@@ -26,7 +26,7 @@ from report import write_section
 
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, is_audited
 from airflow_provider_imagecontains.prescreen.screening import model_verdict
-from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 POSITIVE_SHARE = 0.3
@@ -46,6 +46,7 @@ class Crowd:
         self.seed = seed
         self.config = config
         self.models: dict[str, WorkerModel] = {}
+        self.class_prior = ClassPrior()
         self.answers_bought = 0
 
     def ask(self, frame: int, truth: bool) -> bool | None:
@@ -64,9 +65,10 @@ class Crowd:
                 break
         self.answers_bought += used
         if verdict.contains_target is not None:
-            self.models.update(
-                learn_from_task(answers[:used], self.models, prior_accuracy=self.config.prior_worker_accuracy)
+            learned, self.class_prior = learn_from_task(
+                answers[:used], self.models, self.class_prior, prior_accuracy=self.config.prior_worker_accuracy
             )
+            self.models.update(learned)
         return verdict.contains_target
 
 

@@ -1,7 +1,7 @@
 """A mixed crowd with spammers: this adjudicator (two-coin worker models, gold, probation, blocking, sequential
 rule) against majority votes, crowd-kit's Dawid-Skene and GLAD, and an oracle, on the same simulated answers.
 
-One run. Every task gets a random truth and a fixed answer from every worker of the crowd, in a random order
+One run per share of images containing the target (even odds, and 10 %). Every task gets a random truth and a fixed answer from every worker of the crowd, in a random order
 per task. The fixed-overlap methods (majority of 3 and of 5, Dawid-Skene and GLAD on 5) read the first 3 or
 5 answers of that order. The adjudicator reads the same order one answer at a time, as the server asks,
 passing over workers it has blocked, with gold questions mixed into each worker's questions by the server's
@@ -19,13 +19,13 @@ import argparse
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene
 from report import write_section
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
 from airflow_provider_imagecontains.server.quality import block_reason, gold_due
 
@@ -35,6 +35,8 @@ GOLD_QUESTIONS = 300
 FIXED_OVERLAP = 5
 CONFIDENCE = 0.98
 MAX_ANSWERS = 15
+# Even odds, and mostly empty images (issue 12b).
+POSITIVE_SHARES = (0.5, 0.1)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Outcome:
     answers: int = 0
     gold: int = 0
     spammer_answers: int = 0
+    right_by_task: list[bool] = field(default_factory=list)
     blocked: tuple[str, ...] = ()
 
     def accuracy(self, tasks: int) -> float:
@@ -67,6 +70,7 @@ def sequential(
     rng = random.Random(seed)
     gold_truths = [rng.random() < 0.5 for _ in range(GOLD_QUESTIONS)]
     models: dict[str, WorkerModel] = {}
+    class_prior = ClassPrior()
     questions = dict.fromkeys(workers, 0)
     blocked: set[str] = set()
     outcome = Outcome()
@@ -97,10 +101,14 @@ def sequential(
             if not verdict.needs_more_answers:
                 break
         outcome.answers += len(used)
+        decided_right = verdict is not None and verdict.contains_target == truth
+        outcome.right_by_task.append(decided_right)
         if verdict is not None and verdict.contains_target is not None:
             outcome.decided += 1
-            outcome.right += verdict.contains_target == truth
-            learned = learn_from_task(used, models, prior_accuracy=config.prior_worker_accuracy)
+            outcome.right += decided_right
+            learned, class_prior = learn_from_task(
+                used, models, class_prior, prior_accuracy=config.prior_worker_accuracy
+            )
             models.update(learned)
             blocked.update(worker for worker, model in learned.items() if block_reason(config, model))
     outcome.blocked = tuple(sorted(blocked))
@@ -160,33 +168,32 @@ def fixed_overlap(truths: list[bool], orders: list[list[str]], answers: list[dic
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args()
-    config = ServerConfig(crowd=CROWD, confidence=CONFIDENCE, max_answers_per_task=MAX_ANSWERS)
-    workers = crowd_workers(CROWD)
-    rng = random.Random(args.seed)
-    truths = [rng.random() < 0.5 for _ in range(args.tasks)]
-    orders = [rng.sample(sorted(workers), len(workers)) for _ in range(args.tasks)]
+def compare(share: float, tasks: int, seed: int, config: ServerConfig, workers: dict[str, CrowdClass]) -> dict:
+    """Every method on the same simulated answers to ``tasks`` tasks of which ``share`` contain the target."""
+    rng = random.Random(seed)
+    truths = [rng.random() < share for _ in range(tasks)]
+    orders = [rng.sample(sorted(workers), len(workers)) for _ in range(tasks)]
     answers = [{w: c.says_yes(truth, rng.random()) for w, c in workers.items()} for truth in truths]
-
     started = time.perf_counter()
-    ours = sequential(truths, orders, answers, workers, config, args.seed)
+    ours = sequential(truths, orders, answers, workers, config, seed)
     seconds = time.perf_counter() - started
     best = oracle(truths, orders, answers, workers)
     baselines = fixed_overlap(truths, orders, answers)
-    tasks = args.tasks
+    on_kind = {
+        kind: sum(ours_right for ours_right, truth in zip(ours.right_by_task, truths, strict=True) if truth == kind)
+        / max(1, sum(truth == kind for truth in truths))
+        for kind in (True, False)
+    }
     rows = [
-        f"| this adjudicator (sequential, gold, blocking) | {ours.accuracy(tasks):.4f} | {ours.answers / tasks:.2f} "
+        f"| {share:.0%} | this adjudicator (sequential, gold, blocking) | {ours.accuracy(tasks):.4f} "
+        f"| {on_kind[True]:.4f} / {on_kind[False]:.4f} | {ours.answers / tasks:.2f} "
         f"| {ours.gold / tasks:.2f} ({ours.gold / (ours.answers + ours.gold):.1%} of answers) |",
-        f"| oracle (true accuracies, spammers never asked) | {best.accuracy(tasks):.4f} | {best.answers / tasks:.2f} | — |",
+        f"| {share:.0%} | oracle (true accuracies, spammers never asked) | {best.accuracy(tasks):.4f} | — "
+        f"| {best.answers / tasks:.2f} | — |",
     ]
     for name, accuracy in baselines.items():
         per_task = 3 if name.endswith("3") else FIXED_OVERLAP
-        rows.append(f"| {name} | {accuracy:.4f} | {per_task} | — |")
+        rows.append(f"| {share:.0%} | {name} | {accuracy:.4f} | — | {per_task} | — |")
     print("\n".join(rows))
     ratio = ours.answers / best.answers
     blocked = {
@@ -204,35 +211,52 @@ def main() -> None:
     }
     print(f"decided {ours.decided}/{tasks}; oracle votes ratio {ratio:.3f}; blocked {blocked_text}")
     print(f"paid answers from spammers: {ours.spammer_answers}; targets {checks}")
+    summary = (
+        f"With {share:.0%} of the images containing the target: the adjudicator used {ratio:.2f} times the oracle's "
+        f"answers per task ({(ours.answers + ours.gold) / tasks:.2f} with gold); {ours.decided} of {tasks} tasks were "
+        f"decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers. Blocked by the end: {blocked_text}. "
+        f"Spammers gave {ours.spammer_answers} of the {ours.answers} paid answers "
+        f"({ours.spammer_answers / ours.answers:.1%}). The adjudicator's run (learning, gold, blocking) took "
+        f"{seconds:.1f} s of pure Python. Targets (issue 12): "
+        + "; ".join(f"{name}: {'met' if met else 'NOT met'}" for name, met in checks.items())
+        + "."
+    )
+    return {"rows": rows, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    config = ServerConfig(crowd=CROWD, confidence=CONFIDENCE, max_answers_per_task=MAX_ANSWERS)
+    workers = crowd_workers(CROWD)
+    runs = [compare(share, args.tasks, args.seed, config, workers) for share in POSITIVE_SHARES]
     if args.no_report:
         return
     text = (
         f"""## Quality with a mixed crowd (`bench/bench_quality.py`)
 
-One run (seed {args.seed}), {tasks} tasks, truth yes or no at even odds, the same simulated answers for every method.
-Crowd `{CROWD}`: 20 % experts at 0.95, 60 % average workers at 0.75, 20 % spammers at 0.5, half of them
-yes-sayers. The adjudicator and the oracle at confidence {CONFIDENCE} and at most {MAX_ANSWERS} answers; otherwise
-the server's policy: gold share {config.gold_share:.0%}, probation {config.probation_questions} questions at
-{config.probation_gold_share:.0%} gold, blocking below {config.block_below_accuracy} after {config.block_after_gold}
-gold answers. Accuracy counts a task without a verdict as wrong. Answers per task are the paid answers; gold answers
-are the overhead (paid by whoever runs the server, never billed to the requester). The fixed-overlap methods get no
-gold and ask everybody, spammers included.
+One run (seed {args.seed}) per share of images containing the target, {args.tasks} tasks each, the same simulated
+answers for every method within a run: images with the target at even odds, and at {POSITIVE_SHARES[1]:.0%} (most
+frames of a surveillance camera are empty). Crowd `{CROWD}`: 20 % experts at 0.95, 60 % average workers at 0.75,
+20 % spammers at 0.5, half of them yes-sayers. The adjudicator and the oracle at confidence {CONFIDENCE} and at most
+{MAX_ANSWERS} answers; otherwise the server's policy: gold share {config.gold_share:.0%}, probation
+{config.probation_questions} questions at {config.probation_gold_share:.0%} gold, blocking below
+{config.block_below_accuracy} after {config.block_after_gold} gold answers. Accuracy counts a task without a verdict as
+wrong; "on yes / on no" is the adjudicator's accuracy on images with and without the target. Answers per task are the
+paid answers; gold answers are the overhead (paid by whoever runs the server, never billed to the requester). The
+fixed-overlap methods get no gold and ask everybody, spammers included.
 
-| method | accuracy | answers per task | gold answers per task |
-|---|---|---|---|
+| share with the target | method | accuracy | on yes / on no | answers per task | gold answers per task |
+|---|---|---|---|---|---|
 """
-        + "\n".join(rows)
-        + f"""
-
-The adjudicator used {ratio:.2f} times the oracle's answers per task ({(ours.answers + ours.gold) / tasks:.2f} with
-gold); {ours.decided} of {tasks} tasks were decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers. Blocked
-by the end: {blocked_text}. Spammers gave {ours.spammer_answers} of the {ours.answers} paid answers
-({ours.spammer_answers / ours.answers:.1%}), on probation or before enough evidence; once their model knows them their
-answers weigh about nothing. The adjudicator's run (learning, gold, blocking) took {seconds:.1f} s of pure Python.
-
-Targets (issue 12): """
-        + "; ".join(f"{name}: {'met' if met else 'NOT met'}" for name, met in checks.items())
-        + "."
+        + "\n".join(row for run in runs for row in run["rows"])
+        + "\n\n"
+        + "\n\n".join(run["summary"] for run in runs)
+        + """ Once their model knows them, spammers' answers weigh about nothing; they are paid on probation or before
+enough evidence."""
     )
     write_section("quality", text)
 

@@ -5,7 +5,15 @@ images that do not (how often it says "no" then), each a Beta posterior learned 
 truth is known) and from finished tasks (the other workers' answers stand in for the truth). A worker who
 says "yes" to everything is right on every "yes" image, wrong on every "no" image, and its "yes" carries no
 evidence; a worker who clicks at random carries none either way. Answers are asked for one at a time; after
-each one the posterior probability of the leading answer is compared with the required confidence.
+each one the likelihood ratio of the two answers, as a probability from even odds, is compared with the
+required confidence: a test of the answers alone (Wald's sequential test), so the error rate on each kind of
+image stays near ``1 - confidence`` whatever share of a requester's images contain the target.
+
+Learning from a finished task does need that share (Dawid-Skene's class prior). When nearly all images are
+empty, a task decided "yes" is often an empty image; counting its answers as if it surely contained the
+target teaches the models that workers miss the target and rarely see it where it is not, which weakens
+every "no" and strengthens every "yes": a drift that feeds itself. So each (account, function, label) has a
+``ClassPrior`` learned from the tasks it finished, and the truth a task teaches is weighed with it.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ class Verdict:
     """The adjudicator's decision after the answers so far.
 
     :param contains_target: the adjudicated answer once confident, else None.
-    :param confidence: posterior probability of the leading answer.
+    :param confidence: probability of the leading answer from the answers alone (even prior odds).
     :param exhausted: True when the answer cap is reached without confidence (the task fails).
     """
 
@@ -112,6 +120,26 @@ def evidence(model: WorkerModel | None, says_yes: bool, prior_accuracy: float) -
     return min(math.log((1.0 - on_yes) / on_no), 0.0)
 
 
+@dataclass(frozen=True)
+class ClassPrior:
+    """How often the images of one (account, function, label) contain the target: a Beta(1, 1) posterior from
+    its finished tasks, each counted as the probability that it contains the target.
+
+    :param yes: finished tasks that contain the target.
+    :param no: finished tasks that do not.
+    """
+
+    yes: float = 0.0
+    no: float = 0.0
+
+    @property
+    def share_yes(self) -> float:
+        return (self.yes + 1.0) / (self.yes + self.no + 2.0)
+
+    def learned(self, probability_yes: float) -> ClassPrior:
+        return ClassPrior(self.yes + probability_yes, self.no + 1.0 - probability_yes)
+
+
 def adjudicate(
     answers: Sequence[tuple[str, bool]],
     models: Mapping[str, WorkerModel],
@@ -124,7 +152,7 @@ def adjudicate(
 
     :param answers: the answers in the order they arrived.
     :param models: each worker's model; a missing worker is new (the prior alone).
-    :param confidence: the posterior probability the leading answer must reach (e.g. 0.95).
+    :param confidence: the probability the leading answer must reach from even prior odds (e.g. 0.95).
     :param max_answers: the cap on answers for one task.
     :param prior_accuracy: the accuracy assumed, for each kind of image, of a worker without a record.
     """
@@ -136,17 +164,24 @@ def adjudicate(
 
 
 def learn_from_task(
-    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], *, prior_accuracy: float
-) -> dict[str, WorkerModel]:
-    """Each worker's model after a finished task: its answer counted against the task's posterior.
+    answers: Sequence[tuple[str, bool]],
+    models: Mapping[str, WorkerModel],
+    class_prior: ClassPrior,
+    *,
+    prior_accuracy: float,
+) -> tuple[dict[str, WorkerModel], ClassPrior]:
+    """Each worker's model, and the class prior, after a finished task: one online step of Dawid-Skene's EM.
 
-    One online step of Dawid-Skene's EM: the truth stands in as the probability all the answers give
-    "yes", which is near 0 or 1 for a decided task.
+    The truth stands in as the probability that the image contains the target given all the answers and the
+    class prior; each answer counts on each side with that weight, and the task counts in the class prior.
     """
-    probability_yes = _probability_yes(sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers))
-    return {
+    share = class_prior.share_yes
+    log_odds = math.log(share / (1.0 - share)) + sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers)
+    probability_yes = _probability_yes(log_odds)
+    learned = {
         worker: (models.get(worker) or WorkerModel()).learned(probability_yes, says_yes) for worker, says_yes in answers
     }
+    return learned, class_prior.learned(probability_yes)
 
 
 def _posterior_mean(right: float, wrong: float, prior_accuracy: float) -> float:
@@ -155,5 +190,4 @@ def _posterior_mean(right: float, wrong: float, prior_accuracy: float) -> float:
 
 
 def _probability_yes(log_odds_yes: float) -> float:
-    """Even prior odds: an image is as likely to contain the target as not."""
     return 1.0 / (1.0 + math.exp(-log_odds_yes))

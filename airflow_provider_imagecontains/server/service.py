@@ -232,8 +232,11 @@ class CrowdService:
                     "answers": len(answers),
                 }
                 self.store.finish(task.id, result=result)
-                learned = learn_from_task(answers, models, prior_accuracy=prior)
+                label = json.loads(task.input)["target"]["label"]
+                class_prior = self.store.class_prior(task.account, task.function, label)
+                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
                 self.store.save_models(learned)
+                self.store.save_class_prior(task.account, task.function, label, class_prior)
                 blocked = self._block_if_due(learned)
             elif verdict.exhausted:
                 self.store.finish(task.id, problem=INCONCLUSIVE)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, WorkerModel
+from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, ClassPrior, WorkerModel
 
 PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
 # The stored answers of a human worker who could not tell, or whose image did not load: they keep the worker
@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS worker_models (
     questions INTEGER NOT NULL DEFAULT 0,
     blocked_reason TEXT,
     blocked_at REAL
+);
+CREATE TABLE IF NOT EXISTS class_priors (
+    account TEXT NOT NULL,
+    function TEXT NOT NULL,
+    label TEXT NOT NULL,
+    yes REAL NOT NULL,
+    no REAL NOT NULL,
+    PRIMARY KEY (account, function, label)
 );
 CREATE TABLE IF NOT EXISTS gold_questions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -356,6 +364,21 @@ class TaskStore:
             f"INSERT INTO worker_models (worker, {_MODEL_COLUMNS}) VALUES ({','.join('?' * (len(names) + 1))}) "  # noqa: S608
             f"ON CONFLICT (worker) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in names)}",
             [(worker, *(getattr(model, name) for name in names)) for worker, model in models.items()],
+        )
+
+    def class_prior(self, account: str, function: str, label: str) -> ClassPrior:
+        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target."""
+        row = self._db.execute(
+            "SELECT yes, no FROM class_priors WHERE account = ? AND function = ? AND label = ?",
+            (account, function, label),
+        ).fetchone()
+        return ClassPrior(*row) if row else ClassPrior()
+
+    def save_class_prior(self, account: str, function: str, label: str, prior: ClassPrior) -> None:
+        self._db.execute(
+            "INSERT INTO class_priors (account, function, label, yes, no) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, function, label) DO UPDATE SET yes = excluded.yes, no = excluded.no",
+            (account, function, label, prior.yes, prior.no),
         )
 
     def count_question(self, worker: str) -> int:
