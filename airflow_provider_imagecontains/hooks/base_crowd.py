@@ -435,19 +435,23 @@ class CrowdBaseHook(BaseHook):
         tally = _RetryTally() if len(bodies) > 1 else None
         retry_policy = self._retry_policy(tally)
         proxy = self._proxy
-        unsent = iter(bodies)  # shared by the workers: each name is taken once
+        names = list(bodies)
+        next_name = 0  # shared by the workers: each name is taken once
+        held = 0  # places in shared_limit taken for workers and not given back yet
         arrived: asyncio.Queue[tuple[str, dict[str, Any] | Exception]] = asyncio.Queue()
         shared = self._shared_session
         async with self._new_client_session() if shared is None else nullcontext(shared) as session:
 
             async def worker() -> None:
-                # A worker holds a place in the shared limit while it works, so idle workers of other callers
-                # wait without costing anything. It reuses one retrying object call after call: a new one per
-                # call leaves reference cycles behind (about 18 objects) that only the garbage collector frees,
-                # and the full collections they bring on stall the event loop (bench/bench_trigger.py).
-                async with shared_limit or nullcontext():
+                # A worker reuses one retrying object call after call: a new one per call leaves reference cycles
+                # behind (about 18 objects) that only the garbage collector frees, and the full collections they
+                # bring on stall the event loop (bench/bench_trigger.py).
+                nonlocal next_name, held
+                try:
                     retrying = AsyncRetrying(**retry_policy)
-                    for task_name in unsent:
+                    while next_name < len(names):
+                        task_name = names[next_name]
+                        next_name += 1
                         outcome: dict[str, Any] | Exception
                         try:
                             answer = await self._asend(
@@ -457,8 +461,29 @@ class CrowdBaseHook(BaseHook):
                         except Exception as err:  # a crowd error is this task's outcome; any other is raised below
                             outcome = err
                         arrived.put_nowait((task_name, outcome))
+                finally:
+                    if shared_limit is not None:
+                        held -= 1
+                        shared_limit.release()
 
-            workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(bodies)))]
+            workers: list[asyncio.Task[None]] = []
+
+            async def start_workers() -> None:
+                # With a shared limit, a worker is started only once it has its place, so the callers waiting
+                # for places (all the triggers of a triggerer) keep one waiting task each, not one per worker:
+                # thousands of waiting workers made each poll cycle's start stall the loop.
+                nonlocal held
+                for _ in range(min(self.max_concurrency, len(names))):
+                    if shared_limit is not None:
+                        await shared_limit.acquire()
+                        held += 1
+                        if next_name >= len(names):  # the workers running took every name meanwhile
+                            held -= 1
+                            shared_limit.release()
+                            return
+                    workers.append(asyncio.create_task(worker()))
+
+            starter = asyncio.create_task(start_workers())
             try:
                 for _ in range(len(bodies)):
                     task_name, outcome = await arrived.get()
@@ -466,9 +491,15 @@ class CrowdBaseHook(BaseHook):
                         raise outcome
                     yield task_name, outcome
             finally:
+                # Cancel everything before the first await, so that no worker sends another request meanwhile.
+                starter.cancel()
                 for running in workers:
                     running.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+                await asyncio.gather(starter, *workers, return_exceptions=True)
+                if shared_limit is not None:  # workers cancelled before they ran never gave their place back
+                    for _ in range(held):
+                        shared_limit.release()
+                    held = 0
         if tally is not None and tally.retries:
             self._log_retry_summary(tally, method, function_name, len(bodies))
 
