@@ -12,6 +12,14 @@ Measures, as medians over ``--repeats`` runs and against baselines taken in the 
 * the duration of one full poll cycle with 50 ms injected latency per request, next to a
   synchronous bulk read (``hook.get_tasks``) of the same tasks.
 
+A second part (``--part triggerer``) puts a whole triggerer's load on one event loop: 100 triggers of
+1,000 tasks each (100,000 outstanding images) polling a local server that speaks TLS with a
+self-signed certificate, at 0 ms and 50 ms latency. Each trigger runs its poll cycle inside the hook's
+``reusing_connections`` as ``run`` does, all triggers together cycle by cycle, and the child process
+reports the peak RSS added, the longest loop stall and each full cycle's time. The baseline, in the
+same run, is the transport as it was: a new aiohttp session per call and trigger, and the TLS context
+built on the event loop for every hook. Results replace the ``bench:trigger-triggerer`` section.
+
 The server has no simulated workforce, so the ``image-contains`` tasks stay ``processing`` until
 the benchmark finishes them "on command" in the server's database: all but one after two cycles,
 the last one once a cycle has recorded the others, so its finish time is known exactly. Each
@@ -27,24 +35,28 @@ import gc
 import json
 import os
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import asynccontextmanager
+from functools import cached_property
 from pathlib import Path
 
 from report import write_section
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.store import COMPLETED, PROCESSING
+from airflow_provider_imagecontains.server.store import COMPLETED, PROCESSING, TaskStore
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers import imagecontains as trigger_module
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 SECTION = "trigger"
+TRIGGERER_SECTION = "trigger-triggerer"
 FUNCTION = "image-contains"
 TICK = 0.005
 
@@ -110,6 +122,32 @@ async def longest_stall_while(coroutine) -> tuple[object, float]:
     ticking = asyncio.create_task(ticker())
     try:
         return await coroutine, worst
+    finally:
+        done.set()
+        await ticking
+
+
+async def stalls_while(coroutine, phase: list[int] | None = None) -> tuple[object, float, dict[int, float]]:
+    """Run ``coroutine`` next to a 5 ms ticker; return its result, the ticker's worst lateness (wall clock,
+    which includes time the OS did not run the process) and, per phase (``phase[0]``, set by the
+    coroutine), the most CPU time the loop's thread spent between two ticks: the loop's own blocking
+    work, whatever else the machine runs."""
+    phase = phase if phase is not None else [0]
+    worst_wall = 0.0
+    worst_cpu: dict[int, float] = {}
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst_wall
+        while not done.is_set():
+            start, cpu_start, now_phase = time.perf_counter(), time.thread_time(), phase[0]
+            await asyncio.sleep(TICK)
+            worst_wall = max(worst_wall, time.perf_counter() - start - TICK)
+            worst_cpu[now_phase] = max(worst_cpu.get(now_phase, 0.0), time.thread_time() - cpu_start)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        return await coroutine, worst_wall, worst_cpu
     finally:
         done.set()
         await ticking
@@ -288,6 +326,178 @@ def sync_bulk_seconds(names: list[str]) -> float:
     return time.perf_counter() - start
 
 
+class PerCallSessionHook(ImageContainsHook):
+    """The baseline of the triggerer part: the transport as it was, with a new aiohttp session per call
+    (``reusing_connections`` shares nothing) and a TLS context built for each hook on the event loop."""
+
+    @asynccontextmanager
+    async def reusing_connections(self):
+        await self._aprepare()
+        yield
+
+    def _prepare(self) -> None:
+        _ = self.credentials, self.account_id
+
+    @cached_property
+    def _aiohttp_ssl(self):
+        return ssl.create_default_context(cafile=str(self._verify))
+
+
+def many_triggers_in_this_process(triggers: int, tasks: int, cycles: int, per_call_session: bool) -> dict:
+    """Poll ``triggers`` x ``tasks`` processing tasks for ``cycles`` full cycles on one event loop."""
+    hook_class = PerCallSessionHook if per_call_session else ImageContainsHook
+    names = task_names(triggers * tasks)
+    groups = [names[i * tasks : (i + 1) * tasks] for i in range(triggers)]
+    # A running triggerer has run triggers before: the first read's one-time imports are not these triggers'.
+    warm_up = ImageContainsHook(imagecontains_conn_id="imagecontains_default")
+    asyncio.run(warm_up.aget_task(FUNCTION, names[0]))
+    rss_before = rss_bytes()
+
+    async def all_triggers() -> list[float]:
+        go = [asyncio.Event() for _ in range(cycles)]
+        done = [asyncio.Event() for _ in range(cycles)]
+        finished = [0] * cycles
+
+        async def one_trigger(group: list[str]) -> None:
+            trigger = ImageContainsTrigger(
+                task_names=group, function_name=FUNCTION, imagecontains_conn_id="imagecontains_default"
+            )
+            hook = hook_class(imagecontains_conn_id="imagecontains_default")
+            tracker = TaskTracker(group)
+            async with hook.reusing_connections():
+                for cycle in range(cycles):
+                    await go[cycle].wait()
+                    outcome = await trigger._poll(hook, tracker)
+                    if outcome.error is not None or outcome.answers != len(group):
+                        errors.append(f"{type(outcome.error).__name__}: {outcome.answers} answers")
+                    finished[cycle] += 1
+                    if finished[cycle] == triggers:
+                        done[cycle].set()
+
+        running = [asyncio.create_task(one_trigger(group)) for group in groups]
+        await asyncio.sleep(0.5)  # every trigger is waiting for the first cycle
+        cycle_times = []
+        for cycle in range(cycles):
+            phase[0] = cycle
+            start = time.perf_counter()
+            go[cycle].set()
+            await done[cycle].wait()
+            cycle_times.append(time.perf_counter() - start)
+            print(f"cycle of {triggers * tasks:,} reads: {cycle_times[-1]:.1f} s", flush=True)
+        await asyncio.gather(*running)
+        return cycle_times
+
+    errors: list[str] = []
+    _, idle_wall, _ = asyncio.run(stalls_while(asyncio.sleep(5.0)))
+    phase = [0]
+    with PeakRss() as memory, CollectionLog() as collections:
+        cycle_times, stall, cpu_stalls = asyncio.run(stalls_while(all_triggers(), phase))
+    return {
+        "rss_added_mb": (memory.peak - rss_before) / 2**20,
+        "stall_ms": stall * 1000,
+        "cpu_stall_ms": max(cpu_stalls.values()) * 1000,
+        "first_cycle_cpu_stall_ms": cpu_stalls.get(0, 0.0) * 1000,
+        "later_cycles_cpu_stall_ms": max((v for k, v in cpu_stalls.items() if k > 0), default=0.0) * 1000,
+        "idle_stall_ms": idle_wall * 1000,
+        "full_collections": collections.counts[2],
+        "longest_collection_ms": collections.longest_pause * 1000,
+        "cycle_s": statistics.median(cycle_times),
+        "cycles_s": cycle_times,
+        "incomplete_cycles": errors,
+    }
+
+
+def insert_processing_tasks(db: Path, count: int) -> list[str]:
+    """Create ``count`` processing tasks straight in the server's database (100,000 PUTs would take minutes)."""
+    from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
+
+    names = task_names(count)
+    store = TaskStore(str(db))
+    now = time.time()
+    with store.transaction():
+        for name in names:
+            task_input = {"image": {"url": f"https://img.example.com/{name}.jpg"}, "target": {"label": "person"}}
+            store.insert(DEMO_ACCOUNT.account_id, FUNCTION, name, json.dumps(task_input), now, now + 30 * 86400)
+    return names
+
+
+def run_many_triggers(args: argparse.Namespace, per_call_session: bool) -> dict:
+    command = [sys.executable, __file__, "--part", "triggerer-child", "--triggers", str(args.triggers)]
+    command += ["--tasks-per-trigger", str(args.tasks_per_trigger), "--cycles", str(args.cycles)]
+    with tempfile.NamedTemporaryFile(suffix=".json") as result_file:
+        command += ["--watch", result_file.name, *(["--per-call-retry"] if per_call_session else [])]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=3600)
+        return json.loads(Path(result_file.name).read_text())
+
+
+def triggerer_part(args: argparse.Namespace) -> None:
+    results: dict[int, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-triggerer-") as tmp:
+        db = Path(tmp) / "crowd.db"
+        insert_processing_tasks(db, args.triggers * args.tasks_per_trigger)
+        for latency_ms in (0, 50):
+            with LocalCrowdServer(db, subprocess=True, tls=True, workforce_size=0, latency_ms=latency_ms) as server:
+                use_server(server)
+                results[latency_ms] = {}
+                for name, per_call_session in (("reused", False), ("baseline", True)):
+                    results[latency_ms][name] = run_many_triggers(args, per_call_session)
+                    print(f"{latency_ms} ms, {name}: {results[latency_ms][name]}", flush=True)
+    section = build_triggerer_section(args, results)
+    print(section)
+    if not args.no_write:
+        write_section(TRIGGERER_SECTION, section)
+
+
+def build_triggerer_section(args: argparse.Namespace, results: dict[int, dict[str, dict]]) -> str:
+    total = args.triggers * args.tasks_per_trigger
+    rows = []
+    for latency_ms, runs in results.items():
+        new, old = runs["reused"], runs["baseline"]
+        target = "<= 90 s (floor 78 s)" if latency_ms == 50 else "-"
+        rows += [
+            f"| {latency_ms} ms | peak RSS added | {new['rss_added_mb']:.1f} MB | {old['rss_added_mb']:.1f} MB | < 100 MB |",
+            f"| {latency_ms} ms | longest event-loop stall, wall clock (5 ms ticker) | {new['stall_ms']:.0f} ms "
+            f"(idle loop: {new['idle_stall_ms']:.0f} ms) | {old['stall_ms']:.0f} ms (idle loop: "
+            f"{old['idle_stall_ms']:.0f} ms) | < 100 ms |",
+            f"| {latency_ms} ms | longest event-loop stall, the loop thread's CPU time between two ticks: first "
+            f"cycle / later cycles | {new['first_cycle_cpu_stall_ms']:.0f} ms / {new['later_cycles_cpu_stall_ms']:.0f} ms | "
+            f"{old['first_cycle_cpu_stall_ms']:.0f} ms / {old['later_cycles_cpu_stall_ms']:.0f} ms | < 100 ms |",
+            f"| {latency_ms} ms | full garbage collections, longest collection | {new['full_collections']}, "
+            f"{new['longest_collection_ms']:.0f} ms | {old['full_collections']}, {old['longest_collection_ms']:.0f} ms "
+            "| - |",
+            f"| {latency_ms} ms | one full cycle ({total:,} reads), median of {args.cycles} | {new['cycle_s']:.1f} s | "
+            f"{old['cycle_s']:.1f} s | {target} |",
+        ]
+    return "\n".join(
+        [
+            f"## {args.triggers} triggers x {args.tasks_per_trigger:,} tasks in one event loop, TLS "
+            "(`bench/bench_trigger.py --part triggerer`)",
+            "",
+            f"{args.triggers} triggers of {args.tasks_per_trigger:,} `processing` tasks each ({total:,} outstanding "
+            "images, one triggerer's load) poll in one child process's event loop, all together cycle by cycle, "
+            "each inside the hook's `reusing_connections` as `ImageContainsTrigger.run` does. The local server "
+            "(another child process) serves HTTPS with a self-signed certificate (the connection's `verify`). "
+            "Baseline, same run and server: the transport as it was, a new aiohttp session per call and trigger "
+            "and a TLS context built on the event loop for each hook (both columns start a worker only once it "
+            "has its place in the shared read limit). Medians of the cycles of one run per "
+            "column. Measured under load: 2 cores shared with six other developers' tests and benchmarks, so "
+            "cycle times are upper bounds (the server and the client compete for the same cores).",
+            "",
+            "| latency | measure | reused session, TLS context off the loop | baseline (same run) | target |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            "The read limit shared by all triggers of a loop (64 in flight) bounds a cycle at 50 ms to about",
+            "1,280 reads a second: 78 s for 100,000 reads is the floor. On this loaded machine an idle loop's ticker",
+            "is already late by the figure in brackets (the OS runs other processes), so the wall-clock stall",
+            "cannot be told from the loop's own blocking work; the CPU-time row measures that work alone: the CPU",
+            "time the loop's thread spent between two ticks, which no other process adds to. A full (generation 2)",
+            "garbage collection, brought on once as the triggers' long-lived objects join the heap, scans the whole",
+            "heap of the process and counts as a stall of its length in both rows.",
+        ]
+    )
+
+
 def build_section(
     args: argparse.Namespace, watch: list[dict], baseline: list[dict], idle_ms: float, cycle: list[float], bulk: float
 ) -> str:
@@ -340,9 +550,23 @@ def main() -> None:
     parser.add_argument("--watch", metavar="RESULT_FILE", help=argparse.SUPPRESS)  # child process: watch the tasks
     parser.add_argument("--per-call-retry", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the section without updating docs")
+    parser.add_argument(
+        "--part", choices=["all", "watch", "triggerer", "triggerer-child"], default="all", help="what to measure"
+    )
+    parser.add_argument("--triggers", type=int, default=100, help="triggers in the triggerer part")
+    parser.add_argument("--tasks-per-trigger", type=int, default=1_000)
+    parser.add_argument("--cycles", type=int, default=2, help="full poll cycles per triggerer run")
     args = parser.parse_args()
+    if args.part == "triggerer-child":
+        result = many_triggers_in_this_process(args.triggers, args.tasks_per_trigger, args.cycles, args.per_call_retry)
+        Path(args.watch).write_text(json.dumps(result))
+        return
     if args.watch:
         Path(args.watch).write_text(json.dumps(watch_in_this_process(args.tasks, args.poll, args.per_call_retry)))
+        return
+    if args.part in ("all", "triggerer"):
+        triggerer_part(args)
+    if args.part == "triggerer":
         return
     with tempfile.TemporaryDirectory(prefix="bench-trigger-") as tmp:
         db = Path(tmp) / "crowd.db"
