@@ -160,7 +160,7 @@ def test_killed_server_resumes_without_a_second_hit_or_assignment(
             deadline = time.monotonic() + 90
             # Watch the database, not the API: the server is down now and then.
             while any(task["state"] == "processing" for task in server.tasks("image-contains")):
-                assert time.monotonic() < deadline, "tasks did not finish"
+                assert time.monotonic() < deadline, f"tasks did not finish: {server.tasks()}, {fake.calls}, {fake.hits}"
                 with life:
                     if not server.running:
                         server.start()
@@ -258,3 +258,21 @@ def test_images_mturk_workers_cannot_load_are_refused_at_put(
         assert refused.value.code == "InvalidInput"
         time.sleep(0.3)
         assert server.tasks() == [] and fake.calls["CreateHIT"] == 0
+
+
+def test_opening_the_database_again_in_the_server_process_keeps_its_writes_visible(tmp_path: Path) -> None:
+    """The server opens its database more than once (task store, workforce store). Closing a descriptor of an
+    open SQLite file drops the process's locks on it; another process's last close then checkpoints and deletes
+    the WAL the server still writes to, and every later write is invisible to everyone else."""
+    db = str(tmp_path / "crowd.db")
+    store = TaskStore(db)
+    TaskStore(db)  # a second store in the same process, as the server's workforce store
+    read = [
+        sys.executable,
+        "-c",
+        "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM tasks').fetchone()[0])",
+        db,
+    ]
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.strip() == "0"
+    store.insert("123456789012", "image-contains", "frame-0", "{}", time.time(), time.time() + 60)
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.strip() == "1"

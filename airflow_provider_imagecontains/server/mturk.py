@@ -252,6 +252,9 @@ class MTurkRequester:
         self.client = client
         self.config = config
         self.submit_url = _SUBMIT_URLS[mturk_environment(config)]
+        # Made once: botocore's get_paginator searches its data folders on every call.
+        self._hits_pages = client.get_paginator("list_hits")
+        self._assignment_pages = client.get_paginator("list_assignments_for_hit")
 
     @property
     def endpoint_url(self) -> str:
@@ -287,7 +290,7 @@ class MTurkRequester:
 
     def find_hit(self, token: str) -> str | None:
         """The id of the HIT posted with ``token``, if there is one."""
-        for page in self.client.get_paginator("list_hits").paginate(PaginationConfig={"PageSize": 100}):
+        for page in self._hits_pages.paginate(PaginationConfig={"PageSize": 100}):
             for hit in page.get("HITs", []):
                 if hit.get("RequesterAnnotation") == token:
                     return str(hit["HITId"])
@@ -306,8 +309,7 @@ class MTurkRequester:
 
     def submitted_assignments(self, hit_id: str) -> list[dict[str, Any]]:
         """Every submitted or approved assignment of the HIT (all pages)."""
-        paginator = self.client.get_paginator("list_assignments_for_hit")
-        pages = paginator.paginate(
+        pages = self._assignment_pages.paginate(
             HITId=hit_id, AssignmentStatuses=["Submitted", "Approved"], PaginationConfig={"PageSize": 100}
         )
         return [assignment for page in pages for assignment in page.get("Assignments", [])]
@@ -478,6 +480,7 @@ class MTurkWorkforce:
         self._blocking: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
+        self.service.block_listeners.append(self.block_soon)  # quality control's blocks reach MTurk too
         self._runner = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -517,7 +520,11 @@ class MTurkWorkforce:
         )
         backoff = self.config.mturk_poll_seconds
         while True:
-            failed = await self.cycle()
+            try:
+                failed = await self.cycle()
+            except Exception:  # the loop must outlive any one bad cycle: every task depends on it
+                log.exception("MTurk workforce cycle failed; retrying")
+                failed = True
             backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS) if failed else self.config.mturk_poll_seconds
             await self.service.wait_for_work(backoff)
 

@@ -130,7 +130,12 @@ def connect_private(path: str) -> sqlite3.Connection:
     It holds account secrets of temporary credentials and session hashes. SQLite gives the ``-wal`` and
     ``-shm`` files it creates the mode of the database file; files made by an older version are tightened.
     """
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    try:
+        # Only a new file is opened here: closing any descriptor of an open database drops this process's
+        # POSIX locks on it, and another process may then checkpoint and delete the WAL still being written.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    except FileExistsError:
+        pass
     for file in (path, f"{path}-wal", f"{path}-shm"):
         try:
             if os.stat(file).st_mode & 0o077:
