@@ -412,3 +412,10 @@ def test_a_worker_blocked_by_quality_control_is_blocked_on_mturk_too(tmp_path: A
 
     asyncio.run(run())
     assert service.store.is_blocked("mturk:WORKERB") and service.next_assignment("mturk:WORKERB") is None
+
+
+@pytest.mark.parametrize("reward", [0.005, 0.055, 0.0])
+def test_mturk_rewards_are_whole_cents(reward: float) -> None:
+    with pytest.raises(ValueError, match="whole cents"):
+        ServerConfig(workforce="mturk", reward_per_answer=reward)
+    ServerConfig(workforce="simulated", reward_per_answer=reward)  # play money may be any amount

@@ -258,6 +258,12 @@ class ServerConfig:
                 f"Invalid mturk_initial_assignments {self.mturk_initial_assignments!r}: expected 1 to "
                 f"{min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)} (the answer cap of an MTurk HIT)."
             )
+        if self.workforce == "mturk" and (
+            self.reward_per_answer < 0.01 or round(self.reward_per_answer, 2) != self.reward_per_answer
+        ):
+            raise ValueError(
+                f"Invalid reward {self.reward_per_answer!r} for MTurk: expected whole cents, at least 0.01."
+            )
         if self.crowd is not None:
             parse_crowd(self.crowd)
         for name in (

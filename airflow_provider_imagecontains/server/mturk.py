@@ -471,8 +471,6 @@ class MTurkWorkforce:
         self.config = service.config
         self.hits = MTurkStore(service.store)
         self.reward = self.config.reward_per_answer
-        if self.reward < 0.01 or round(self.reward, 2) != self.reward:
-            raise ValueError(f"Invalid reward {self.reward!r} for MTurk: expected whole cents, at least 0.01.")
         self.max_assignments = min(self.config.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)
         self._executor = ThreadPoolExecutor(_CALLS_IN_FLIGHT, thread_name_prefix="mturk")
         self._runner: asyncio.Task[None] | None = None
