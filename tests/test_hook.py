@@ -287,6 +287,37 @@ def test_a_shared_limit_bounds_the_requests_of_several_calls_together(
     assert asyncio.run(read_in_two_calls(None)) < shared  # each call alone: 6 at a time, one round
 
 
+def test_callers_waiting_for_a_shared_limit_keep_one_waiting_task_each(
+    start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
+) -> None:
+    """Hundreds of triggers waiting for the triggerer's read limit must not each keep max_concurrency waiting
+    workers: starting thousands of them at every cycle stalled the event loop."""
+    server = start_server(latency_ms=50, workforce_size=0)
+    hook = make_hook(server, max_concurrency=8)
+    names = [f"waiting-{i}" for i in range(40)]
+    hook.put_tasks("image-contains-test", {name: image_input(i) for i, name in enumerate(names)})
+
+    async def ten_callers_sharing_two_places() -> int:
+        shared_limit = asyncio.Semaphore(2)
+        most_tasks = 0
+
+        async def read(part: list[str]) -> int:
+            nonlocal most_tasks
+            count = 0
+            async for _read in hook.aiter_tasks("image-contains-test", part, shared_limit=shared_limit):
+                count += 1
+                most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+            return count
+
+        assert await asyncio.gather(*(read(names[i : i + 4]) for i in range(0, 40, 4))) == [4] * 10
+        assert shared_limit._value == 2  # every place given back
+        return most_tasks
+
+    # 10 callers + 10 waiting starters + 2 workers (+ the main task); one worker per place and caller
+    # would be 10 x 4 waiting workers.
+    assert asyncio.run(ten_callers_sharing_two_places()) <= 10 + 10 + 2 + 1
+
+
 def test_bulk_reads_leave_no_reference_cycles_behind_per_task(
     start_server: Callable[..., LocalCrowdServer], make_hook: Callable[..., ImageContainsHook]
 ) -> None:
