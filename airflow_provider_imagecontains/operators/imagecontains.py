@@ -42,16 +42,15 @@ from airflow_provider_imagecontains.prescreen.screening import (
     Screened,
     score_images,
     screen,
-    summary_message,
     validate_thresholds,
 )
 from airflow_provider_imagecontains.sensors.imagecontains import (
     FAILED_POLICIES,
     MAX_LISTED,
-    apply_failed_policy,
+    finish_records,
     records_from_event,
 )
-from airflow_provider_imagecontains.storage import TASKS_URI, store_handle, write_records
+from airflow_provider_imagecontains.storage import TASKS_URI, store_handle
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
@@ -335,12 +334,7 @@ class ImageContainsOperator(BaseOperator):
             )
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
-        if (message := summary_message(records)) is not None:
-            self.log.info("%s", message)
-        records = apply_failed_policy(records, self.failed_policy)
-        if self.records_path is None:
-            return records
-        return write_records(records, self.records_path, self.records_conn_id, context)
+        return finish_records(self, records, context)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the images asked about, one input dataset per folder (S3 and HTTP namespaces)."""

@@ -139,12 +139,7 @@ class ImageContainsSensor(BaseSensorOperator):
         return self._finish(records_from_event(parse_submission(self.submission), event), context)
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
-        if (message := summary_message(records)) is not None:
-            self.log.info("%s", message)
-        records = apply_failed_policy(records, self.failed_policy)
-        if self.records_path is None:
-            return records
-        return write_records(records, self.records_path, self.records_conn_id, context)
+        return finish_records(self, records, context)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the images of the submission, one input dataset per folder (S3 and HTTP namespaces)."""
@@ -218,6 +213,18 @@ def records_from_event(handle: dict[str, Any], event: dict[str, Any] | None) -> 
         message = (event or {}).get("message", "the trigger sent no event")
         raise AirflowException(f"Waiting for the crowd tasks failed: {message}")
     return build_records(handle["tasks"], event)
+
+
+def finish_records(task: Any, records: list[dict[str, Any]], context: Context) -> Any:
+    """What the sensor (or a waiting operator) ``task`` returns: it logs the summary, applies its
+    ``failed_policy``, and returns the records, or, with ``records_path`` set, writes them there and returns
+    the small reference."""
+    if (message := summary_message(records)) is not None:
+        task.log.info("%s", message)
+    records = apply_failed_policy(records, task.failed_policy)
+    if task.records_path is None:
+        return records
+    return write_records(records, task.records_path, task.records_conn_id, context)
 
 
 def apply_failed_policy(records: list[dict[str, Any]], failed_policy: str) -> list[dict[str, Any]]:
