@@ -480,15 +480,14 @@ def build_triggerer_section(args: argparse.Namespace, results: dict[int, dict[st
             "Baseline, same run and server: the transport as it was, a new aiohttp session per call and trigger "
             "and a TLS context built on the event loop for each hook (both columns start a worker only once it "
             "has its place in the shared read limit). Medians of the cycles of one run per "
-            "column. Measured under load: 2 cores shared with six other developers' tests and benchmarks, so "
-            "cycle times are upper bounds (the server and the client compete for the same cores).",
+            "column. The server and the client share the machine's 2 cores, so cycle times are upper bounds.",
             "",
             "| latency | measure | reused session, TLS context off the loop | baseline (same run) | target |",
             "|---|---|---|---|---|",
             *rows,
             "",
             "The read limit shared by all triggers of a loop (64 in flight) bounds a cycle at 50 ms to about",
-            "1,280 reads a second: 78 s for 100,000 reads is the floor. On this loaded machine an idle loop's ticker",
+            "1,280 reads a second: 78 s for 100,000 reads is the floor. An idle loop's ticker",
             "is already late by the figure in brackets (the OS runs other processes), so the wall-clock stall",
             "cannot be told from the loop's own blocking work; the CPU-time row measures that work alone: the CPU",
             "time the loop's thread spent between two ticks, which no other process adds to. A full (generation 2)",
