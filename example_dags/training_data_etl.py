@@ -10,7 +10,8 @@ answers, and writes the labelled dataset into the ``IMAGECONTAINS_DATASET_URI`` 
   answer and ``workers`` to the number of workers whose votes decided it (null where the service gives none);
 * ``output.manifest``: the same labels as a SageMaker Ground Truth augmented manifest
   (``groundtruth/image-classification-multilabel``, with Ground Truth's ``confidence-map`` for the labels
-  found when the service gave confidences), without the images that have an unanswered label, since that
+  found when the service gave confidences, and ``worker-count-map``, the workers whose votes decided each,
+  when it gave those), without the images that have an unanswered label, since that
   form cannot say "unknown".
 
 The folder is the Airflow Asset ``imagecontains_training_dataset``: a training DAG scheduled on it
@@ -101,6 +102,10 @@ def ground_truth_manifest(records: list[dict], labels: list[str], job_name: str,
         confidences = {str(i): record.get("confidence", {}).get(labels[i]) for i in class_ids}
         if confidences and None not in confidences.values():
             metadata["confidence-map"] = confidences
+        # Not a Ground Truth field (its consolidation records no worker count); named like confidence-map.
+        worker_counts = {str(i): record.get("workers", {}).get(labels[i]) for i in class_ids}
+        if worker_counts and None not in worker_counts.values():
+            metadata["worker-count-map"] = worker_counts
         lines.append(
             {"source-ref": record["source"], LABEL_ATTRIBUTE: class_ids, f"{LABEL_ATTRIBUTE}-metadata": metadata}
         )

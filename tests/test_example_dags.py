@@ -247,7 +247,7 @@ def test_manifest_records_and_ground_truth_form_follow_the_answers():
     }
 
 
-def test_manifest_carries_the_crowds_confidence_the_ground_truth_way():
+def test_manifest_carries_the_crowds_confidence_and_worker_count_the_ground_truth_way():
     import training_data_etl
 
     images = [{"source": "s3://b/a.png", "url": "s3://b/a.png"}]
@@ -260,6 +260,7 @@ def test_manifest_carries_the_crowds_confidence_the_ground_truth_way():
     created = datetime(2026, 1, 2, tzinfo=timezone.utc)
     (line,) = training_data_etl.ground_truth_manifest([record], ["person", "car"], "etl", created)
     assert line["image-contains-metadata"]["confidence-map"] == {"0": 0.9846}
+    assert line["image-contains-metadata"]["worker-count-map"] == {"0": 3}
     assert line["image-contains-metadata"]["human-annotated"] == "yes"
 
 
