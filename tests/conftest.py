@@ -61,6 +61,26 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="module")
+def s3_client(s3_endpoint):
+    """Factory: ``s3_client(**client_kwargs)`` is a boto3 S3 client of the local S3 with the test keys."""
+    import boto3
+    from botocore.config import Config
+
+    def make(**kwargs):
+        return boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(signature_version="s3v4"),
+            **kwargs,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module")
 def chromium():
     """Debian's headless Chromium driven by Playwright (never a downloaded browser build).
 

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
-import boto3
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import (
@@ -227,20 +226,16 @@ def test_waits_are_bounded_by_default_like_the_sensors_timeout(crowd_server) -> 
     assert time.monotonic() - started < 10
 
 
-def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(crowd_server, s3_endpoint, monkeypatch) -> None:
+def test_s3_images_are_sent_presigned_and_reruns_reuse_their_tasks(
+    crowd_server, s3_endpoint, s3_client, monkeypatch
+) -> None:
     server = crowd_server()
     aws_extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_TEST",
         json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": aws_extra}),
     )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client()
     s3.create_bucket(Bucket="frames")
     s3.put_object(Bucket="frames", Key="cam1/0001.jpg", Body=b"frame-1")
     images = ["s3://frames/cam1/0001.jpg", IMAGES[0]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
 import requests
 
@@ -100,20 +99,8 @@ def test_long_error_lists_are_summarised() -> None:
         plan_image_tasks([f"ftp://h/{i}.jpg" for i in range(50)], "person", "ns", "image-contains")
 
 
-def _s3_client(endpoint: str, **kwargs):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=boto3.session.Config(signature_version="s3v4"),
-        **kwargs,
-    )
-
-
-def test_s3_uris_become_presigned_urls_that_fetch_the_object(s3_endpoint: str) -> None:
-    client = _s3_client(s3_endpoint)
+def test_s3_uris_become_presigned_urls_that_fetch_the_object(s3_client) -> None:
+    client = s3_client()
     client.create_bucket(Bucket="frames")
     client.put_object(Bucket="frames", Key="cam1/0001.jpg", Body=b"jpeg-bytes")
     tasks = plan_image_tasks(["s3://frames/cam1/0001.jpg", URL], "person", "ns", "image-contains")
@@ -126,8 +113,8 @@ def test_s3_uris_become_presigned_urls_that_fetch_the_object(s3_endpoint: str) -
     assert requests.get(url, timeout=10).content == b"jpeg-bytes"
 
 
-def test_presigned_urls_over_400_characters_are_refused_without_leaking_them(s3_endpoint: str) -> None:
-    client = _s3_client(s3_endpoint, aws_session_token="token-" + "t" * 300)
+def test_presigned_urls_over_400_characters_are_refused_without_leaking_them(s3_client) -> None:
+    client = s3_client(aws_session_token="token-" + "t" * 300)
     tasks = plan_image_tasks(["s3://frames/cam1/0001.jpg"], "person", "ns", "image-contains")
     with pytest.raises(InvalidTaskError) as caught:
         presign_s3_urls(tasks, client, expires_in=3600)

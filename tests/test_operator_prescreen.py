@@ -7,7 +7,6 @@ import json
 import logging
 from datetime import datetime
 
-import boto3
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
@@ -169,7 +168,9 @@ def test_deferred_wait_and_the_sensor_give_the_same_complete_records(crowd_serve
     ]
 
 
-def test_s3_images_are_fetched_with_the_operators_aws_connection(crowd_server, s3_endpoint, monkeypatch) -> None:
+def test_s3_images_are_fetched_with_the_operators_aws_connection(
+    crowd_server, s3_endpoint, s3_client, monkeypatch
+) -> None:
     server = crowd_server()
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_PRESCREEN",
@@ -182,13 +183,7 @@ def test_s3_images_are_fetched_with_the_operators_aws_connection(crowd_server, s
             }
         ),
     )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client()
     s3.create_bucket(Bucket="prescreen-frames")
     s3.put_object(Bucket="prescreen-frames", Key="sure.jpg", Body=b"0.99")
     s3.put_object(Bucket="prescreen-frames", Key="unsure.jpg", Body=b"0.5")
