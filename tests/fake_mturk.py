@@ -47,23 +47,34 @@ def request_error(message: str, turk_code: str) -> FakeError:
 
 
 class HitPage(HTMLParser):
-    """What a worker sees on the HIT page: the image, the question's label and the answer buttons."""
+    """What a worker's browser reads on the HIT page: images, the question's label, the buttons, and the form
+    (where it posts, its hidden fields)."""
 
     def __init__(self, question_xml: str) -> None:
         super().__init__()
-        self.image_url: str | None = None
+        self.images: list[str] = []
         self.label = ""
-        self.choices: list[tuple[str, str]] = []
+        self.buttons: list[tuple[str, str]] = []
+        self.form_action = ""
+        self.hidden: dict[str, str] = {}
         self._in_label = False
         start, end = question_xml.index("<![CDATA[") + len("<![CDATA["), question_xml.rindex("]]>")
         self.feed(question_xml[start:end])
 
+    @property
+    def image_url(self) -> str | None:
+        return self.images[0] if self.images else None
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {key: value or "" for key, value in attrs}
-        if tag == "img" and self.image_url is None:
-            self.image_url = attributes.get("src")
-        elif tag == "button" and attributes.get("type") == "submit":
-            self.choices.append((attributes["name"], attributes["value"]))
+        if tag == "img":
+            self.images.append(attributes["src"])
+        elif tag == "button":
+            self.buttons.append((attributes["name"], attributes["value"]))
+        elif tag == "form":
+            self.form_action = attributes["action"]
+        elif tag == "input" and attributes.get("type") == "hidden":
+            self.hidden[attributes["name"]] = attributes["value"]
         elif tag == "span" and "label" in attributes.get("class", "").split():
             self._in_label = True
 
@@ -456,7 +467,7 @@ class FakeMTurk:
 
     def _answer_of(self, page: HitPage) -> dict[str, str]:
         """One worker's form: the ``containsTarget`` button they press, as the page offers it."""
-        choices = dict((value, name) for name, value in page.choices)
+        choices = dict((value, name) for name, value in page.buttons)
         assert page.image_url is not None and {"yes", "no", "cant-tell"} <= set(choices), "not an image-contains HIT"
         if self._random.random() < self.cant_tell_rate:
             value = "cant-tell"

@@ -8,7 +8,6 @@ import datetime
 import html
 import json
 import time
-from html.parser import HTMLParser
 from typing import Any
 
 import boto3
@@ -27,6 +26,7 @@ from airflow_provider_imagecontains.server.mturk import (
 )
 from airflow_provider_imagecontains.server.service import Assignment, CrowdError, CrowdService
 from airflow_provider_imagecontains.server.store import TaskStore
+from tests.fake_mturk import HitPage
 
 ANSWERS_XMLNS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
 ACCOUNT = "123456789012"
@@ -51,47 +51,6 @@ def assignment(number: int, worker: str, value: str, status: str = "Submitted") 
     }
 
 
-class PageParts(HTMLParser):
-    """The image, the label and the answer buttons of the HIT page, as a browser would read them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.images: list[str] = []
-        self.buttons: list[tuple[str, str]] = []
-        self.form_action = ""
-        self.hidden: dict[str, str] = {}
-        self.label = ""
-        self._in_label = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {key: value or "" for key, value in attrs}
-        if tag == "img":
-            self.images.append(attributes["src"])
-        elif tag == "button":
-            self.buttons.append((attributes["name"], attributes["value"]))
-        elif tag == "form":
-            self.form_action = attributes["action"]
-        elif tag == "input" and attributes.get("type") == "hidden":
-            self.hidden[attributes["name"]] = attributes["value"]
-        elif tag == "span" and attributes.get("class") == "label":
-            self._in_label = True
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "span":
-            self._in_label = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_label:
-            self.label += data
-
-
-def page_of(question_xml: str) -> PageParts:
-    start, end = question_xml.index("<![CDATA[") + 9, question_xml.rindex("]]>")
-    parts = PageParts()
-    parts.feed(question_xml[start:end])
-    return parts
-
-
 # The pieces
 
 
@@ -101,7 +60,7 @@ def test_html_question_escapes_image_and_label_and_posts_to_mturk() -> None:
     question = html_question(url, label, "https://workersandbox.mturk.com/mturk/externalSubmit")
     assert question.count("]]>") == 1  # only the end of the CDATA section
     assert "<script>alert" not in question and "<b>cat" not in question
-    parts = page_of(question)
+    parts = HitPage(question)
     assert parts.images == [url]
     assert parts.label == label
     assert parts.buttons == [("containsTarget", "yes"), ("containsTarget", "no"), ("containsTarget", "cant-tell")]
