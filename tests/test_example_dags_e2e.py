@@ -3,9 +3,11 @@ their outputs checked against the sample frames' answer key. Also `make demo`'s 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -186,3 +188,85 @@ def test_surveillance_triage_earns_the_prescreens_trust_from_the_pairs_it_keeps(
     assert report["audit_agreement"] == f"100.0% ({len(audited)} of {len(audited)})"
     assert sorted(row["frame"] for row in report["inspect"]) == sorted(n for n in names[30:] if "person" in key[n])
     assert len(json.loads(pairs_file.read_text())) == 30 + len(audited)
+
+
+def answer_review_questions(answers: dict[str, str], stop: threading.Event) -> list[str]:
+    """Act as the team's reviewer "ana": answer each human-in-the-loop question about a frame in ``answers``
+    (frame name -> option) once Airflow waits for it, through the function behind the REST API's (and the
+    Required Actions page's) PATCH of a HITL detail; return the frames answered, in order."""
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    reviewer = SimpleAuthManagerUser(username="ana", role="USER")
+    answered: list[str] = []
+    while not stop.is_set():
+        with create_session() as session:
+            waiting = session.scalars(
+                select(TaskInstance)
+                .where(TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                .options(joinedload(TaskInstance.hitl_detail))
+            )
+            for ti in waiting.all():
+                frame = next(name for name in answers if f"frame {name} " in ti.hitl_detail.subject)
+                choice = UpdateHITLDetailPayload(chosen_options=[answers[frame]], params_input={})
+                update_hitl_detail(ti.dag_id, ti.run_id, ti.task_id, choice, reviewer, session, map_index=ti.map_index)
+                answered.append(frame)
+        stop.wait(0.5)
+    return answered
+
+
+@pytest.mark.slow
+def test_surveillance_triage_asks_the_teams_reviewers_about_the_frames_the_crowd_could_not_settle(
+    tmp_path, airflow_home
+):
+    frames = tmp_path / "frames"
+    key = generate_frames(frames, 4)
+    names = sorted(key)
+    interval_end = datetime(2026, 5, 1, 9, tzinfo=timezone.utc)
+    stamp_arrivals(frames, names, interval_end - timedelta(hours=1), timedelta(minutes=1))
+    options = {True: "Contains it", False: "Does not contain it"}
+    # The reviewers settle three frames; on the fourth they cannot tell either.
+    reviewed = {name: options["person" in key[name]] for name in names[:3]} | {names[3]: "Cannot tell"}
+    stop = threading.Event()
+    with (
+        # Two answers never reach the confidence of 0.95: every frame ends Inconclusive.
+        LocalCrowdServer(
+            tmp_path / "crowd.db",
+            answer_key_path=str(frames / ANSWER_KEY_NAME),
+            worker_accuracy=1.0,
+            max_answers_per_task=2,
+        ) as crowd,
+        serve_folder(frames) as frames_url,
+        concurrent.futures.ThreadPoolExecutor(1) as reviewers,
+    ):
+        answering = reviewers.submit(answer_review_questions, reviewed, stop)
+        env = {
+            **crowd.airflow_connection_env(),
+            "IMAGECONTAINS_FRAMES_SOURCE": str(frames),
+            "IMAGECONTAINS_FRAMES_BASE_URL": frames_url,
+            "IMAGECONTAINS_REPORTS_DIR": str(tmp_path / "reports"),
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+            "IMAGECONTAINS_ESCALATE_TO_REVIEWERS": "true",
+        }
+        try:
+            run_dag("surveillance_triage", interval_end, airflow_home, env, tmp_path / "log")
+        finally:
+            stop.set()
+            answered = answering.result()  # a reviewer's error is the test's
+
+    assert sorted(answered) == names
+    run_dir = tmp_path / "reports" / "20260501T080000"
+    report = json.loads((run_dir / "triage.json").read_text())
+    assert report["unanswered"] == 4
+    reviews = {row["frame"]: row for row in json.loads((run_dir / "reviews.json").read_text())}
+    assert sorted(reviews) == names
+    for name in names:
+        assert (reviews[name]["crowd_problem"], reviews[name]["reviewed_by"]) == ("Inconclusive", "ana")
+        assert reviews[name]["review"] == reviewed[name]
+    assert [reviews[name]["contains_target"] for name in names] == [*("person" in key[n] for n in names[:3]), None]
