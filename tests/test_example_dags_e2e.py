@@ -120,6 +120,21 @@ def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_
     assert events == [(f"file://{dataset}",)]
 
 
+def triage_env(
+    crowd: LocalCrowdServer, frames: Path, frames_url: str, reports: Path, **settings: str
+) -> dict[str, str]:
+    """The environment of a ``surveillance_triage`` run on ``frames`` (served at ``frames_url``) against ``crowd``,
+    polling every second, with its reports in ``reports``; ``settings`` are further variables."""
+    return {
+        **crowd.airflow_connection_env(),
+        "IMAGECONTAINS_FRAMES_SOURCE": str(frames),
+        "IMAGECONTAINS_FRAMES_BASE_URL": frames_url,
+        "IMAGECONTAINS_REPORTS_DIR": str(reports),
+        "IMAGECONTAINS_POLL_INTERVAL": "1",
+        **settings,
+    }
+
+
 @pytest.mark.slow
 def test_surveillance_triage_writes_an_empty_report_for_an_interval_without_frames(tmp_path, airflow_home):
     (tmp_path / "frames").mkdir()
@@ -152,16 +167,15 @@ def test_surveillance_triage_earns_the_prescreens_trust_from_the_pairs_it_keeps(
         ) as crowd,
         serve_folder(frames) as frames_url,
     ):
-        env = {
-            **crowd.airflow_connection_env(),
-            "IMAGECONTAINS_FRAMES_SOURCE": str(frames),
-            "IMAGECONTAINS_FRAMES_BASE_URL": frames_url,
-            "IMAGECONTAINS_REPORTS_DIR": str(tmp_path / "reports"),
-            "IMAGECONTAINS_POLL_INTERVAL": "1",
-            "IMAGECONTAINS_PRESCREEN": "prescreen_scorers.ShirtScorer",
-            "IMAGECONTAINS_AUDIT_RATE": "0.5",
-            "PYTHONPATH": f"{repo / 'tests'}:{repo}",
-        }
+        env = triage_env(
+            crowd,
+            frames,
+            frames_url,
+            tmp_path / "reports",
+            IMAGECONTAINS_PRESCREEN="prescreen_scorers.ShirtScorer",
+            IMAGECONTAINS_AUDIT_RATE="0.5",
+            PYTHONPATH=f"{repo / 'tests'}:{repo}",
+        )
         # 30 pairs vouch for a precision of 0.8 (not for 0.99): enough for a test of the mechanism.
         params = {"target_precision": 0.8, "min_pairs": 20}
         for hour in (1, 2):
@@ -246,14 +260,7 @@ def test_surveillance_triage_asks_the_teams_reviewers_about_the_frames_the_crowd
         concurrent.futures.ThreadPoolExecutor(1) as reviewers,
     ):
         answering = reviewers.submit(answer_review_questions, reviewed, stop)
-        env = {
-            **crowd.airflow_connection_env(),
-            "IMAGECONTAINS_FRAMES_SOURCE": str(frames),
-            "IMAGECONTAINS_FRAMES_BASE_URL": frames_url,
-            "IMAGECONTAINS_REPORTS_DIR": str(tmp_path / "reports"),
-            "IMAGECONTAINS_POLL_INTERVAL": "1",
-            "IMAGECONTAINS_ESCALATE_TO_REVIEWERS": "true",
-        }
+        env = triage_env(crowd, frames, frames_url, tmp_path / "reports", IMAGECONTAINS_ESCALATE_TO_REVIEWERS="true")
         try:
             run_dag("surveillance_triage", interval_end, airflow_home, env, tmp_path / "log")
         finally:
