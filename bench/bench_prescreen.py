@@ -115,8 +115,7 @@ class Arm:
 
     def __init__(self, seed: int, config: ServerConfig) -> None:
         self.crowd = Crowd(seed, config)
-        self.frames = self.right = self.settled = self.settled_right = 0
-        self.answers_start = 0
+        self.start_hour()
 
     def start_hour(self) -> None:
         self.frames = self.right = self.settled = self.settled_right = 0
