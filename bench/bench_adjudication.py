@@ -15,8 +15,8 @@ import random
 import statistics
 
 from report import write_section
+from simulated_adjudication import SequentialAdjudicator
 
-from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 WORKER_ACCURACIES = (0.7, 0.8, 0.9)
@@ -26,8 +26,7 @@ POOL_SIZE = 30
 def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> dict[str, float]:
     rng = random.Random(seed)
     workers = [f"w{n}" for n in range(POOL_SIZE)]
-    models: dict[str, WorkerModel] = {}
-    class_prior = ClassPrior()
+    adjudicator = SequentialAdjudicator(config)
     adjudicated_right = adjudicated_done = answers_used = 0
     majority_right = {3: 0, 5: 0}
     for _ in range(tasks):
@@ -36,24 +35,11 @@ def run_once(accuracy: float, tasks: int, seed: int, config: ServerConfig) -> di
         answers = [(w, truth if rng.random() < accuracy else not truth) for w in chosen]
         for size in majority_right:
             majority_right[size] += (sum(a for _, a in answers[:size]) * 2 > size) == truth
-        for used in range(1, len(answers) + 1):
-            verdict = adjudicate(
-                answers[:used],
-                models,
-                confidence=config.confidence,
-                max_answers=config.max_answers_per_task,
-                prior_accuracy=config.prior_worker_accuracy,
-            )
-            if not verdict.needs_more_answers:
-                break
+        verdict, used = adjudicator.decide(answers)
         answers_used += used
         if verdict.contains_target is not None:
             adjudicated_done += 1
             adjudicated_right += verdict.contains_target == truth
-            learned, class_prior = learn_from_task(
-                answers[:used], models, class_prior, prior_accuracy=config.prior_worker_accuracy
-            )
-            models.update(learned)
     return {
         "accuracy": adjudicated_right / adjudicated_done,
         "completed": adjudicated_done / tasks,

@@ -26,10 +26,10 @@ from pathlib import Path
 from statistics import NormalDist
 
 from report import write_section
+from simulated_adjudication import SequentialAdjudicator
 
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, is_audited
 from airflow_provider_imagecontains.prescreen.screening import model_verdict
-from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import ServerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "example_dags"))
@@ -49,36 +49,21 @@ AUDIT_RATE = surveillance_triage.AUDIT_RATE
 
 
 class Crowd:
-    """The simulated crowd: every frame has its own fixed draw of workers and answers; the adjudicator
-    reads them one at a time and learns each worker's model as the server does."""
+    """The simulated crowd: every frame has its own fixed draw of workers and answers, which the server's
+    adjudicator reads one at a time."""
 
     def __init__(self, seed: int, config: ServerConfig) -> None:
         self.seed = seed
         self.config = config
-        self.models: dict[str, WorkerModel] = {}
-        self.class_prior = ClassPrior()
+        self.adjudicator = SequentialAdjudicator(config)
         self.answers_bought = 0
 
     def ask(self, frame: int, truth: bool) -> bool | None:
         rng = random.Random(f"{self.seed}-answers-{frame}")
         workers = rng.sample(range(POOL_SIZE), self.config.max_answers_per_task)
         answers = [(f"w{w}", truth if rng.random() < WORKER_ACCURACY else not truth) for w in workers]
-        for used in range(1, len(answers) + 1):
-            verdict = adjudicate(
-                answers[:used],
-                self.models,
-                confidence=self.config.confidence,
-                max_answers=self.config.max_answers_per_task,
-                prior_accuracy=self.config.prior_worker_accuracy,
-            )
-            if not verdict.needs_more_answers:
-                break
+        verdict, used = self.adjudicator.decide(answers)
         self.answers_bought += used
-        if verdict.contains_target is not None:
-            learned, self.class_prior = learn_from_task(
-                answers[:used], self.models, self.class_prior, prior_accuracy=self.config.prior_worker_accuracy
-            )
-            self.models.update(learned)
         return verdict.contains_target
 
 

@@ -1,0 +1,44 @@
+"""The server's adjudication run in-process for the benchmarks that simulate a crowd."""
+
+from __future__ import annotations
+
+from airflow_provider_imagecontains.server.adjudication import (
+    ClassPrior,
+    Verdict,
+    WorkerModel,
+    adjudicate,
+    learn_from_task,
+)
+from airflow_provider_imagecontains.server.config import ServerConfig
+
+
+class SequentialAdjudicator:
+    """Reads a task's answers one at a time until the adjudicator decides, then lets each worker's model
+    and the class prior learn from the decided task, as the server does.
+
+    :param config: the server settings used: ``confidence``, ``max_answers_per_task``, ``prior_worker_accuracy``.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.models: dict[str, WorkerModel] = {}
+        self.class_prior = ClassPrior()
+
+    def decide(self, answers: list[tuple[str, bool]]) -> tuple[Verdict, int]:
+        """The verdict on ``answers`` (``(worker, says_yes)`` in the order they arrive) and how many it read."""
+        for used in range(1, len(answers) + 1):
+            verdict = adjudicate(
+                answers[:used],
+                self.models,
+                confidence=self.config.confidence,
+                max_answers=self.config.max_answers_per_task,
+                prior_accuracy=self.config.prior_worker_accuracy,
+            )
+            if not verdict.needs_more_answers:
+                break
+        if verdict.contains_target is not None:
+            learned, self.class_prior = learn_from_task(
+                answers[:used], self.models, self.class_prior, prior_accuracy=self.config.prior_worker_accuracy
+            )
+            self.models.update(learned)
+        return verdict, used
