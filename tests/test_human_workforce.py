@@ -21,7 +21,7 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.__main__ import config_from_args, parse_args
 from airflow_provider_imagecontains.server.config import Account
 from airflow_provider_imagecontains.server.human import WorkforceStore
-from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
+from airflow_provider_imagecontains.server.ui import SESSION_COOKIES
 from demo.frames import generate_frames
 
 # Two agreeing new workers reach 0.988 > 0.95 with this prior; one answer alone (0.9) does not.
@@ -216,24 +216,27 @@ def test_requests_without_a_valid_token_are_refused(crowd_server, tmp_path, meth
     generate_frames(frames, 1)
     server = crowd_server(workforce="human", images_dir=str(frames))
     put_tasks(["https://images.example.com/a.jpg"])
-    cookies = {SESSION_COOKIE: cookie} if cookie else {}
+    cookies = dict.fromkeys(SESSION_COOKIES.values(), cookie) if cookie else {}
     with httpx.Client(base_url=server.endpoint_url, cookies=cookies) as client:
         response = client.request(method, path, data={"task": "1", "answer": "yes"} if method == "POST" else None)
         assert response.status_code == 401
-        for page in ("/work", "/dashboard"):
+        for page, role in (("/work", "worker"), ("/dashboard", "dashboard")):
             response = client.get(page)
-            assert response.status_code == 303 and response.headers["location"] == "/signin"
+            assert response.status_code == 303 and response.headers["location"] == f"/signin?for={role}"
     assert stored(server)["t0"]["answers"] == []
 
 
 def test_a_worker_token_opens_no_dashboard_and_a_dashboard_token_answers_nothing(crowd_server):
     server = crowd_server(workforce="human")
-    with httpx.Client(base_url=server.endpoint_url) as client:
-        client.post("/signin", data={"token": server.issue_token("worker", "alice")})
-        assert client.get("/dashboard/data").status_code == 401
-        client.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
-        assert client.get("/work/wait").status_code == 401
-        assert client.get("/dashboard/data").status_code == 200
+    with httpx.Client(base_url=server.endpoint_url) as worker, httpx.Client(base_url=server.endpoint_url) as owner:
+        worker.post("/signin", data={"token": server.issue_token("worker", "alice")})
+        assert worker.get("/dashboard/data").status_code == 401
+        owner.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
+        assert owner.get("/work/wait").status_code == 401
+        assert owner.get("/dashboard/data").status_code == 200
+        # A worker's session under the dashboard's cookie name is still a worker's: it opens no dashboard.
+        owner.cookies.set(SESSION_COOKIES["dashboard"], worker.cookies[SESSION_COOKIES["worker"]])
+        assert owner.get("/dashboard/data").status_code == 401
 
 
 def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
@@ -241,7 +244,7 @@ def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
     server.issue_token("worker", "alice")
     response = httpx.post(server.endpoint_url + "/signin", data={"token": "icw_guessed"})
     assert response.status_code == 401 and "Unknown token" in response.text
-    assert SESSION_COOKIE not in response.cookies
+    assert not set(SESSION_COOKIES.values()) & set(response.cookies)
 
 
 def test_answers_need_the_page_csrf_token_and_this_origin(crowd_server):
@@ -268,6 +271,21 @@ def test_session_cookie_is_httponly_and_samesite_strict(crowd_server):
     response = httpx.post(server.endpoint_url + "/signin", data={"token": server.issue_token("worker", "alice")})
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+def test_behind_a_trusted_https_proxy_the_cookie_is_secure_and_host_only_and_pages_carry_hsts(crowd_server):
+    server = crowd_server(workforce="human")
+    token = server.issue_token("worker", "alice")
+    plain = httpx.post(server.endpoint_url + "/signin", data={"token": token})
+    assert "secure" not in plain.headers["set-cookie"].lower() and "strict-transport-security" not in plain.headers
+    # The proxy (on loopback: trusted by default) ends TLS and says so.
+    proxied = httpx.post(server.endpoint_url + "/signin", data={"token": token}, headers={"X-Forwarded-Proto": "https"})
+    cookie = proxied.headers["set-cookie"]
+    assert cookie.startswith("__Host-imagecontains_worker=") and "; secure" in cookie.lower()
+    assert proxied.headers["strict-transport-security"] == "max-age=31536000"
+    with httpx.Client(base_url=server.endpoint_url, headers={"X-Forwarded-Proto": "https"}) as client:
+        client.cookies.set("__Host-imagecontains_worker", proxied.cookies["__Host-imagecontains_worker"])
+        assert client.get("/work").status_code == 200
 
 
 def test_labels_and_worker_names_are_escaped_and_inline_scripts_are_forbidden(crowd_server):
@@ -323,12 +341,12 @@ def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
     # The account's own tasks show both images on its dashboard (a dashboard sees only those: test_server_hardening).
     put_tasks([f"{server.endpoint_url}/images/frame_0000.png", f"{server.endpoint_url}/images/sub/inner.png"])
     token = server.issue_token("dashboard", server.account.account_id)
-    session = httpx.post(server.endpoint_url + "/signin", data={"token": token}).cookies[SESSION_COOKIE]
+    session = httpx.post(server.endpoint_url + "/signin", data={"token": token}).cookies[SESSION_COOKIES["dashboard"]]
 
     def raw_get(path):
         # http.client sends the path exactly as written: no client-side normalisation of "..".
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIES['dashboard']}={session}"})
         response = connection.getresponse()
         body = response.read()
         connection.close()

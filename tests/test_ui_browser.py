@@ -38,7 +38,7 @@ def sign_in(browser, server, kind, subject, viewport, start="/work"):
     context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
     page = context.new_page()
     page.goto(server.endpoint_url + start)
-    assert page.url == server.endpoint_url + "/signin", "an unsigned visitor is sent to the sign-in page"
+    assert page.url.startswith(server.endpoint_url + "/signin"), "an unsigned visitor is sent to the sign-in page"
     page.fill("#token", server.issue_token(kind, subject))
     with page.expect_navigation():
         page.click("button[type=submit]")
@@ -211,7 +211,7 @@ def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_
         page = context.new_page()
         assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 401
         response = page.goto(server.endpoint_url + "/work")
-        assert page.url.endswith("/signin") and response.status == 200
+        assert page.url.endswith("/signin?for=worker") and response.status == 200
         page.fill("#token", "icw_guessed")
         with page.expect_navigation():
             page.click("button[type=submit]")
@@ -490,5 +490,65 @@ def test_images_show_at_their_own_size_and_zoom_without_smoothing(chromium, crow
         assert shown_size() == [640, 480, "pixelated"]
         page.keyboard.press("-")
         assert shown_size() == [320, 240, "pixelated"]
+    finally:
+        context.close()
+
+
+def test_one_browser_holds_a_worker_and_a_dashboard_session_and_a_wrong_role_page_names_its_token(
+    chromium, crowd_server, tmp_path
+):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["q1"])
+    context, worker = sign_in(chromium, server, "worker", "alice", DESKTOP)
+    try:
+        assert shown_question(worker) == ("person", frame_name(0))
+        dashboard = context.new_page()  # the README's "open the dashboard in another tab"
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        assert dashboard.url.endswith("/signin?for=dashboard")
+        needed = dashboard.inner_text("#token-needed")
+        assert "dashboard token" in needed and "signed in as the worker alice" in needed
+        dashboard.fill("#token", server.issue_token("dashboard", server.account.account_id))
+        with dashboard.expect_navigation():
+            dashboard.click("button[type=submit]")
+        assert dashboard.url.endswith("/dashboard")
+        dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('0 of 1')")
+        assert len(context.cookies()) == 2, "a session cookie per role"
+
+        worker.reload()
+        assert shown_question(worker) == ("person", frame_name(0)), "the worker tab is still signed in"
+        with worker.expect_navigation():
+            worker.keyboard.press("y")
+        assert stored_answers(server) == [("q1", "human:alice", 1)]
+
+        with dashboard.expect_navigation():
+            dashboard.click("button.link")  # Sign out of the dashboard only
+        worker.reload()
+        assert worker.url.endswith("/work") and worker.locator("#waiting").count() == 1
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        assert dashboard.url.endswith("/signin?for=dashboard")
+
+        worker_only = chromium.new_page()  # a dashboard-only browser sent to the worker page
+        worker_only.goto(server.endpoint_url + "/work")
+        assert worker_only.inner_text("#token-needed") == "The worker page needs a worker token."
+        worker_only.close()
+    finally:
+        context.close()
+
+
+def test_over_https_cookies_are_secure_host_only_and_pages_carry_hsts(chromium, crowd_server, tmp_path):
+    server = crowd_server(workforce="human", tls=True)
+    context = chromium.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.goto(server.endpoint_url + "/dashboard")
+        page.fill("#token", server.issue_token("dashboard", server.account.account_id))
+        with page.expect_navigation() as navigation:
+            page.click("button[type=submit]")
+        assert page.url.endswith("/dashboard")
+        assert navigation.value.headers["strict-transport-security"] == "max-age=31536000"
+        (cookie,) = context.cookies()
+        assert cookie["name"] == "__Host-imagecontains_dashboard"
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, True, "Strict", "/")
     finally:
         context.close()

@@ -2,7 +2,10 @@
 
 Pages are Jinja2 templates with autoescaping on; scripts are static files only, enforced by a
 Content-Security-Policy without ``'unsafe-inline'``. Sessions live on the server (they expire, and end at
-sign-out); the HttpOnly, SameSite=Strict cookie holds only the session's random id, never the sign-in token. Answers are form POSTs that also carry a per-session CSRF token and must
+sign-out); the HttpOnly, SameSite=Strict cookie holds only the session's random id, never the sign-in token. Each
+role has a cookie of its own, so one browser can hold a worker and a dashboard session at once; over HTTPS (direct,
+or behind a trusted proxy that sends ``X-Forwarded-Proto``) the cookies are ``Secure`` ``__Host-`` cookies and
+pages carry HSTS. Answers are form POSTs that also carry a per-session CSRF token and must
 come from this server's own origin. Routes and decisions: docs/workforce.md.
 """
 
@@ -33,7 +36,17 @@ from airflow_provider_imagecontains.server.wording import article
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
-SESSION_COOKIE = "imagecontains_session"
+# One session cookie per role (worker page, dashboard): signing in as one never signs the other out.
+SESSION_COOKIES = {WORKER: "imagecontains_worker", DASHBOARD: "imagecontains_dashboard"}
+# Over HTTPS the cookie is Secure, and this prefix makes the browser refuse it unless it is Secure, host-only
+# and for the whole site (no other host or plain-HTTP page can set or shadow it).
+HOST_ONLY_PREFIX = "__Host-"
+HSTS = "max-age=31536000"
+# Which token each page needs, as the sign-in page says when a browser arrives without it.
+TOKEN_NEEDED = {
+    WORKER: "The worker page needs a worker token.",
+    DASHBOARD: "The dashboard needs your account's dashboard token.",
+}
 # A waiting worker page asks for work with requests that return after this long at the latest.
 WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
@@ -81,6 +94,8 @@ class SecurityHeaders:
         headers = [(name.lower().encode(), value.encode()) for name, value in _SECURITY_HEADERS.items()]
         if not path.startswith("/static/"):
             headers.append((b"cache-control", b"no-store"))
+        if scope.get("scheme") == "https":  # uvicorn sets it from X-Forwarded-Proto of trusted proxies only
+            headers.append((b"strict-transport-security", HSTS.encode()))
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -88,6 +103,12 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def session_cookie(kind: str, request: Request) -> str:
+    """The name of the session cookie of role ``kind`` (``worker`` or ``dashboard``) for ``request``'s scheme."""
+    name = SESSION_COOKIES[kind]
+    return HOST_ONLY_PREFIX + name if request.url.scheme == "https" else name
 
 
 def csrf_token(session_id: str) -> str:
@@ -122,7 +143,20 @@ class WorkforcePages:
     # Sign-in
 
     async def signin_page(self, request: Request) -> Response:
-        return self._page(request, "signin.html", {"error": None})
+        return self._signin_page(request, None)
+
+    def _signin_page(self, request: Request, error: str | None, status_code: int = 200) -> Response:
+        """The sign-in form; ``?for=worker|dashboard`` (where a page sent the browser) says which token it needs,
+        and who this browser is already signed in as."""
+        wanted = request.query_params.get("for")
+        needed = TOKEN_NEEDED.get(wanted or "")
+        signed_in = [
+            (kind, identity.subject)
+            for kind in SESSION_COOKIES
+            if kind != wanted and (identity := self._identity(request, kind)) is not None
+        ]
+        context = {"error": error, "needed": needed, "signed_in": signed_in}
+        return self._page(request, "signin.html", context, status_code=status_code)
 
     async def signin(self, request: Request) -> Response:
         if not _same_origin(request):
@@ -131,23 +165,37 @@ class WorkforcePages:
         token = str(form.get("token", "")).strip()
         identity = self.workforce.store.identify(token) if token else None
         if identity is None:
-            return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
+            return self._signin_page(request, "Unknown token.", status_code=401)
         seconds = self.workforce.config.web_session_seconds
         session_id = self.workforce.store.open_session(identity, seconds)
         response = RedirectResponse("/work" if identity.kind == WORKER else "/dashboard", status_code=303)
         response.set_cookie(
-            SESSION_COOKIE, session_id, max_age=int(seconds), httponly=True, samesite="strict", path="/"
+            session_cookie(identity.kind, request),
+            session_id,
+            max_age=int(seconds),
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=request.url.scheme == "https",
         )
         return response
 
     async def signout(self, request: Request) -> Response:
         if not _same_origin(request):
             return _refused(403, "Cross-site request refused.")
-        session_id = request.cookies.get(SESSION_COOKIE)
-        if session_id and self.workforce.running:
-            self.workforce.store.end_session(session_id)
+        # Each page's form names its role (signing out of the worker page leaves the dashboard signed in);
+        # without one, every role signs out.
+        role = (await request.form()).get("role")
+        if role is not None and role not in SESSION_COOKIES:
+            return _refused(400, f"Invalid role {role!r}.")
         response = RedirectResponse("/signin", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        for kind in [str(role)] if role is not None else SESSION_COOKIES:
+            name = session_cookie(kind, request)
+            session_id = request.cookies.get(name)
+            if session_id and self.workforce.running:
+                self.workforce.store.end_session(session_id)
+            secure = request.url.scheme == "https"
+            response.delete_cookie(name, path="/", httponly=True, samesite="strict", secure=secure)
         return response
 
     # The worker page
@@ -155,7 +203,7 @@ class WorkforcePages:
     async def work_page(self, request: Request) -> Response:
         identity = self._identity(request, WORKER)
         if identity is None:
-            return RedirectResponse("/signin", status_code=303)
+            return RedirectResponse("/signin?for=worker", status_code=303)
         assignment = self.workforce.question_for(identity.subject)
         context = {
             "worker": identity.subject,
@@ -165,7 +213,7 @@ class WorkforcePages:
             "undo": self.workforce.undoable(identity.subject),
             "notice": self.workforce.take_notice(identity.subject),
             "answered": self.workforce.answers_given(identity.subject),
-            "csrf": csrf_token(request.cookies[SESSION_COOKIE]),
+            "csrf": csrf_token(request.cookies[session_cookie(WORKER, request)]),
         }
         return self._page(request, "work.html", context)
 
@@ -205,7 +253,7 @@ class WorkforcePages:
         form = await request.form()
         # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
         if not _same_origin(request) or not hmac.compare_digest(
-            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[SESSION_COOKIE]).encode()
+            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[session_cookie(WORKER, request)]).encode()
         ):
             return _refused(403, "Cross-site request refused; reload the page.")
         return identity, form
@@ -226,7 +274,7 @@ class WorkforcePages:
     async def dashboard_page(self, request: Request) -> Response:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
-            return RedirectResponse("/signin", status_code=303)
+            return RedirectResponse("/signin?for=dashboard", status_code=303)
         # ?prefix= narrows the page to the tasks whose names start with it (the provider's extra link).
         prefix = request.query_params.get("prefix", "")
         return self._page(request, "dashboard.html", {"account": identity.subject, "prefix": prefix})
@@ -254,10 +302,11 @@ class WorkforcePages:
     # Local images
 
     async def image(self, request: Request, path: str) -> Response:
-        identity = self._identity(request, WORKER, DASHBOARD)
-        if identity is None:
+        identities = [identity for kind in SESSION_COOKIES if (identity := self._identity(request, kind)) is not None]
+        if not identities:
             return _refused(401, "Sign in first.")
-        file = self._image_file(path) if self._may_see(identity, path, request) else None
+        may_see = any(self._may_see(identity, path, request) for identity in identities)
+        file = self._image_file(path) if may_see else None
         if file is None:
             return _refused(404, "No such image.")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
@@ -287,12 +336,13 @@ class WorkforcePages:
 
     # Helpers
 
-    def _identity(self, request: Request, *kinds: str) -> Identity | None:
-        session_id = request.cookies.get(SESSION_COOKIE)
+    def _identity(self, request: Request, kind: str) -> Identity | None:
+        """Who the browser is signed in as in role ``kind``, or None."""
+        session_id = request.cookies.get(session_cookie(kind, request))
         if not session_id or not self.workforce.running:
             return None
         identity = self.workforce.store.session(session_id)
-        return identity if identity is not None and identity.kind in kinds else None
+        return identity if identity is not None and identity.kind == kind else None
 
     def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -88,7 +88,7 @@ function render(data) {
 async function refresh(url) {
   try {
     const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) { window.location.assign("/signin"); return; }
+    if (response.status === 401) { window.location.assign("/signin?for=dashboard"); return; }
     render(await response.json());
   } catch (error) {
     document.getElementById("updated").textContent = "(server unreachable, retrying)";
