@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -48,6 +49,7 @@ from airflow.sdk import Asset, Param, dag, task
 from botocore.exceptions import BotoCoreError, ClientError
 from example_io import as_records, batched, join_location, list_images, read_image, read_output, write_output
 
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, summarize
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
@@ -233,7 +235,19 @@ def load_audit_pairs(location: str) -> list[dict[str, Any]]:
     return json.loads(data) if data else []
 
 
-def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir: str) -> dict[str, Any]:
+def frame_reader(conn_id: str) -> Callable[[str], bytes]:
+    """Reads a frame by its URL; frames the crowd server serves itself (``--images-dir``) answer signed-in people
+    only, so those are read through a URL presigned for the connection's account."""
+    hook = ImageContainsHook(conn_id)
+    return lambda url: read_image(hook.presign_image_url(url))
+
+
+def write_report(
+    answers: list[dict[str, Any]],
+    summary: dict[str, Any],
+    run_dir: str,
+    read_frame: Callable[[str], bytes] = read_image,
+) -> dict[str, Any]:
     """Write ``inspect.csv``, ``triage.json``, ``index.html`` and ``thumbnails/`` into ``run_dir``.
 
     Thumbnails are copies of the frames (shown scaled down): presigned URLs expire and camera
@@ -242,13 +256,14 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
     :param answers: the sensor's answers for every frame of the run.
     :param summary: what the run was (label, run id, data interval).
     :param run_dir: a local folder or S3 prefix for this run's report.
+    :param read_frame: reads a frame's bytes by its URL.
     """
     rows = []
     for number, answer in enumerate(a for a in answers if needs_inspection(a)):
         name = frame_name(answer["url"])
         thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
         try:
-            write_output(join_location(run_dir, thumbnail), read_image(answer["url"]), "application/octet-stream")
+            write_output(join_location(run_dir, thumbnail), read_frame(answer["url"]), "application/octet-stream")
         except (OSError, BotoCoreError, ClientError) as err:
             log.warning("Could not copy frame %s for the report: %s", name, err)
             thumbnail = ""
@@ -414,7 +429,7 @@ def surveillance_triage():
             "data_interval_end": data_interval_end.isoformat(),
         }
         run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
-        report = write_report(as_records(answers), summary, run_dir)
+        report = write_report(as_records(answers), summary, run_dir, frame_reader(CONN_ID))
         log.info(
             "%d of %d frames need inspection; report: %s", report["flagged"], report["frames"], report["report_html"]
         )

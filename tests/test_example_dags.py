@@ -363,3 +363,22 @@ def test_review_questions_and_answers_follow_the_unsettled_frames():
         ("a.png", "Contains it", True, "ana", "Expired"),
         ("c.png", None, None, None, "Inconclusive"),
     ]
+
+
+def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp_path, crowd_server):
+    import surveillance_triage
+
+    key = generate_frames(tmp_path / "frames", 2)
+    server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
+    answers = [answer(f"{server.endpoint_url}/images/{name}", "person", True) for name in key]
+    summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
+
+    report = surveillance_triage.write_report(
+        answers, summary, str(tmp_path / "report"), surveillance_triage.frame_reader("imagecontains_default")
+    )
+
+    page = Path(report["report_html"]).read_text()
+    assert "(image unavailable)" not in page
+    for name in key:
+        (copied,) = (tmp_path / "report" / "thumbnails").glob(f"*-{name}")
+        assert copied.read_bytes() == (tmp_path / "frames" / name).read_bytes()

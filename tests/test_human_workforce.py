@@ -406,3 +406,37 @@ def test_cli_flags_choose_the_workforce_and_refuse_an_unknown_one(tmp_path):
     assert (config.workforce, config.images_dir) == ("mixed", str(tmp_path))
     with pytest.raises(ValueError, match="'robots'"):
         config_from_args(parse_args(["--workforce", "robots"]))
+
+
+def test_presigned_image_urls_let_the_requesters_own_tools_read_its_images_and_nobody_else(
+    crowd_server, tmp_path, monkeypatch
+):
+    frames = tmp_path / "frames"
+    generate_frames(frames / OTHER.account_id, 1)
+    generate_frames(frames / "123456789012", 1)
+    server = crowd_server(
+        workforce="human", images_dir=str(frames), accounts=[Account.parse("123456789012:AKIAX:s"), OTHER]
+    )
+    own = f"{server.endpoint_url}/images/123456789012/frame_0000.png"
+    others = f"{server.endpoint_url}/images/{OTHER.account_id}/frame_0000.png"
+    hook = ImageContainsHook()
+    assert httpx.get(own).status_code == 401, "no session, no signature"
+
+    signed = hook.presign_image_url(own)
+    response = httpx.get(signed)
+    assert response.status_code == 200, response.text
+    assert response.content == (frames / "123456789012" / "frame_0000.png").read_bytes()
+    assert "X-Amz-Signature=" in signed and "X-Amz-Expires=3600" in signed
+    # Another account's image, even under a valid signature, is not this account's to read.
+    assert httpx.get(hook.presign_image_url(others)).status_code == 404
+    # The signature covers the path: it opens no other file.
+    assert httpx.get(signed.replace("frame_0000.png", "frame_0001.png")).status_code == 403
+    tampered = signed[:-1] + ("0" if signed[-1] != "0" else "1")
+    assert httpx.get(tampered).status_code == 403
+    expired = hook.presign_image_url(own, expires_in=1)
+    time.sleep(1.1)
+    answer = httpx.get(expired)
+    assert answer.status_code == 403 and "expired" in answer.text
+    # Only the crowd server's own images are signed: anything else is returned as given.
+    for url in ("https://images.example.com/a.jpg", f"{server.endpoint_url}/0/functions/x", "s3://bucket/a.png"):
+        assert hook.presign_image_url(url) == url

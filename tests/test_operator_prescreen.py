@@ -237,3 +237,20 @@ def test_a_dry_run_scores_and_counts_only_the_crowd_tasks(crowd_server, images) 
     summary = _operator(urls, dry_run=True).execute({})
     assert (summary["total_tasks"], summary["new_tasks"], summary["settled_by_model"]) == (1, 1, 2)
     assert server.tasks(function_name=TEST_FN) == []
+
+
+def test_images_the_crowd_server_serves_are_scored_through_urls_presigned_for_the_account(
+    crowd_server, tmp_path, capsys
+) -> None:
+    # The documented private-team set-up: frames under --images-dir, people on the worker page.
+    (tmp_path / "frames").mkdir()
+    for name, score in (("a.jpg", "0.99"), ("b.jpg", "0.02"), ("c.jpg", "0.5")):
+        (tmp_path / "frames" / name).write_bytes(score.encode())
+    server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
+    urls = [f"{server.endpoint_url}/images/{name}" for name in ("a.jpg", "b.jpg", "c.jpg")]
+
+    handle = _operator(urls).execute({})
+
+    assert "scored 3 of 3 images" in capsys.readouterr().out
+    assert [entry["model_score"] for entry in handle["tasks"]] == [0.99, 0.02, 0.5]
+    assert _crowd_urls(server) == [urls[2]], "the crowd is shown the plain URL, never a signed one"

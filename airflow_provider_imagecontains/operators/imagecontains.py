@@ -66,6 +66,8 @@ __all__ = ["ImageContainsOperator", "InvalidImagesError"]
 RUN_TASKS_XCOM_KEY = "crowd_tasks_planned"
 # The sensor's default timeout: waiting for the answers in the operator is bounded the same way.
 DEFAULT_WAIT_TIMEOUT = conf.getfloat("sensors", "default_timeout", fallback=7 * 24 * 3600)
+# A presigned URL of a crowd server's image is used at once, to score it.
+PRESCREEN_IMAGE_URL_SECONDS = 300
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
 DEFAULT_PRESIGN_EXPIRES_IN = 7 * 24 * 3600
 
@@ -375,8 +377,14 @@ class ImageContainsOperator(BaseOperator):
         fetcher = ImageFetcher(
             timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
         )
+        hook = self.hook
+
+        def fetch(url: str) -> bytes:
+            # The crowd server's own images (--images-dir) answer signed-in people only: read them by presigned URL.
+            return fetcher.fetch(hook.presign_image_url(url, expires_in=PRESCREEN_IMAGE_URL_SECONDS))
+
         started = time.monotonic()
-        results = score_images(items, scorer, fetcher.fetch, max_workers=self.prescreen_concurrency)
+        results = score_images(items, scorer, fetch, max_workers=self.prescreen_concurrency)
         unscored = [(task, result.reason) for task, result in zip(tasks, results, strict=True) if result.score is None]
         self.log.info(
             "Pre-screen scored %d of %d images in %.1fs.",

@@ -36,7 +36,12 @@ from airflow_provider_imagecontains.server.mturk import (
 from airflow_provider_imagecontains.server.protocol import bounded_protocol
 from airflow_provider_imagecontains.server.quality import AnswerKey
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
-from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
+from airflow_provider_imagecontains.server.sigv4 import (
+    SignatureError,
+    SigningKey,
+    verify_presigned_url,
+    verify_signature,
+)
 from airflow_provider_imagecontains.server.store import TaskStore
 from airflow_provider_imagecontains.server.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
 from airflow_provider_imagecontains.server.workforce import SimulatedWorkforce
@@ -125,7 +130,7 @@ class CrowdServerApp:
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
         if self.human is not None:
-            mount_workforce_ui(api, self.human)
+            mount_workforce_ui(api, self.human, self.presigned_account)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
         api.add_exception_handler(RequestValidationError, _validation_exception)
         api.add_exception_handler(Exception, _unexpected_exception)
@@ -180,25 +185,34 @@ class CrowdServerApp:
         return PAGE_BODIES if scope["path"].startswith(UI_PATHS) else self._api_bodies
 
     def _verify(self, request: Request, body: bytes, service: str, region: str | None) -> SigningKey:
+        try:
+            return verify_signature(**self._signed_request(request), body=body, service=service, region=region)
+        except SignatureError as err:
+            raise CrowdError(403, err.code, err.message) from None
+
+    def presigned_account(self, request: Request) -> str:
+        """The account whose presigned URL (``ImageContainsHook.presign_image_url``) ``request`` follows.
+
+        :raises SignatureError: for a URL not signed by a known account, or expired.
+        """
+        key = verify_presigned_url(**self._signed_request(request), service=SERVICE_NAME, region=REGION_NAME)
+        return key.account_id
+
+    def _signed_request(self, request: Request) -> dict[str, Any]:
+        """What a SigV4 check reads of ``request``: method, raw path and query, headers, the key lookup and clock."""
         headers: dict[str, str] = {}
         for raw_name, raw_value in request.scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
-        try:
-            return verify_signature(
-                method=request.method,
-                raw_path=request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1").split("?")[0],
-                query_string=request.scope["query_string"].decode("latin-1"),
-                headers=headers,
-                body=body,
-                service=service,
-                region=region,
-                lookup=self._lookup_key,
-                now=datetime.datetime.now(datetime.timezone.utc),
-                max_skew_seconds=self.config.clock_skew_seconds,
-            )
-        except SignatureError as err:
-            raise CrowdError(403, err.code, err.message) from None
+        return {
+            "method": request.method,
+            "raw_path": request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1").split("?")[0],
+            "query_string": request.scope["query_string"].decode("latin-1"),
+            "headers": headers,
+            "lookup": self._lookup_key,
+            "now": datetime.datetime.now(datetime.timezone.utc),
+            "max_skew_seconds": self.config.clock_skew_seconds,
+        }
 
     def _lookup_key(self, access_key_id: str) -> SigningKey | None:
         key = self._keys.get(access_key_id)

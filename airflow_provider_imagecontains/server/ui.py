@@ -17,6 +17,7 @@ import json
 import mimetypes
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -30,6 +31,7 @@ from starlette.datastructures import FormData
 
 from airflow_provider_imagecontains.server.guards import BodyRule
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from airflow_provider_imagecontains.server.sigv4 import SignatureError, is_presigned
 from airflow_provider_imagecontains.server.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
@@ -67,9 +69,12 @@ _SECURITY_HEADERS = {
 }
 
 
-def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce) -> None:
-    """Add the pages, their static files and their security headers to ``api``."""
-    api.include_router(WorkforcePages(workforce).router)
+def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce, presigned_account: Callable[[Request], str]) -> None:
+    """Add the pages, their static files and their security headers to ``api``.
+
+    :param presigned_account: the account that signed a presigned image URL (raises ``SignatureError`` else).
+    """
+    api.include_router(WorkforcePages(workforce, presigned_account).router)
     api.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     api.add_middleware(SecurityHeaders)
 
@@ -120,10 +125,12 @@ class WorkforcePages:
     """The routes of the web pages.
 
     :param workforce: the human workforce the pages serve.
+    :param presigned_account: the account that signed a presigned image URL (raises ``SignatureError`` else).
     """
 
-    def __init__(self, workforce: HumanWorkforce) -> None:
+    def __init__(self, workforce: HumanWorkforce, presigned_account: Callable[[Request], str]) -> None:
         self.workforce = workforce
+        self.presigned_account = presigned_account
         self.images_dir = Path(workforce.config.images_dir).resolve() if workforce.config.images_dir else None
         self.templates = Jinja2Templates(
             env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
@@ -302,6 +309,8 @@ class WorkforcePages:
     # Local images
 
     async def image(self, request: Request, path: str) -> Response:
+        if is_presigned(request.scope["query_string"].decode("latin-1")):
+            return self._presigned_image(request, path)
         identities = [identity for kind in SESSION_COOKIES if (identity := self._identity(request, kind)) is not None]
         if not identities:
             return _refused(401, "Sign in first.")
@@ -310,6 +319,27 @@ class WorkforcePages:
         if file is None:
             return _refused(404, "No such image.")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
+
+    def _presigned_image(self, request: Request, path: str) -> Response:
+        """An image by a presigned URL: the requester's own tools (the operator's pre-screen, a report) read the
+        images of their account (``ImageContainsHook.presign_image_url``), before and after their tasks exist."""
+        if not self.workforce.running:
+            return _refused(503, "The server is starting.")
+        try:
+            account = self.presigned_account(request)
+        except SignatureError as err:
+            return _refused(403, err.message)
+        owned = self._account_owns(account, path) or self._may_see(Identity(DASHBOARD, account), path, request)
+        file = self._image_file(path) if owned else None
+        if file is None:
+            return _refused(404, "No such image.")
+        return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
+
+    def _account_owns(self, account: str, path: str) -> bool:
+        """Whether ``path`` is one of ``account``'s images: any of the folder on a one-account server, else those
+        under ``<account id>/``."""
+        accounts = {known.account_id for known in self.workforce.config.accounts}
+        return accounts == {account} or path.split("/", 1)[0] == account
 
     def _may_see(self, identity: Identity, path: str, request: Request) -> bool:
         """Whether a task of theirs shows the image at ``path``: for a worker the question they hold, for a
