@@ -17,6 +17,7 @@ import time
 import httpx
 import pytest
 
+from airflow_provider_imagecontains.exceptions import TaskInProgressError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server.__main__ import config_from_args, parse_args
 from airflow_provider_imagecontains.server.config import Account
@@ -67,6 +68,13 @@ def put_tasks(images, label="person", prefix="t"):
     inputs = {f"{prefix}{n}": {"image": {"url": url}, "target": {"label": label}} for n, url in enumerate(images)}
     hook.put_tasks("image-contains", inputs)
     return hook, list(inputs)
+
+
+def account_balance(server):
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute(
+            "SELECT microdollars FROM balances WHERE account = ?", (server.account.account_id,)
+        ).fetchone()[0]
 
 
 def stored(server):
@@ -440,3 +448,45 @@ def test_presigned_image_urls_let_the_requesters_own_tools_read_its_images_and_n
     # Only the crowd server's own images are signed: anything else is returned as given.
     for url in ("https://images.example.com/a.jpg", f"{server.endpoint_url}/0/functions/x", "s3://bucket/a.png"):
         assert hook.presign_image_url(url) == url
+
+
+def test_cancelled_tasks_fail_cancelled_at_once_and_are_asked_no_more_while_delete_stays_refused(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    hook, _ = put_tasks([f"https://images.example.com/{n}.jpg" for n in range(3)], prefix="run1-")
+    put_tasks(["https://images.example.com/9.jpg"], prefix="run2-")
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    held = alice.question()  # alice holds run1-0 when the run is cancelled
+    balance = account_balance(server)
+
+    with pytest.raises(TaskInProgressError):
+        hook.delete_task("image-contains", "run1-1")  # the Crowd API's DELETE still refuses a processing task
+    assert hook.cancel_tasks("image-contains", name_prefix="run1-") == ["run1-0", "run1-1", "run1-2"]
+
+    tasks = stored(server)
+    for name in ("run1-0", "run1-1", "run1-2"):
+        assert tasks[name]["state"] == "failed" and tasks[name]["problem"]["code"] == "Cancelled"
+        assert hook.get_task("image-contains", name)["problemDetails"]["code"] == "Cancelled"
+    assert tasks["run2-0"]["state"] == "processing"
+    assert bob.question()[2] == "https://images.example.com/9.jpg", "bob is asked the other run's task only"
+    assert alice.question() is None, "the question alice held is gone from her page"
+    alice.answer(held, "yes")  # a late answer to a cancelled question is dropped
+    assert stored(server)["run1-0"]["answers"] == []
+    assert account_balance(server) == balance - 10_000, "only bob's question was paid after the cancel"
+
+    assert hook.cancel_tasks("image-contains", name_prefix="run1-") == [], "cancelling again cancels nothing more"
+    assert hook.cancel_tasks("image-contains", ["run2-0", "unknown"]) == ["run2-0"]
+    with pytest.raises(ValueError, match="either"):
+        hook.cancel_tasks("image-contains")
+
+
+def test_the_cancel_command_cancels_by_prefix_in_the_servers_database(crowd_server, capsys):
+    from airflow_provider_imagecontains.server.__main__ import main
+
+    server = crowd_server(**TWO_HUMANS)
+    put_tasks(["https://images.example.com/0.jpg", "https://images.example.com/1.jpg"], prefix="nightly-")
+    main(["cancel", server.account.account_id, "--prefix", "nightly-", "--db", server.db_path])
+    assert capsys.readouterr().out.startswith("Cancelled 2 processing tasks")
+    assert {task["problem"]["code"] for task in stored(server).values()} == {"Cancelled"}
+    assert Worker(server, "carol").question() is None
+    with pytest.raises(SystemExit, match="cancel"):
+        main(["cancel", server.account.account_id, "--prefix", "", "--db", server.db_path])

@@ -552,3 +552,29 @@ def test_over_https_cookies_are_secure_host_only_and_pages_carry_hsts(chromium, 
         assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, True, "Strict", "/")
     finally:
         context.close()
+
+
+def test_the_dashboard_cancels_one_task_or_every_processing_task_of_its_prefix(chromium, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["run1-a", "run1-b", "run2-a"])
+    context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP, "/dashboard")
+    try:
+        row = dashboard.locator("tr[data-task='run2-a']")
+        with dashboard.expect_navigation():
+            row.locator("button.cancel-task").click()
+        row.filter(has_text="Cancelled").wait_for()
+        assert row.locator("button.cancel-task").count() == 0, "a finished task has no Cancel button"
+        dashboard.goto(server.endpoint_url + "/dashboard?prefix=run1-")
+        with dashboard.expect_navigation():
+            dashboard.click("#cancel-prefix button")
+        assert dashboard.url.endswith("/dashboard?prefix=run1-")
+        states = {task["task_name"]: task["problem"]["code"] for task in server.tasks("image-contains")}
+        assert states == {"run1-a": "Cancelled", "run1-b": "Cancelled", "run2-a": "Cancelled"}
+        forged = dashboard.evaluate(
+            """async () => (await fetch("/dashboard/cancel", {method: "POST",
+                body: new URLSearchParams({prefix: "run", csrf: "0".repeat(64)})})).status"""
+        )
+        assert forged == 403, "the form needs the page's CSRF token"
+    finally:
+        context.close()

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import aclosing
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -134,6 +134,41 @@ class ImageContainsHook(CrowdBaseHook):
         answer = self._send("DELETE", function_name, task_name)
         if not 200 <= answer.status < 300:
             raise self._error_for(answer, "DELETE", function_name, task_name)
+
+    def cancel_tasks(
+        self, function_name: str, task_names: Iterable[str] | None = None, *, name_prefix: str | None = None
+    ) -> list[str]:
+        """
+        Cancel processing tasks: they end ``failed`` with problem ``Cancelled`` at once, and no worker is asked
+        (or paid for) them any more. For a run that was killed or failed, e.g. from a DAG's
+        ``on_failure_callback`` with the run's namespace as ``name_prefix``.
+
+        Finished and unknown tasks are left as they are, so cancelling again is safe. (The API's DELETE still
+        refuses a processing task: cancelling is an operation of its own.)
+
+        :param function_name: the API function the tasks were created with.
+        :param task_names: the tasks to cancel; or
+        :param name_prefix: cancel every processing task whose name starts with it (not empty).
+        :return: the names of the tasks this call cancelled.
+        """
+        validate_function_name(function_name)
+        if (task_names is None) == (name_prefix is None):
+            raise ValueError("Give either task_names or name_prefix.")
+        body: dict[str, Any]
+        if name_prefix is not None:
+            validate_task_name(name_prefix)  # the start of a task name obeys the same rules
+            body = {"namePrefix": name_prefix}
+        else:
+            body = {"taskNames": self._validate_names(function_name, task_names or [])}
+        url = f"{self._task_url_prefix}{quote(function_name, safe='')}/cancellations"
+        described = name_prefix + "*" if name_prefix is not None else "(list)"
+        self._prepare()
+        answer = self._send("POST", function_name, described, json.dumps(body).encode(), url=url)
+        if not 200 <= answer.status < 300:
+            raise self._error_for(answer, "POST", function_name, described)
+        cancelled = json.loads(answer.body)["cancelled"]
+        self.log.info("Cancelled %d processing %s tasks.", len(cancelled), function_name)
+        return cancelled
 
     def presign_image_url(self, url: str, expires_in: int = DEFAULT_IMAGE_URL_SECONDS) -> str:
         """

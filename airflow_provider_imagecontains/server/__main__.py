@@ -13,6 +13,7 @@ from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
 from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
+from airflow_provider_imagecontains.server.service import cancel_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
@@ -132,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "token": token_main,  # `imagecontains-server token worker NAME`: sign-in tokens of the workforce pages
         "gold": gold_main,  # `imagecontains-server gold add FILE`: gold questions
         "export-answers": export_answers_main,  # every answer as JSON Lines
+        "cancel": cancel_main,  # `imagecontains-server cancel ACCOUNT --prefix P`: stop asking processing tasks
     }
     if argv[:1] and argv[0] in commands:
         commands[argv[0]](argv[1:])

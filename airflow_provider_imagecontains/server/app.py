@@ -49,6 +49,8 @@ from airflow_provider_imagecontains.server.workforce import SimulatedWorkforce
 log = logging.getLogger(__name__)
 
 TASK_PATH = "/{account}/functions/{function}/tasks/{task}"
+# Cancelling processing tasks: an operation of its own (the Crowd API's DELETE of a processing task stays 409).
+CANCEL_PATH = "/{account}/functions/{function}/cancellations"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/[\w+=,.@/-]{1,64}")
 # An idle keep-alive connection is closed after this long (uvicorn's default).
@@ -126,6 +128,7 @@ class CrowdServerApp:
         api.add_api_route(TASK_PATH, self.put_task, methods=["PUT"])
         api.add_api_route(TASK_PATH, self.get_task, methods=["GET"])
         api.add_api_route(TASK_PATH, self.delete_task, methods=["DELETE"])
+        api.add_api_route(CANCEL_PATH, self.cancel_tasks, methods=["POST"])
         api.add_api_route("/", self.sts, methods=["GET", "POST"])
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
@@ -161,6 +164,14 @@ class CrowdServerApp:
         except CrowdError as err:
             return error_response(err)
         return Response(status_code=204)
+
+    async def cancel_tasks(self, request: Request, account: str, function: str) -> Response:
+        try:
+            body = await self._authorized(request, account)
+            cancelled = self._service.cancel_tasks(account, function, body)
+        except CrowdError as err:
+            return error_response(err)
+        return Response(json.dumps({"cancelled": cancelled}), 200, media_type="application/json")
 
     async def request_counts(self) -> Response:
         counts = [[method, status, n] for (method, status), n in self.faults.request_counts.items()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -260,6 +260,22 @@ class TaskStore:
             (canonical_json(problem), now),
         )
         return cursor.rowcount
+
+    def cancel(
+        self, account: str, function: str, problem: dict[str, str], *, names: Sequence[str] = (), prefix: str = ""
+    ) -> list[str]:
+        """Fail ``account``'s processing tasks of ``function`` named in ``names``, or whose names start with a
+        non-empty ``prefix``, with ``problem``; return their names (nobody is asked them again)."""
+        if prefix:
+            where, values = "substr(name, 1, ?) = ?", [len(prefix), prefix]
+        else:
+            where, values = f"name IN ({','.join('?' * len(names))})", list(names)
+        rows = self._db.execute(
+            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL "  # noqa: S608
+            f"WHERE account = ? AND function = ? AND state = 'processing' AND {where} RETURNING name",
+            [canonical_json(problem), account, function, *values],
+        ).fetchall()
+        return sorted(name for (name,) in rows)
 
     def claim_next(self, worker: str, function: str) -> StoredTask | None:
         """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
@@ -31,8 +31,10 @@ from starlette.datastructures import FormData
 
 from airflow_provider_imagecontains.server.guards import BodyRule
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from airflow_provider_imagecontains.server.service import CrowdError
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, is_presigned
 from airflow_provider_imagecontains.server.wording import article
+from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
 
 # The URL paths the web pages own (the fault injector leaves them alone).
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
@@ -145,6 +147,7 @@ class WorkforcePages:
         router.add_api_route("/work/wait", self.wait_for_question, methods=["GET"])
         router.add_api_route("/dashboard", self.dashboard_page, methods=["GET"])
         router.add_api_route("/dashboard/data", self.dashboard_data, methods=["GET"])
+        router.add_api_route("/dashboard/cancel", self.cancel_tasks, methods=["POST"])
         router.add_api_route("/images/{path:path}", self.image, methods=["GET"])
 
     # Sign-in
@@ -258,10 +261,7 @@ class WorkforcePages:
         if identity is None:
             return _refused(401, "Sign in with your worker token first.")
         form = await request.form()
-        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
-        if not _same_origin(request) or not hmac.compare_digest(
-            str(form.get("csrf", "")).encode(), csrf_token(request.cookies[session_cookie(WORKER, request)]).encode()
-        ):
+        if not _from_own_page(request, form, WORKER):
             return _refused(403, "Cross-site request refused; reload the page.")
         return identity, form
 
@@ -284,7 +284,24 @@ class WorkforcePages:
             return RedirectResponse("/signin?for=dashboard", status_code=303)
         # ?prefix= narrows the page to the tasks whose names start with it (the provider's extra link).
         prefix = request.query_params.get("prefix", "")
-        return self._page(request, "dashboard.html", {"account": identity.subject, "prefix": prefix})
+        csrf = csrf_token(request.cookies[session_cookie(DASHBOARD, request)])
+        return self._page(request, "dashboard.html", {"account": identity.subject, "prefix": prefix, "csrf": csrf})
+
+    async def cancel_tasks(self, request: Request) -> Response:
+        """Cancel one processing task (form field ``task``) or those whose names start with ``prefix``."""
+        identity = self._identity(request, DASHBOARD)
+        if identity is None:
+            return _refused(401, "Sign in with the account's dashboard token first.")
+        form = await request.form()
+        if not _from_own_page(request, form, DASHBOARD):
+            return _refused(403, "Cross-site request refused; reload the page.")
+        task, prefix = form.get("task"), str(form.get("prefix", ""))
+        request_body = {"taskNames": [str(task)]} if task is not None else {"namePrefix": prefix}
+        try:
+            self.workforce.service.cancel_tasks(identity.subject, IMAGE_CONTAINS, json.dumps(request_body).encode())
+        except CrowdError as err:
+            return _refused(err.status, err.message)
+        return RedirectResponse("/dashboard" + (f"?prefix={quote(prefix)}" if prefix else ""), status_code=303)
 
     async def dashboard_data(self, request: Request) -> Response:
         identity = self._identity(request, DASHBOARD)
@@ -393,6 +410,13 @@ def _image_shown(url: str | None, request: Request) -> str | None:
     if ours and parts.path.startswith("/images/"):
         return unquote(parts.path.removeprefix("/images/"))
     return url
+
+
+def _from_own_page(request: Request, form: FormData, kind: str) -> bool:
+    """Whether a form came from this site's page of role ``kind``: same origin, and the session's CSRF token."""
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
+    expected = csrf_token(request.cookies[session_cookie(kind, request)]).encode()
+    return _same_origin(request) and hmac.compare_digest(str(form.get("csrf", "")).encode(), expected)
 
 
 def _same_origin(request: Request) -> bool:
