@@ -173,9 +173,14 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def prescreened(records: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a pre-screen model took part in the run of these result records (one has a model score)."""
+    return any(record.get("model_score") is not None or record.get("source") == "model" for record in records)
+
+
 def summary_message(records: Sequence[Mapping[str, Any]]) -> str | None:
     """The log line of a pre-screened run's results (``None`` when no record has a model score)."""
-    if not any(record.get("model_score") is not None or record.get("source") == "model" for record in records):
+    if not prescreened(records):
         return None
     counts = summarize(records)
     agreement = counts["audit_agreement"]
