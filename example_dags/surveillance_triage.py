@@ -473,6 +473,7 @@ def surveillance_triage():
         prescreen=PRESCREEN,
         accept_above=thresholds["accept_above"],
         reject_below=thresholds["reject_below"],
+        calibration_pairs=thresholds["pairs"],
         audit_rate=AUDIT_RATE,
         crowd_task_cost=CROWD_TASK_COST,
     ).expand(images=batches)

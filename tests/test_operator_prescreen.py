@@ -254,3 +254,28 @@ def test_images_the_crowd_server_serves_are_scored_through_urls_presigned_for_th
     assert "scored 3 of 3 images" in capsys.readouterr().out
     assert [entry["model_score"] for entry in handle["tasks"]] == [0.99, 0.02, 0.5]
     assert _crowd_urls(server) == [urls[2]], "the crowd is shown the plain URL, never a signed one"
+
+
+class DetectorScorer(ByteScorer):
+    """A detector's scorer: it gives at most 0.2 to an image in which it detects nothing."""
+
+    nothing_detected_score = 0.2
+
+
+def test_hand_set_thresholds_warn_and_no_image_is_rejected_at_a_nothing_detected_score(
+    crowd_server, images, capsys
+) -> None:
+    server = crowd_server()
+    urls = [images("nothing.jpg", "0.09"), images("weak.jpg", "0.25"), images("sure.jpg", "0.97")]
+
+    handle = _operator(urls, prescreen=DetectorScorer(), reject_below=0.3).execute({})
+
+    assert [entry["model_contains_target"] for entry in handle["tasks"]] == [None, False, True]
+    assert _crowd_urls(server) == [urls[0]], "a frame the detector saw nothing in goes to the crowd"
+    log = capsys.readouterr().out
+    assert "were set by hand, without calibration pairs" in log
+
+    _operator(urls, prescreen=DetectorScorer(), reject_below=0.3, calibration_pairs=500).execute({})
+    assert "set by hand" not in capsys.readouterr().out, "calibrated thresholds raise no warning"
+    _operator(urls, prescreen=DetectorScorer(), reject_below=0.1, calibration_pairs=500).execute({})
+    assert "the model answers 'does not contain' for no image" in capsys.readouterr().out

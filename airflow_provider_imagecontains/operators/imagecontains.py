@@ -131,6 +131,11 @@ class ImageContainsOperator(BaseOperator):
         ``None``: never.
     :param reject_below: (templated) images scored at or below it are answered "does not contain" by
         the model; ``None``: never.
+    :param calibration_pairs: (templated) how many audited (score, crowd answer) pairs the thresholds were
+        calibrated from (``calibrate_thresholds(...).pairs``); thresholds without any are taken as set by hand
+        and the task log warns that no audit backs them (docs/prescreen.md). Whatever the thresholds, the
+        model never answers "does not contain" at a score its scorer gives when it detects nothing (a
+        scorer's ``nothing_detected_score``, e.g. :class:`~airflow_provider_imagecontains.prescreen.people.PeopleScorer`'s).
     :param audit_rate: the fraction of model-answered images sent to the crowd as well, chosen by a
         hash of (image, label) so a re-run audits the same ones.
     :param prescreen_concurrency: images fetched and scored at once (threads).
@@ -153,6 +158,7 @@ class ImageContainsOperator(BaseOperator):
         "aws_conn_id",
         "accept_above",
         "reject_below",
+        "calibration_pairs",
         "records_path",
     )
     ui_color = "#f4d9e6"
@@ -184,6 +190,7 @@ class ImageContainsOperator(BaseOperator):
         prescreen: Scorer | str | None = None,
         accept_above: float | None = None,
         reject_below: float | None = None,
+        calibration_pairs: int | None = None,
         audit_rate: float = 0.05,
         prescreen_concurrency: int = 8,
         prescreen_timeout: float = DEFAULT_TIMEOUT,
@@ -229,6 +236,7 @@ class ImageContainsOperator(BaseOperator):
         self.prescreen = prescreen
         self.accept_above = accept_above
         self.reject_below = reject_below
+        self.calibration_pairs = calibration_pairs
         self.audit_rate = audit_rate
         self.prescreen_concurrency = prescreen_concurrency
         self.prescreen_timeout = prescreen_timeout
@@ -362,7 +370,7 @@ class ImageContainsOperator(BaseOperator):
 
     def _prescreen(self, tasks: list[ImageTask]) -> list[Screened]:
         """Score every image and decide which ones the model settles; failures only send images to the crowd."""
-        self._thresholds()  # bad thresholds fail the task before any image is fetched
+        self._warn_about_thresholds(*self._thresholds())  # bad thresholds fail the task before any image is fetched
         items = [(task.url, task.label) for task in tasks]
         try:
             scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
@@ -409,7 +417,37 @@ class ImageContainsOperator(BaseOperator):
             accept_above=accept_above,
             reject_below=reject_below,
             audit_rate=self.audit_rate,
+            nothing_detected_score=self._nothing_detected_score,
         )
+
+    @cached_property
+    def _nothing_detected_score(self) -> float | None:
+        """The highest score the scorer gives an image in which it detects nothing, if it says (else None)."""
+        try:
+            scorer = load_scorer(self.prescreen) if self.prescreen is not None else None
+        except Exception:  # the scorer's own failure to load is reported where it is used
+            return None
+        value = getattr(scorer, "nothing_detected_score", None)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def _warn_about_thresholds(self, accept_above: float | None, reject_below: float | None) -> None:
+        """Warn (task log) when thresholds no audit backs would let the model settle images."""
+        if (accept_above is not None or reject_below is not None) and not self.calibration_pairs:
+            self.log.warning(
+                "Pre-screen thresholds accept_above=%s, reject_below=%s were set by hand, without calibration "
+                "pairs: the model settles images on scores no audit has checked. Calibrate them from audited "
+                "pairs (calibrate_thresholds, docs/prescreen.md) and pass calibration_pairs.",
+                accept_above,
+                reject_below,
+            )
+        floor = self._nothing_detected_score
+        if reject_below is not None and floor is not None and reject_below <= floor:
+            self.log.warning(
+                "reject_below=%s is at or below %s, the highest score this scorer gives when it detects nothing: "
+                "the model answers 'does not contain' for no image (not seeing a person is no proof there is none).",
+                reject_below,
+                floor,
+            )
 
     def _thresholds(self) -> tuple[float | None, float | None]:
         """The thresholds as numbers (templates render them as strings), checked: bad ones fail the task without
