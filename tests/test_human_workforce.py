@@ -490,3 +490,26 @@ def test_the_cancel_command_cancels_by_prefix_in_the_servers_database(crowd_serv
     assert Worker(server, "carol").question() is None
     with pytest.raises(SystemExit, match="cancel"):
         main(["cancel", server.account.account_id, "--prefix", "", "--db", server.db_path])
+
+
+def test_with_the_demos_worker_page_settings_a_person_answers_every_task_first_and_is_told_how_to_stop(
+    crowd_server,
+):
+    from demo.run_demo import WORKER_PAGE_CONFIG, worker_page_instructions
+
+    assert WORKER_PAGE_CONFIG["workforce"] == "mixed" and WORKER_PAGE_CONFIG["simulated_after_seconds"] >= 30
+    # The demo's settings, with the person's head start and the simulated workers' pace shortened for the test.
+    server = crowd_server(**{**WORKER_PAGE_CONFIG, "simulated_after_seconds": 4.0, "answer_delay_seconds": 0.0})
+    _, names = put_tasks([f"https://images.example.com/{n}.jpg" for n in range(6)])
+    person = Worker(server, "you")
+    for _ in names:
+        time.sleep(0.3)  # at a person's pace, faster than the workers' 0 s but slower than nothing
+        person.answer(person.question(), "yes")
+    answers = [worker for task in stored(server).values() for worker, _ in task["answers"]]
+    assert answers == ["human:you"] * len(names), "the simulated workers left every task to the person"
+    deadline = time.monotonic() + 20
+    while any(task["state"] == "processing" for task in stored(server).values()):
+        assert time.monotonic() < deadline, "the simulated workers never finished the tasks the person left"
+        time.sleep(0.2)
+    assert all(task["state"] == "completed" for task in stored(server).values())
+    assert "Ctrl-C" in worker_page_instructions(server)

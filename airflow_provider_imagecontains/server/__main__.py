@@ -29,6 +29,11 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--worker-accuracy": ("worker_accuracy", float, "probability a simulated worker is right"),
     "--crowd": ("crowd", str, "mixed simulated crowd NAME:COUNT:ACCURACY[:BIAS],... (replaces the two flags above)"),
     "--answer-delay": ("answer_delay_seconds", float, "seconds a simulated worker takes per answer"),
+    "--simulated-after": (
+        "simulated_after_seconds",
+        float,
+        "seconds a task is left to people before simulated workers take it (--workforce mixed)",
+    ),
     "--answer-key": ("answer_key_path", str, 'JSON {"images": {"<url or file>": [labels]}}'),
     "--confidence": ("confidence", float, "posterior probability needed to complete a task"),
     "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),

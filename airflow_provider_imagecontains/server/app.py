@@ -93,6 +93,7 @@ class CrowdServerApp:
             service,
             crowd=() if self.config.workforce in ("human", "mturk") else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
+            after=self.config.simulated_after_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
         )

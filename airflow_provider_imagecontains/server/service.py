@@ -232,14 +232,16 @@ class CrowdService:
 
     # The workforce side: one answer at a time, the adjudicator decides after each
 
-    def next_assignment(self, worker: str) -> Assignment | None:
+    def next_assignment(self, worker: str, created_before: float | None = None) -> Assignment | None:
         """The next question for ``worker``: a gold question when the quality policy draws one, else the oldest
         open image-contains task it has not answered (its account is charged the reward). None when there is no
         open task, or when the worker is blocked.
+
+        :param created_before: only tasks created before this time (``time.time()``), e.g. those people left.
         """
         if self.store.is_blocked(worker):
             return None
-        while (task := self.store.claim_next(worker, IMAGE_CONTAINS)) is not None:
+        while (task := self.store.claim_next(worker, IMAGE_CONTAINS, created_before)) is not None:
             if time.time() >= task.deadline_at:
                 self.store.finish(task.id, problem=EXPIRED)
                 continue

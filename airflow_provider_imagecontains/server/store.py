@@ -277,13 +277,14 @@ class TaskStore:
         ).fetchall()
         return sorted(name for (name,) in rows)
 
-    def claim_next(self, worker: str, function: str) -> StoredTask | None:
-        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet."""
+    def claim_next(self, worker: str, function: str, created_before: float | None = None) -> StoredTask | None:
+        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet (created
+        before ``created_before``, when given)."""
         row = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE function = ? AND state = 'processing' "  # noqa: S608
-            "AND claimed_by IS NULL AND NOT EXISTS "
+            "AND claimed_by IS NULL AND created_at < ? AND NOT EXISTS "
             "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.worker = ?) ORDER BY id LIMIT 1",
-            (function, worker),
+            (function, float("inf") if created_before is None else created_before, worker),
         ).fetchone()
         if row is None:
             return None
