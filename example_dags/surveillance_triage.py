@@ -283,6 +283,19 @@ def load_audit_pairs(location: str) -> list[dict[str, Any]]:
     return json.loads(data) if data else []
 
 
+def no_frames_hint(source: str, base_url: str | None, interval_start: datetime) -> str | None:
+    """Why a run found no frame although ``source`` holds some: frames are chosen by their file times."""
+    everything = list_images(source, base_url=base_url)
+    if not everything:
+        return None
+    return (
+        f"{source} holds {len(everything)} frames, but none was modified during this run's data interval: "
+        "frames are chosen by their modification time (a file's mtime, an S3 object's LastModified), and copied "
+        "or restored files keep old times. Touch them into the interval (e.g. `touch` the files), or trigger a run "
+        f"whose interval covers them (this one starts {interval_start.isoformat()})."
+    )
+
+
 def frame_reader(conn_id: str) -> Callable[[str], bytes]:
     """Reads a frame by its URL; frames the crowd server serves itself (``--images-dir``) answer signed-in people
     only, so those are read through a URL presigned for the connection's account."""
@@ -443,6 +456,10 @@ def surveillance_triage():
             modified_before=data_interval_end,
         )
         log.info("%d frames arrived between %s and %s", len(frames), data_interval_start, data_interval_end)
+        if not frames:
+            hint = no_frames_hint(params["frames_source"], params["frames_base_url"], data_interval_start)
+            if hint:
+                log.warning(hint)
         questions = [{"url": frame["url"], "label": params["label"]} for frame in frames]
         return batched(questions, params["batch_size"])
 

@@ -413,3 +413,14 @@ def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp
     for name in key:
         (copied,) = (tmp_path / "report" / "thumbnails").glob(f"*-{name}")
         assert copied.read_bytes() == (tmp_path / "frames" / name).read_bytes()
+
+
+def test_a_run_that_finds_no_frame_in_its_interval_says_file_times_choose_them(tmp_path):
+    import surveillance_triage
+
+    generate_frames(tmp_path / "frames", 2)  # modified now, long after the interval below
+    start = datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
+    hint = surveillance_triage.no_frames_hint(str(tmp_path / "frames"), "http://127.0.0.1:9/frames", start)
+    assert "holds 2 frames" in hint and "modification time" in hint and "2026-01-01T11:00:00+00:00" in hint
+    (tmp_path / "empty").mkdir()
+    assert surveillance_triage.no_frames_hint(str(tmp_path / "empty"), "http://127.0.0.1:9/", start) is None

@@ -513,3 +513,13 @@ def test_with_the_demos_worker_page_settings_a_person_answers_every_task_first_a
         time.sleep(0.2)
     assert all(task["state"] == "completed" for task in stored(server).values())
     assert "Ctrl-C" in worker_page_instructions(server)
+
+
+def test_the_help_lists_every_workforce_the_server_accepts(capsys):
+    from airflow_provider_imagecontains.server.config import WORKFORCES
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--workforce {" + ",".join(WORKFORCES) + "}" in help_text
+    assert all(workforce in help_text.split("--workforce {", 2)[-1] for workforce in WORKFORCES)

@@ -578,3 +578,43 @@ def test_the_dashboard_cancels_one_task_or_every_processing_task_of_its_prefix(c
         assert forged == 403, "the form needs the page's CSRF token"
     finally:
         context.close()
+
+
+def test_at_1280_px_the_task_table_fits_unbroken_and_a_large_frame_leaves_the_answer_buttons_on_screen(
+    chromium, crowd_server, tmp_path
+):
+    write_large_frame(tmp_path / "frames" / "cam1" / "wide.png")
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["camera-north-entrance-0001", "camera-north-entrance-0002"], image="cam1/wide.png")
+    viewport = {"width": 1280, "height": 900}
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, viewport)
+    worker_context, worker = sign_in(chromium, server, "worker", "alice", viewport)
+    try:
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        dashboard.locator("tr[data-task='camera-north-entrance-0001'] td.label").wait_for()
+        overflow = dashboard.evaluate(
+            "() => { const box = document.querySelector('#tasks').closest('.scroll');"
+            " return box.scrollWidth - box.clientWidth; }"
+        )
+        assert overflow <= 0, f"the task table is {overflow} px wider than its box"
+        lines = dashboard.evaluate(
+            """() => Array.from(document.querySelectorAll('#tasks td.label, #tasks td.state')).map(cell => {
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                return new Set(Array.from(range.getClientRects()).map(rect => Math.round(rect.top))).size;
+            })"""
+        )
+        assert set(lines) == {1}, "a label or state is split over lines"
+
+        for _ in range(2):  # the second question also shows the bar that undoes the first answer
+            shown_question(worker)
+            bottom = worker.evaluate(
+                "Math.max(...Array.from(document.querySelectorAll('.answers button:not([hidden])'))"
+                ".map(button => button.getBoundingClientRect().bottom))"
+            )
+            assert bottom <= viewport["height"], f"the answer buttons end at {bottom} px, below the screen"
+            with worker.expect_navigation():
+                worker.keyboard.press("n")
+    finally:
+        dashboard_context.close()
+        worker_context.close()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, WORKFORCES, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
 from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
 from airflow_provider_imagecontains.server.service import cancel_main
@@ -59,7 +59,12 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
-    "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
+    "--workforce": (
+        "workforce",
+        str,
+        "who answers: simulated (default), human (worker page), mixed (both) or mturk (Mechanical Turk HITs); "
+        "see docs/workforce.md and docs/mturk.md",
+    ),
     "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
     "--broken-image-reports": (
         "broken_image_reports",
@@ -98,7 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ssl-keyfile", help="the private key (PEM) of --ssl-certfile")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
-        parser.add_argument(flag, dest=field, type=kind, help=help_text)
+        choices = WORKFORCES if field == "workforce" else None  # --help lists every one the server accepts
+        parser.add_argument(flag, dest=field, type=kind, choices=choices, help=help_text)
     parser.add_argument(
         "--mturk-production",
         dest="mturk_production",
