@@ -1,6 +1,6 @@
 """MTurk API calls and spend per adjudicated task: the MTurk workforce (one HIT per task, one assignment at a
 time, adjudicated after each answer) against posting fixed majority-of-5 HITs, on the same fake MTurk
-(tests/fake_mturk.py, over loopback) with workers of accuracy 0.7, 0.8 and 0.9, in the same run.
+(gateway/tests/fake_mturk.py, over loopback) with workers of accuracy 0.7, 0.8 and 0.9, in the same run.
 
 Both methods run the real code paths: the workforce's cycles (server/mturk.py) on a real task store, and the
 baseline through the same MTurkRequester (CreateHIT with 5 assignments, ListAssignmentsForHIT, ApproveAssignment).
@@ -27,18 +27,19 @@ from pathlib import Path
 import boto3
 from report import write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway" / "tests"))
 
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.mturk import (
+from fake_mturk import ACCESS_KEY_ID, SECRET_ACCESS_KEY, FakeMTurk
+
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.mturk import (
     MTurkRequester,
     MTurkWorkforce,
     assignment_cost,
     parse_answer,
 )
-from airflow_provider_imagecontains.server.service import CrowdService
-from airflow_provider_imagecontains.server.store import PROCESSING, TaskStore
-from tests.fake_mturk import ACCESS_KEY_ID, SECRET_ACCESS_KEY, FakeMTurk
+from imagecontains_gateway.service import CrowdService
+from imagecontains_gateway.store import PROCESSING, TaskStore
 
 ACCOUNT = "123456789012"
 REWARD = 0.05

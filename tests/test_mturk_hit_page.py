@@ -11,10 +11,10 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+from fake_mturk import HitPage
 
-from airflow_provider_imagecontains.server.mturk import html_question
 from demo.frames import draw_frame
-from tests.fake_mturk import HitPage
+from imagecontains_gateway.mturk import html_question
 
 pytestmark = pytest.mark.timeout(300)
 DESKTOP = {"width": 1280, "height": 800}

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_mturk import FakeMTurk
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
-from tests.fake_mturk import FakeMTurk
+from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.testing import LocalCrowdServer
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 # Images whose name says "person" contain a person (what the fake's careful worker sees).

@@ -32,16 +32,16 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
-from airflow_provider_imagecontains.server.service import (
+from imagecontains_gateway.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
+from imagecontains_gateway.service import (
     INCONCLUSIVE,
     INSUFFICIENT_FUNDS,
     Assignment,
     CrowdService,
 )
-from airflow_provider_imagecontains.server.store import PROCESSING, TaskStore, to_microdollars
-from airflow_provider_imagecontains.server.wording import article
-from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
+from imagecontains_gateway.store import PROCESSING, TaskStore, to_microdollars
+from imagecontains_gateway.validation import IMAGE_CONTAINS
+from imagecontains_gateway.wording import article
 
 log = logging.getLogger(__name__)
 

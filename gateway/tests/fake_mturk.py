@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from airflow_provider_imagecontains.server.mturk import fee_per_assignment
-from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
-from tests.loopback import LoopbackServer
+from loopback import LoopbackServer
+
+from imagecontains_gateway.mturk import fee_per_assignment
+from imagecontains_gateway.sigv4 import SignatureError, SigningKey, verify_signature
 
 TARGET_PREFIX = "MTurkRequesterServiceV20170117."
 ACCESS_KEY_ID, SECRET_ACCESS_KEY = "AKIDFAKEMTURKREQUESTER", "fake-mturk-requester-secret"

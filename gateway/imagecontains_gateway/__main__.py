@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_imagecontains.server.app import build_uvicorn_server
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
-from airflow_provider_imagecontains.server.human import token_main
-from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
+from imagecontains_gateway.app import build_uvicorn_server
+from imagecontains_gateway.config import DEMO_ACCOUNT, Account, ServerConfig
+from imagecontains_gateway.human import token_main
+from imagecontains_gateway.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"

@@ -13,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+from fake_mturk import HitPage
 
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.mturk import (
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.mturk import (
     MTurkRequester,
     MTurkWorkforce,
     assignment_cost,
@@ -24,9 +25,8 @@ from airflow_provider_imagecontains.server.mturk import (
     parse_answer,
     unreachable_image_reason,
 )
-from airflow_provider_imagecontains.server.service import Assignment, CrowdError, CrowdService
-from airflow_provider_imagecontains.server.store import TaskStore
-from tests.fake_mturk import HitPage
+from imagecontains_gateway.service import Assignment, CrowdError, CrowdService
+from imagecontains_gateway.store import TaskStore
 
 ANSWERS_XMLNS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd"
 ACCOUNT = "123456789012"
