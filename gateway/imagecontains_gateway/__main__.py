@@ -41,11 +41,6 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),
     "--starting-balance": ("starting_balance", float, "dollars each new account starts with"),
     "--max-in-progress": ("max_tasks_in_progress", int, "processing tasks allowed per account"),
-    "--throttle-rate": ("throttle_rate", float, "fraction of requests answered 429"),
-    "--retry-after": ("retry_after_seconds", int, "Retry-After seconds on 429"),
-    "--error-rate": ("error_rate", float, "fraction of requests answered 500/503"),
-    "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
-    "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
     "--request-read-timeout": ("request_read_timeout_seconds", float, "seconds a client may take to send a request"),
     "--max-connections": ("max_connections", int, "connections and requests handled at once (503 beyond)"),
@@ -63,6 +58,14 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
     "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),
     "--mturk-profile": ("mturk_profile", str, "AWS profile that pays for HITs (default: boto3's credential chain)"),
+}
+# Faults a client's tests provoke on purpose; never set in production. Shown apart in --help.
+_FAULT_FIELDS: dict[str, tuple[str, type, str]] = {
+    "--throttle-rate": ("throttle_rate", float, "fraction of requests answered 429"),
+    "--retry-after": ("retry_after_seconds", int, "Retry-After seconds on 429"),
+    "--error-rate": ("error_rate", float, "fraction of requests answered 500/503"),
+    "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
+    "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
 }
 
 
@@ -93,6 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    faults = parser.add_argument_group("fault injection, for tests", "never set these in production")
+    for flag, (field, kind, help_text) in _FAULT_FIELDS.items():
+        faults.add_argument(flag, dest=field, type=kind, help=help_text)
     parser.add_argument(
         "--mturk-production",
         dest="mturk_production",
@@ -108,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
     if args.config and os.stat(args.config).st_mode & 0o077:
         log.warning("The config file %s is readable by other users; it may hold secrets: chmod 600 it.", args.config)
-    fields = [field for field, *_ in _FIELDS.values()] + ["mturk_production"]
+    fields = [field for field, *_ in (*_FIELDS.values(), *_FAULT_FIELDS.values())] + ["mturk_production"]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     from_environment = os.environ.get(ACCOUNTS_ENV, "").strip()
     if from_environment:
