@@ -4,6 +4,7 @@ is a distribution of its own (gateway/tests/test_gateway_packaging.py): nothing 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -85,6 +86,19 @@ def test_airflow_lists_the_provider_its_hook_and_connection_type(installed):
     expected = get_provider_info()["connection-types"][0]["hook-class-name"]
     assert hook["class"] == expected
     assert hook["package_name"] == "airflow-provider-imagecontains"
+
+
+def test_no_provider_module_imports_the_gateway() -> None:
+    # The provider reaches the gateway over HTTP only; its tests may start one (the gateway is their dev dependency).
+    package = REPO_ROOT / "airflow_provider_imagecontains"
+    found = [
+        str(path.relative_to(REPO_ROOT))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "imagecontains_gateway")
+        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "imagecontains_gateway" for a in node.names))
+    ]
+    assert found == []
 
 
 def test_importing_the_provider_imports_none_of_the_servers_stack() -> None:

@@ -3,6 +3,7 @@ only its declared dependencies; it carries its pages' assets and imports nothing
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -71,3 +72,25 @@ def test_every_module_imports_without_airflow_and_the_cli_runs(installed) -> Non
         name for name in result["loaded"] if name.split(".")[0] in ("airflow", "airflow_provider_imagecontains")
     ]
     assert "--throttle-rate" in run(installed["venv"] / "bin" / "imagecontains-server", "--help", env=installed["env"])
+
+
+def imported_roots(path: Path) -> set[str]:
+    """The top-level names of every module ``path`` imports (absolute imports, at any depth of the file)."""
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_no_gateway_file_imports_airflow_the_provider_or_the_repositorys_other_folders() -> None:
+    # The package and its tests alike: the gateway is built, tested and deployed without the provider.
+    outside = {"airflow", "airflow_provider_imagecontains", "demo", "example_dags", "bench", "tests"}
+    found = {
+        str(path.relative_to(GATEWAY_ROOT)): sorted(imported_roots(path) & outside)
+        for path in GATEWAY_ROOT.rglob("*.py")
+        if ".egg-info" not in str(path)
+    }
+    assert {path: names for path, names in found.items() if names} == {}
