@@ -60,9 +60,6 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
         int,
         "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
     ),
-    "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
-    "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),
-    "--mturk-profile": ("mturk_profile", str, "AWS profile that pays for HITs (default: boto3's credential chain)"),
 }
 
 
@@ -93,13 +90,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
-    parser.add_argument(
-        "--mturk-production",
-        dest="mturk_production",
-        action="store_const",
-        const=True,
-        help="with --workforce mturk: post HITs to MTurk production, paid with real money (default: the sandbox)",
-    )
     return parser.parse_args(argv)
 
 
@@ -108,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
     if args.config and os.stat(args.config).st_mode & 0o077:
         log.warning("The config file %s is readable by other users; it may hold secrets: chmod 600 it.", args.config)
-    fields = [field for field, *_ in _FIELDS.values()] + ["mturk_production"]
+    fields = [field for field, *_ in _FIELDS.values()]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     from_environment = os.environ.get(ACCOUNTS_ENV, "").strip()
     if from_environment:
@@ -137,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         commands[argv[0]](argv[1:])
         return
     args = parse_args(argv)
-    # The server's own messages (e.g. which MTurk endpoint and balance are in use) next to uvicorn's.
+    # The server's own messages (e.g. what a workforce is doing) next to uvicorn's.
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
         config = config_from_args(args)
