@@ -65,8 +65,11 @@ def test_a_study_from_draft_to_paid_participants(fake: FakeProlific) -> None:
     ]
     assert draft["reward"] == 150 and draft["maximum_allowed_time"] == 30
     # A lost create is found again by its internal name.
-    [found] = [s for s in client.list_studies(project="fake-project") if s.internal_name == "imagecontains-study-1"]
-    assert found.id == study_id and found.status == "UNPUBLISHED" and found.total_available_places == 3
+    found = client.find_study("imagecontains-study-1", project="fake-project")
+    assert found is not None and found.id == study_id
+    assert (found.status, found.total_available_places) == ("UNPUBLISHED", 3)
+    assert client.find_study("imagecontains-study-2") is None
+    assert [s.id for s in client.list_studies(status="UNPUBLISHED")] == [study_id]
 
     assert client.transition_study(study_id, "PUBLISH").status == "ACTIVE"
     sessions = [fake.start_submission(study_id, f"participant-{n}") for n in range(3)]

@@ -9,8 +9,11 @@ effect (``find``) and sends it again only if it did not, so it never happens twi
 looked up (``find`` is None, e.g. a non-idempotent payment) and may have been sent is never resent: it raises
 :class:`UnresolvedPaidCall` for a person to settle.
 
-Intents that go through several remote steps keep what each step returned (:meth:`PaidCallLedger.note`, e.g.
-a bonus id stored before the bonus is paid) so that a restart resumes at the right step.
+A call of several remote steps is one intent per step, each stored before the next is sent: a Prolific bonus
+is set up (``find`` answering None: an unpaid bonus costs nothing, so setting it up again is safe), its id
+stored as that intent's result, then paid (no ``find``: Prolific's pay is not idempotent and cannot be looked
+up), as ``tests/test_prolific_restart.py`` does. :meth:`PaidCallLedger.note` keeps what a step returned
+within one intent, for a caller that drives the steps itself.
 
 The ledger shares the task store's connection, and with it the event loop thread: only ``send`` and ``find``
 run elsewhere (in threads, as they block on the network).

@@ -295,7 +295,7 @@ class ProlificClient:
         ``{{%SESSION_ID%}}`` filled in (``prolific_id_option="url_parameters"``), and end on
         :data:`COMPLETION_URL` with ``completion_code``, which sends their submission to manual review
         (``MANUALLY_REVIEW``: approved by the gateway once their answers are in). ``internal_name`` should be
-        the caller's idempotency key: a create whose answer was lost is found again by it (:meth:`list_studies`),
+        the caller's idempotency key: a create whose answer was lost is found again by it (:meth:`find_study`),
         as this call is not sent twice. ``fields``: any other field of Prolific's study (filters...).
         """
         body = {
@@ -329,6 +329,11 @@ class ProlificClient:
             return [Study.from_json(s) for s in found if status is None or s.get("status") == status]
         params = {"state": status} if status is not None else {}
         return [Study.from_json(s) for s in self._call("GET", "/api/v1/studies/", params=params)["results"]]
+
+    def find_study(self, internal_name: str, *, project: str | None = None) -> Study | None:
+        """The study whose ``internal_name`` is ``internal_name`` (the idempotency key of its create), if any:
+        how a create whose answer was lost is found again."""
+        return next((s for s in self.list_studies(project=project) if s.internal_name == internal_name), None)
 
     def update_study(self, study_id: str, **fields: Any) -> Study:
         """``PATCH /api/v1/studies/{id}/``: once published, only ``internal_name`` and a larger
