@@ -142,6 +142,8 @@ def test_a_wrong_token_is_an_auth_error_that_names_no_token(
     assert wrong not in str(refused.value) and wrong not in caplog.text
     with pytest.raises(ProlificAuthError, match="No Prolific API token"):
         ProlificClient("  ", fake.api_url)
+    with pytest.raises(ValueError, match="expected https://"):
+        ProlificClient(TOKEN, "http://api.prolific.com")
 
 
 def test_throttling_is_retried_after_retry_after(fake: FakeProlific) -> None:

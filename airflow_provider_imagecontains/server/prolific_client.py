@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -44,6 +45,7 @@ _ACTION_RESULTS = {PUBLISH: (ACTIVE, PUBLISHING), PAUSE: (PAUSED,), START: (ACTI
 # Submission statuses as Prolific returns them (the list's ``status`` filter takes them with "_" for " ").
 RESERVED, AWAITING_REVIEW, APPROVED = "RESERVED", "AWAITING REVIEW", "APPROVED"
 RETURNED, TIMED_OUT, REJECTED = "RETURNED", "TIMED-OUT", "REJECTED"
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 # Retried answers: rate limiting and the server errors that mean "not now".
 _RETRIED_STATUSES = (429, 500, 502, 503, 504)
 
@@ -189,7 +191,8 @@ class ProlificClient:
     is for these calls.
 
     :param token: the API token (from ``$PROLIFIC_TOKEN`` or the config file, never a flag).
-    :param api_url: the API's base URL (``--prolific-api-url``): Prolific's, or a fake's in tests.
+    :param api_url: the API's base URL (``--prolific-api-url``): Prolific's, or a fake's in tests; ``https://``
+        (``http://`` only on loopback, as the token goes with every request).
     :param timeout: seconds to connect, and to wait for each answer.
     :param max_attempts: attempts of a call in all (retries of 429, 5xx and failed connections).
     :param backoff_seconds: first wait between attempts (doubling, with jitter) when no ``Retry-After`` says.
@@ -208,6 +211,10 @@ class ProlificClient:
     ) -> None:
         if not token or not token.strip():
             raise ProlificAuthError("No Prolific API token given (it comes from $PROLIFIC_TOKEN or the config file).")
+        parts = urlsplit(api_url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+            # The token would cross the network in clear text.
+            raise ValueError(f"Invalid Prolific API URL {api_url!r}: expected https:// (http:// only on loopback).")
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         retries = max_attempts - 1
