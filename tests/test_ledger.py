@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,21 @@ def test_a_call_that_cannot_be_looked_up_is_never_sent_twice(tmp_path: Path) -> 
     with pytest.raises(UnresolvedPaidCall, match=r"k1.*not sent again"):
         call_once(ledger, "k1", remote.pay)
     assert remote.times("k1") == 1
+
+
+def test_concurrent_calls_of_one_key_make_it_once(tmp_path: Path) -> None:
+    ledger, remote = open_ledger(tmp_path), Remote(tmp_path / "remote.json")
+
+    def slow_pay(request: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.2)  # long enough for the other caller to arrive while this one is in flight
+        return remote.pay(request)
+
+    async def both() -> list[Any]:
+        calls = [ledger.call_once("k1", "bonus", {"key": "k1"}, slow_pay, find=remote.find) for _ in range(2)]
+        return await asyncio.gather(*calls)
+
+    assert asyncio.run(both()) == [{"id": "payment-0"}] * 2
+    assert remote.times("k1") == 1 and ledger._in_flight == {}
 
 
 def test_an_account_that_cannot_pay_records_and_sends_nothing(tmp_path: Path) -> None:

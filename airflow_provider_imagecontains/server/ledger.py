@@ -124,6 +124,8 @@ class PaidCallLedger:
         self.store = store
         self._db = store.connection
         self._db.executescript(_SCHEMA)
+        # Keys being called now, with how many callers wait on each: one call per key at a time.
+        self._in_flight: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def intend(
         self, key: str, kind: str, request: Json, *, account: str | None = None, microdollars: int = 0
@@ -216,8 +218,31 @@ class PaidCallLedger:
         sent took effect (what it returned, else None). Both block and run through ``run_blocking`` (a thread
         by default). A call already done returns its stored result without any request. If ``send`` raises,
         the intent stays pending (the next ``call_once`` looks it up first); a caller that knows the call was
-        refused (e.g. HTTP 400) calls :meth:`abandon`.
+        refused (e.g. HTTP 400) calls :meth:`abandon`. Concurrent calls of one key are made one after the other
+        (the later ones get the first one's result).
         """
+        lock, users = self._in_flight.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            # A second caller of the same key waits, then finds the first one's call done (or pending to look up).
+            async with lock:
+                return await self._call_once(key, kind, request, send, find, account, microdollars, run_blocking)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._in_flight[key]
+
+    async def _call_once(
+        self,
+        key: str,
+        kind: str,
+        request: Json,
+        send: Callable[[Json], Json],
+        find: Callable[[PaidCall], Json | None] | None,
+        account: str | None,
+        microdollars: int,
+        run_blocking: Callable[..., Any],
+    ) -> Json:
         call = self.intend(key, kind, request, account=account, microdollars=microdollars)
         if call.done:
             assert call.result is not None
