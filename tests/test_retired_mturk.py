@@ -24,9 +24,10 @@ def test_mturk_in_a_config_file_refuses_to_start(tmp_path: Path, settings: dict[
     assert_one_line_naming_prolific(str(refused.value))
 
 
-def test_workforce_mturk_refuses_to_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [["--workforce", "mturk"], ["--mturk-production"], ["--mturk-region=us-east-1"]])
+def test_mturk_flags_refuse_to_start(tmp_path: Path, flags: list[str]) -> None:
     with pytest.raises(SystemExit) as refused:
-        main(["--workforce", "mturk", "--db", str(tmp_path / "crowd.db")])
+        main([*flags, "--db", str(tmp_path / "crowd.db")])
     assert_one_line_naming_prolific(str(refused.value))
     assert not (tmp_path / "crowd.db").exists()
 

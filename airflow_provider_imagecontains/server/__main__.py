@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
 from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
 
@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] and argv[0] in commands:
         commands[argv[0]](argv[1:])
         return
+    if any(arg.startswith("--mturk-") for arg in argv):  # the retired workforce's flags: say why, not "unknown"
+        raise SystemExit(f"imagecontains-server: {MTURK_CLOSED}")
     args = parse_args(argv)
     # The server's own messages (e.g. what a workforce is doing) next to uvicorn's.
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
