@@ -11,7 +11,8 @@ the place), lists in pages (``page``, ``page_size``), the study cost calculator,
 
 Where the reference is silent the fake picks the plain choice and says so: a list's last page shows by
 ``_links.next.href`` being null (and ``meta.count``); a balance that cannot pay is refused with 400 and the
-title "Insufficient funds"; the platform fee is 42.8% of rewards (prolific.com/pricing, corporate rate).
+title "Insufficient funds"; the platform fee is 42.8% of rewards and a reward under 6.00 an hour is refused
+(prolific.com/pricing: corporate fee, minimum pay £6.00 / $8.00 an hour, as transcribed on 2026-09-20).
 
 Money: publishing (or adding places) reserves what the places cost, fees included, and is refused when the
 available balance cannot cover it; approving a submission spends one place's cost; paying bonuses spends
@@ -94,6 +95,7 @@ class FakeProlific:
     :param fee_rate: Prolific's fee on rewards.
     :param vat_rate: VAT on the fee.
     :param currency: the workspace's currency.
+    :param min_hourly_reward_cents: rewards paying less an hour (by ``estimated_completion_time``) are refused.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class FakeProlific:
         fee_rate: float = FEE_RATE,
         vat_rate: float = 0.0,
         currency: str = "GBP",
+        min_hourly_reward_cents: float = 600.0,
     ) -> None:
         self.token = token
+        self.min_hourly_reward_cents = min_hourly_reward_cents
         self.balance_cents = balance_cents
         self.reserved_cents = 0.0
         self.fee_rate, self.vat_rate, self.currency = fee_rate, vat_rate, currency
@@ -333,6 +337,7 @@ class FakeProlific:
         for name in ("total_available_places", "reward", "estimated_completion_time"):
             if _number(body, name) <= 0:
                 raise _ApiError(400, "Bad Request", {name: ["Ensure this value is greater than 0."]})
+        self._check_pay(body["reward"], body["estimated_completion_time"])
         study_id = uuid.uuid4().hex[:24]
         study = {
             **body,
@@ -367,6 +372,11 @@ class FakeProlific:
                 if study["status"] in ("AWAITING REVIEW", "COMPLETED") and places > study["total_available_places"]:
                     study["status"] = "ACTIVE"
             study["total_available_places"] = places
+        if "reward" in body or "estimated_completion_time" in body:
+            self._check_pay(
+                body.get("reward", study["reward"]),
+                body.get("estimated_completion_time", study["estimated_completion_time"]),
+            )
         study.update({k: v for k, v in body.items() if k != "total_available_places"})
         self.effects[("update_study", study_id)] += 1
         return study
@@ -386,6 +396,20 @@ class FakeProlific:
         study["status"] = target
         self.effects[(action.lower(), study_id)] += 1
         return study
+
+    def _check_pay(self, reward: float, minutes: float) -> None:
+        hourly = reward * 60 / minutes
+        if hourly < self.min_hourly_reward_cents:
+            raise _ApiError(
+                400,
+                "Bad Request",
+                {
+                    "reward": [
+                        f"The reward pays {hourly / 100:.2f} an hour, under the minimum of "
+                        f"{self.min_hourly_reward_cents / 100:.2f} an hour."
+                    ]
+                },
+            )
 
     def _reserve(self, study: dict[str, Any], places: int) -> None:
         cost = places * self.place_cost(study["reward"])

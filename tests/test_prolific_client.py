@@ -177,6 +177,8 @@ def test_a_request_prolific_refuses_is_never_retried_and_carries_its_message(fak
         client.get_submission("nobody")
     with pytest.raises(ProlificRequestError, match="did not take part in the study: stranger"):
         client.create_bonus_payments(study_id, {"stranger": 100})
+    with pytest.raises(ProlificRequestError, match=r"under the minimum of 6\.00 an hour"):
+        create(client, reward=40)  # 40 pence for 5 minutes: 4.80 an hour
     with pytest.raises(ValueError, match="Invalid study action"):
         client.transition_study(study_id, "APPROVE")
 
