@@ -40,7 +40,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from tests.loopback import LoopbackServer
+from loopback import LoopbackServer
 
 TOKEN = "fake-prolific-token-5c1e2b7a"
 FEE_RATE = 0.428

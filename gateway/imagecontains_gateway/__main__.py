@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_imagecontains.server.app import build_uvicorn_server
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
-from airflow_provider_imagecontains.server.human import token_main
-from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
+from imagecontains_gateway.app import build_uvicorn_server
+from imagecontains_gateway.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
+from imagecontains_gateway.human import token_main
+from imagecontains_gateway.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
@@ -41,11 +41,6 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),
     "--starting-balance": ("starting_balance", float, "dollars each new account starts with"),
     "--max-in-progress": ("max_tasks_in_progress", int, "processing tasks allowed per account"),
-    "--throttle-rate": ("throttle_rate", float, "fraction of requests answered 429"),
-    "--retry-after": ("retry_after_seconds", int, "Retry-After seconds on 429"),
-    "--error-rate": ("error_rate", float, "fraction of requests answered 500/503"),
-    "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
-    "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
     "--request-read-timeout": ("request_read_timeout_seconds", float, "seconds a client may take to send a request"),
     "--max-connections": ("max_connections", int, "connections and requests handled at once (503 beyond)"),
@@ -60,6 +55,14 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
         int,
         "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
     ),
+}
+# Faults a client's tests provoke on purpose; never set in production. Shown apart in --help.
+_FAULT_FIELDS: dict[str, tuple[str, type, str]] = {
+    "--throttle-rate": ("throttle_rate", float, "fraction of requests answered 429"),
+    "--retry-after": ("retry_after_seconds", int, "Retry-After seconds on 429"),
+    "--error-rate": ("error_rate", float, "fraction of requests answered 500/503"),
+    "--drop-rate": ("drop_rate", float, "fraction of requests whose connection is dropped after taking effect"),
+    "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
 }
 
 
@@ -90,6 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     for flag, (field, kind, help_text) in _FIELDS.items():
         parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    faults = parser.add_argument_group("fault injection, for tests", "never set these in production")
+    for flag, (field, kind, help_text) in _FAULT_FIELDS.items():
+        faults.add_argument(flag, dest=field, type=kind, help=help_text)
     return parser.parse_args(argv)
 
 
@@ -98,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
     if args.config and os.stat(args.config).st_mode & 0o077:
         log.warning("The config file %s is readable by other users; it may hold secrets: chmod 600 it.", args.config)
-    fields = [field for field, *_ in _FIELDS.values()]
+    fields = [field for field, *_ in (*_FIELDS.values(), *_FAULT_FIELDS.values())]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     from_environment = os.environ.get(ACCOUNTS_ENV, "").strip()
     if from_environment:

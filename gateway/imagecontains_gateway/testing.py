@@ -26,11 +26,11 @@ from typing import Any
 
 import uvicorn
 
-from airflow_provider_imagecontains.server.app import build_uvicorn_server
-from airflow_provider_imagecontains.server.config import REGION_NAME, Account, ServerConfig
-from airflow_provider_imagecontains.server.faults import STATS_PATH
-from airflow_provider_imagecontains.server.human import WorkforceStore
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.app import build_uvicorn_server
+from imagecontains_gateway.config import REGION_NAME, Account, ServerConfig
+from imagecontains_gateway.faults import STATS_PATH
+from imagecontains_gateway.human import WorkforceStore
+from imagecontains_gateway.store import TaskStore
 
 _LOOPBACK = "127.0.0.1"
 _START_TIMEOUT_SECONDS = 30.0
@@ -44,7 +44,7 @@ class LocalCrowdServer:
         CPU work off the caller's interpreter) instead of a thread of this process.
     :param tls: serve HTTPS with a self-signed certificate made for this server; :attr:`ca_bundle` is its
         file, which :meth:`airflow_connection` passes as the connection's ``verify``.
-    :param config_overrides: fields of :class:`~airflow_provider_imagecontains.server.config.ServerConfig`.
+    :param config_overrides: fields of :class:`~imagecontains_gateway.config.ServerConfig`.
     """
 
     def __init__(
@@ -198,7 +198,7 @@ class LocalCrowdServer:
         # The config holds account secrets: readable by this user only.
         config_file.touch(mode=0o600)
         config_file.write_text(self.config.to_json())
-        command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "--config", str(config_file)]
+        command = [sys.executable, "-m", "imagecontains_gateway", "--config", str(config_file)]
         command += ["--db", self.db_path, "--host", _LOOPBACK, "--port", str(self.port), "--log-level", "warning"]
         if self.ca_bundle and self._keyfile:
             command += ["--ssl-certfile", self.ca_bundle, "--ssl-keyfile", self._keyfile]

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, WorkerModel
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.service import Assignment, CrowdService
-from airflow_provider_imagecontains.server.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
+from imagecontains_gateway.adjudication import MODEL_FIELDS, WorkerModel
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.service import Assignment, CrowdService
+from imagecontains_gateway.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
 
 WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.reachability import unreachable_image_reason
-from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.reachability import unreachable_image_reason
+from imagecontains_gateway.service import CrowdError, CrowdService
+from imagecontains_gateway.store import TaskStore
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.store import TaskStore
 
 PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_prolific import TOKEN, FakeProlific
 
-from airflow_provider_imagecontains.server.ledger import PaidCall, PaidCallLedger, UnresolvedPaidCall, idempotency_key
-from airflow_provider_imagecontains.server.prolific_client import PUBLISH, ProlificClient
-from airflow_provider_imagecontains.server.store import TaskStore
-from tests.fake_prolific import TOKEN, FakeProlific
+from imagecontains_gateway.ledger import PaidCall, PaidCallLedger, UnresolvedPaidCall, idempotency_key
+from imagecontains_gateway.prolific_client import PUBLISH, ProlificClient
+from imagecontains_gateway.store import TaskStore
 
 ACCOUNT = "123456789012"
 PLACES, REWARD, BONUS = 2, 150, 30
@@ -125,12 +125,12 @@ def _study_found(client: ProlificClient, call: PaidCall) -> dict[str, Any] | Non
 
 
 def killed_in(db: Path, fake: FakeProlific, step: str) -> None:
-    root = str(Path(__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parent)
     child = f"""
         import sys
-        sys.path.insert(0, {root!r})
+        sys.path.insert(0, {here!r})
         from pathlib import Path
-        from tests.test_prolific_restart import pay_everything
+        from test_prolific_restart import pay_everything
         pay_everything(Path({str(db)!r}), {fake.api_url!r}, kill_after={step!r})
     """
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(child)], capture_output=True, timeout=60)

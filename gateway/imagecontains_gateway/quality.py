@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.adjudication import WorkerModel
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.store import TaskStore
 
 DEFAULT_DB = "imagecontains-server.db"
 # Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.

@@ -11,20 +11,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_provider_imagecontains.exceptions import InvalidTaskError
-from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.quality import block_reason, gold_due
-from airflow_provider_imagecontains.server.store import (
+from imagecontains_gateway.adjudication import WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.quality import block_reason, gold_due
+from imagecontains_gateway.store import (
     PROCESSING,
     StoredTask,
     TaskStore,
     canonical_json,
     to_microdollars,
 )
-from airflow_provider_imagecontains.validation import (
+from imagecontains_gateway.validation import (
     IMAGE_CONTAINS,
     IMAGE_CONTAINS_TEST,
+    InvalidTaskError,
     validate_task_input,
     validate_task_name,
 )

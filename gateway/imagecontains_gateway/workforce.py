@@ -8,9 +8,9 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from airflow_provider_imagecontains.server.config import CrowdClass
-from airflow_provider_imagecontains.server.quality import AnswerKey
-from airflow_provider_imagecontains.server.service import CrowdService
+from imagecontains_gateway.config import CrowdClass
+from imagecontains_gateway.quality import AnswerKey
+from imagecontains_gateway.service import CrowdService
 
 # How long an idle worker waits before looking again even when nobody signalled new work.
 _IDLE_POLL_SECONDS = 0.2

@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from fake_prolific import TOKEN, FakeProlific
 
-from airflow_provider_imagecontains.server.prolific_client import (
+from imagecontains_gateway.prolific_client import (
     AWAITING_REVIEW,
     COMPLETION_URL,
     ProlificAuthError,
@@ -18,7 +19,6 @@ from airflow_provider_imagecontains.server.prolific_client import (
     ProlificRequestError,
     ProlificUnavailable,
 )
-from tests.fake_prolific import TOKEN, FakeProlific
 
 STUDY_URL = (
     "https://gateway.example.com/prolific/start?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}"

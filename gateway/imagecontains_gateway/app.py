@@ -22,18 +22,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
-from airflow_provider_imagecontains.server.faults import STATS_PATH, FaultInjector
-from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
-from airflow_provider_imagecontains.server.human import HumanWorkforce
-from airflow_provider_imagecontains.server.logs import redact_server_logs
-from airflow_provider_imagecontains.server.protocol import bounded_protocol
-from airflow_provider_imagecontains.server.quality import AnswerKey
-from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
-from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
-from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.server.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
-from airflow_provider_imagecontains.server.workforce import SimulatedWorkforce
+from imagecontains_gateway.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
+from imagecontains_gateway.faults import STATS_PATH, FaultInjector
+from imagecontains_gateway.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
+from imagecontains_gateway.human import HumanWorkforce
+from imagecontains_gateway.logs import redact_server_logs
+from imagecontains_gateway.protocol import bounded_protocol
+from imagecontains_gateway.quality import AnswerKey
+from imagecontains_gateway.service import CrowdError, CrowdService
+from imagecontains_gateway.sigv4 import SignatureError, SigningKey, verify_signature
+from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
+from imagecontains_gateway.workforce import SimulatedWorkforce
 
 log = logging.getLogger(__name__)
 

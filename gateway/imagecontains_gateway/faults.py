@@ -13,8 +13,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.ui import UI_PATHS
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.ui import UI_PATHS
 
 # A private ASGI message: close the connection now, without a response (served by DroppingHttpToolsProtocol).
 DROP_CONNECTION = "imagecontains.drop_connection"

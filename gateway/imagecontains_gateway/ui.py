@@ -25,9 +25,9 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
 
-from airflow_provider_imagecontains.server.guards import BodyRule
-from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
-from airflow_provider_imagecontains.server.wording import article
+from imagecontains_gateway.guards import BodyRule
+from imagecontains_gateway.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from imagecontains_gateway.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_imagecontains.server.wording import article
+from imagecontains_gateway.wording import article
 
 
 @pytest.mark.parametrize(

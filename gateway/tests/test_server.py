@@ -15,8 +15,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from requests_aws4auth import AWS4Auth
 
-from airflow_provider_imagecontains.server.adjudication import adjudicate
-from airflow_provider_imagecontains.server.config import Account
+from imagecontains_gateway.adjudication import adjudicate
+from imagecontains_gateway.config import Account
 
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
 INPUT = {"image": {"url": "https://images.example.com/street/cam1.jpg"}, "target": {"label": "person"}}
@@ -428,7 +428,7 @@ def test_unknown_routes_and_methods_answer_json_errors(crowd_server):
 
 @pytest.mark.slow
 def test_sigkill_loses_no_task_or_answer_and_processing_continues(tmp_path):
-    from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+    from imagecontains_gateway.testing import LocalCrowdServer
 
     # Perfectly accurate workers always agree, so every task must end completed, never Inconclusive.
     with LocalCrowdServer(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_imagecontains.server.ledger import (
+from imagecontains_gateway.ledger import (
     DONE,
     PENDING,
     InsufficientBalance,
@@ -22,7 +22,7 @@ from airflow_provider_imagecontains.server.ledger import (
     UnresolvedPaidCall,
     idempotency_key,
 )
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.store import TaskStore
 
 ACCOUNT = "123456789012"
 
@@ -181,9 +181,9 @@ def test_keys_name_one_call() -> None:
 
 _CRASHING_CHILD = """
 import asyncio, os, sys
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {here!r})
 from pathlib import Path
-from tests.test_ledger import ACCOUNT, Remote, inline, open_ledger
+from test_ledger import ACCOUNT, Remote, inline, open_ledger
 ledger, remote = open_ledger(Path({tmp!r})), Remote(Path({tmp!r}) / "remote.json")
 def send(request):
     if {after_effect!r}:
@@ -196,8 +196,8 @@ asyncio.run(ledger.call_once("k1", "bonus", {{"key": "k1"}}, send, find=remote.f
 
 @pytest.mark.parametrize("after_effect", [True, False], ids=["killed-after-the-call", "killed-before-the-call"])
 def test_a_killed_process_leaves_a_call_made_exactly_once(tmp_path: Path, after_effect: bool) -> None:
-    root = str(Path(__file__).resolve().parents[1])
-    child = _CRASHING_CHILD.format(root=root, tmp=str(tmp_path), after_effect=after_effect)
+    here = str(Path(__file__).resolve().parent)
+    child = _CRASHING_CHILD.format(here=here, tmp=str(tmp_path), after_effect=after_effect)
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(child)], capture_output=True, timeout=60)
     assert killed.returncode == 9, killed.stderr.decode()
     ledger, remote = open_ledger(tmp_path), Remote(tmp_path / "remote.json")

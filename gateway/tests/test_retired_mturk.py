@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_imagecontains.server.__main__ import main
+from imagecontains_gateway.__main__ import main
 
 
 @pytest.mark.parametrize(

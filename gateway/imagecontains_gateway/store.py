@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, ClassPrior, WorkerModel
+from imagecontains_gateway.adjudication import MODEL_FIELDS, ClassPrior, WorkerModel
 
 PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
 # The stored answers of a human worker who could not tell, or whose image did not load: they keep the worker

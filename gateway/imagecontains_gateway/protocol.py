@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from airflow_provider_imagecontains.server.faults import DroppingHttpToolsProtocol
+from imagecontains_gateway.faults import DroppingHttpToolsProtocol
 
 # The largest request head (request line and headers) read before answering 431.
 MAX_HEAD_BYTES = 64 * 1024
