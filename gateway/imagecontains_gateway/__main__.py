@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagecontains_gateway.app import build_uvicorn_server
-from imagecontains_gateway.config import DEMO_ACCOUNT, Account, ServerConfig
+from imagecontains_gateway.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
 from imagecontains_gateway.human import token_main
 from imagecontains_gateway.quality import export_answers_main, gold_main
 
@@ -55,9 +55,6 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
         int,
         "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
     ),
-    "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
-    "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),
-    "--mturk-profile": ("mturk_profile", str, "AWS profile that pays for HITs (default: boto3's credential chain)"),
 }
 # Faults a client's tests provoke on purpose; never set in production. Shown apart in --help.
 _FAULT_FIELDS: dict[str, tuple[str, type, str]] = {
@@ -99,13 +96,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     faults = parser.add_argument_group("fault injection, for tests", "never set these in production")
     for flag, (field, kind, help_text) in _FAULT_FIELDS.items():
         faults.add_argument(flag, dest=field, type=kind, help=help_text)
-    parser.add_argument(
-        "--mturk-production",
-        dest="mturk_production",
-        action="store_const",
-        const=True,
-        help="with --workforce mturk: post HITs to MTurk production, paid with real money (default: the sandbox)",
-    )
     return parser.parse_args(argv)
 
 
@@ -114,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_json_file(args.config) if args.config else ServerConfig().replace(**CLI_DEFAULTS)
     if args.config and os.stat(args.config).st_mode & 0o077:
         log.warning("The config file %s is readable by other users; it may hold secrets: chmod 600 it.", args.config)
-    fields = [field for field, *_ in (*_FIELDS.values(), *_FAULT_FIELDS.values())] + ["mturk_production"]
+    fields = [field for field, *_ in (*_FIELDS.values(), *_FAULT_FIELDS.values())]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     from_environment = os.environ.get(ACCOUNTS_ENV, "").strip()
     if from_environment:
@@ -142,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] and argv[0] in commands:
         commands[argv[0]](argv[1:])
         return
+    if any(arg.startswith("--mturk-") for arg in argv):  # the retired workforce's flags: say why, not "unknown"
+        raise SystemExit(f"imagecontains-server: {MTURK_CLOSED}")
     args = parse_args(argv)
-    # The server's own messages (e.g. which MTurk endpoint and balance are in use) next to uvicorn's.
+    # The server's own messages (e.g. what a workforce is doing) next to uvicorn's.
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
         config = config_from_args(args)

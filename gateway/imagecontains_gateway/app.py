@@ -27,12 +27,6 @@ from imagecontains_gateway.faults import STATS_PATH, FaultInjector
 from imagecontains_gateway.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
 from imagecontains_gateway.human import HumanWorkforce
 from imagecontains_gateway.logs import redact_server_logs
-from imagecontains_gateway.mturk import (
-    MTurkRequester,
-    MTurkWorkforce,
-    mturk_client,
-    unreachable_image_reason,
-)
 from imagecontains_gateway.protocol import bounded_protocol
 from imagecontains_gateway.quality import AnswerKey
 from imagecontains_gateway.service import CrowdError, CrowdService
@@ -66,9 +60,6 @@ class CrowdServerApp:
         self.service: CrowdService | None = None
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
-        # Mechanical Turk workers (docs/mturk.md); the client is made here so missing credentials stop the start.
-        self.mturk_requester = MTurkRequester(mturk_client(config), config) if config.workforce == "mturk" else None
-        self.mturk: MTurkWorkforce | None = None
         self.api = self._build_api()
         self.faults = FaultInjector(self.api, config)
         self._api_bodies = BodyRule(config.max_body_bytes)
@@ -79,12 +70,11 @@ class CrowdServerApp:
         store = TaskStore(self.db_path)
         store.open_accounts([a.account_id for a in self.config.accounts], round(self.config.starting_balance * 1e6))
         store.release_claims()
-        check_image = unreachable_image_reason if self.mturk_requester is not None else None
-        self.service = service = CrowdService(store, self.config, check_image)
+        self.service = service = CrowdService(store, self.config)
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
-            crowd=() if self.config.workforce in ("human", "mturk") else self.config.crowd_classes,
+            crowd=() if self.config.workforce == "human" else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
@@ -92,10 +82,6 @@ class CrowdServerApp:
         workforce.start()
         if self.human is not None:
             self.human.start(service)
-        if self.mturk_requester is not None:
-            self.mturk = MTurkWorkforce(service, self.mturk_requester)
-            service.block_listeners.append(self.mturk.block_soon)
-            self.mturk.start()
         sweeper = asyncio.create_task(self._sweep_deadlines(service))
         try:
             yield
@@ -104,8 +90,6 @@ class CrowdServerApp:
             await workforce.stop()
             if self.human is not None:
                 await self.human.stop()
-            if self.mturk is not None:
-                await self.mturk.stop()
             store.close()
 
     @staticmethod

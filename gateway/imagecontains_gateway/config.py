@@ -10,11 +10,13 @@ from typing import Any
 
 REGION_NAME = "us-east-1"
 SERVICE_NAME = "crowd"
-# Who answers production tasks: simulated workers, people on the worker page, both, or Mechanical Turk workers.
-WORKFORCES = ("simulated", "human", "mixed", "mturk")
-# MTurk never lets a HIT created with fewer than 10 assignments grow to 10 or more (and charges a higher fee
-# from 10 on), so a HIT that grows one assignment at a time stops at 9.
-MTURK_MAX_ASSIGNMENTS = 9
+# Who answers production tasks: simulated workers, people on the worker page, or both.
+WORKFORCES = ("simulated", "human", "mixed")
+# The refusal of the retired workforce (or of a config file still holding its settings), on one line.
+MTURK_CLOSED = (
+    "Amazon Mechanical Turk closed for good on 2026-09-30: the mturk workforce is gone; "
+    "use --workforce prolific for paid participants (docs/changes.md)."
+)
 # Which way a simulated worker's mistakes go: either way, or all "yes" (a yes-sayer) or all "no".
 BIASES = ("yes", "no")
 
@@ -163,21 +165,6 @@ class ServerConfig:
     :param max_connections: connections and requests handled at once; beyond, requests get 503.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
-    :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
-        of the sandbox.
-    :param mturk_endpoint_url: the MTurk requester endpoint to use instead of the sandbox or production one.
-    :param mturk_region: the AWS region of the MTurk endpoint.
-    :param mturk_profile: the AWS profile whose credentials pay for HITs; None = boto3's default chain.
-    :param mturk_poll_seconds: how often open HITs are read for submitted assignments.
-    :param mturk_initial_assignments: assignments a new HIT starts with (more are added one at a time).
-    :param mturk_title: the HIT title workers see in the list of HITs.
-    :param mturk_description: the HIT description.
-    :param mturk_keywords: comma-separated search keywords of the HIT.
-    :param mturk_assignment_duration_seconds: time a worker has to answer once they accepted.
-    :param mturk_auto_approval_delay_seconds: MTurk approves an assignment by itself after this long (the
-        server approves each one as soon as it reads it; this is the safety net).
-    :param mturk_qualification_requirements: boto3 ``QualificationRequirements`` of the HIT (approval rate,
-        locale, Masters...); see docs/mturk.md.
     """
 
     accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
@@ -217,18 +204,6 @@ class ServerConfig:
     request_read_timeout_seconds: float = 30.0
     max_connections: int = 1000
     web_session_seconds: float = 12 * 3600.0
-    mturk_production: bool = False
-    mturk_endpoint_url: str | None = None
-    mturk_region: str = "us-east-1"
-    mturk_profile: str | None = None
-    mturk_poll_seconds: float = 0.2
-    mturk_initial_assignments: int = 1
-    mturk_title: str = "Does this image contain the object?"
-    mturk_description: str = "Look at one image and say whether it contains the named object."
-    mturk_keywords: str = "image, classification, yes/no, quick"
-    mturk_assignment_duration_seconds: int = 600
-    mturk_auto_approval_delay_seconds: int = 3600
-    mturk_qualification_requirements: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.accounts:
@@ -251,19 +226,10 @@ class ServerConfig:
             raise ValueError(f"Invalid confidence {self.confidence!r}: expected a probability between 0.5 and 1.")
         if not 0.5 < self.prior_worker_accuracy < 1.0:
             raise ValueError(f"Invalid prior_worker_accuracy {self.prior_worker_accuracy!r}: expected 0.5 < p < 1.")
+        if self.workforce == "mturk":
+            raise ValueError(MTURK_CLOSED)
         if self.workforce not in WORKFORCES:
             raise ValueError(f"Invalid workforce {self.workforce!r}: expected one of {', '.join(WORKFORCES)}.")
-        if not 1 <= self.mturk_initial_assignments <= min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS):
-            raise ValueError(
-                f"Invalid mturk_initial_assignments {self.mturk_initial_assignments!r}: expected 1 to "
-                f"{min(self.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)} (the answer cap of an MTurk HIT)."
-            )
-        if self.workforce == "mturk" and (
-            self.reward_per_answer < 0.01 or round(self.reward_per_answer, 2) != self.reward_per_answer
-        ):
-            raise ValueError(
-                f"Invalid reward {self.reward_per_answer!r} for MTurk: expected whole cents, at least 0.01."
-            )
         if self.crowd is not None:
             parse_crowd(self.crowd)
         for name in (
@@ -296,8 +262,8 @@ class ServerConfig:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
         if "allowed_hosts" in overrides:
             overrides["allowed_hosts"] = tuple(overrides["allowed_hosts"])
-        if "mturk_qualification_requirements" in overrides:
-            overrides["mturk_qualification_requirements"] = tuple(overrides["mturk_qualification_requirements"])
+        if any(name.startswith("mturk_") for name in overrides):
+            raise ValueError(MTURK_CLOSED)
         return dataclasses.replace(self, **overrides)
 
     def to_json(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imagecontains_gateway.adjudication import WorkerModel, adjudicate, learn_from_task
-from imagecontains_gateway.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
+from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.quality import block_reason, gold_due
 from imagecontains_gateway.store import (
     PROCESSING,
@@ -96,8 +96,6 @@ class CrowdService:
         self._max_answers = min(config.max_answers_per_task, config.simulated_workers or config.max_answers_per_task)
         if config.workforce != "simulated":  # people add workers of their own: only the configured cap applies
             self._max_answers = config.max_answers_per_task
-        if config.workforce == "mturk":  # one HIT per task, and a HIT cannot grow past its size rule
-            self._max_answers = min(config.max_answers_per_task, MTURK_MAX_ASSIGNMENTS)
         # One event per idle worker, set when a task may need an answer (a new task, or an answer that
         # did not decide one). Registered before the worker awaits, so no wake-up is lost.
         self._idle_workers: set[asyncio.Event] = set()

@@ -172,7 +172,7 @@ class TaskStore:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The connection, for rooms that keep tables of their own in this file (``server/mturk.py``), so that
+        """The connection, for rooms that keep tables of their own in this file (``server/ledger.py``), so that
         their changes and the task's can share one :meth:`transaction`."""
         return self._db
 

@@ -14,7 +14,7 @@ Answer = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], 
 
 
 class LoopbackServer:
-    """Serve GET, PUT, POST and DELETE on a free loopback port, answering each request with ``answer``.
+    """Serve GET, PUT, POST, PATCH and DELETE on a free loopback port, answering each request with ``answer``.
 
     :param answer: called once per request with its method, path, headers and body.
     """
@@ -34,7 +34,7 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client went away (e.g. a server killed mid-call by a test)
 
-            do_GET = do_PUT = do_DELETE = do_POST = _answer
+            do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = _answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
