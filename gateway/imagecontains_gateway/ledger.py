@@ -12,7 +12,7 @@ looked up (``find`` is None, e.g. a non-idempotent payment) and may have been se
 A call of several remote steps is one intent per step, each stored before the next is sent: a Prolific bonus
 is set up (``find`` answering None: an unpaid bonus costs nothing, so setting it up again is safe), its id
 stored as that intent's result, then paid (no ``find``: Prolific's pay is not idempotent and cannot be looked
-up), as ``tests/test_prolific_restart.py`` does. :meth:`PaidCallLedger.note` keeps what a step returned
+up), as ``gateway/tests/test_prolific_restart.py`` does. :meth:`PaidCallLedger.note` keeps what a step returned
 within one intent, for a caller that drives the steps itself.
 
 The ledger shares the task store's connection, and with it the event loop thread: only ``send`` and ``find``

@@ -20,7 +20,7 @@ Errors (all :class:`ProlificError`):
 where sending the request twice cannot do a thing twice: a call that creates or pays something (create a
 study, create or pay bonuses) is sent again only after a 429 or a failed connection (the request never
 arrived); after any other failure its outcome is unknown and the caller's ledger must find out
-(``server/ledger.py``). The token is sent in the ``Authorization: Token <token>`` header only, and appears
+(``ledger.py``). The token is sent in the ``Authorization: Token <token>`` header only, and appears
 in no log, error or repr.
 """
 
