@@ -1,7 +1,7 @@
 """A thin client of Prolific's REST API (``https://api.prolific.com/api/v1/``), on ``requests``.
 
 Prolific has no official Python SDK. Every path, field and status below was checked on 2026-12-03 against
-Prolific's API reference (docs.prolific.com/api-reference: Studies, Submissions, Bonuses, Workspaces,
+Prolific's API reference (docs.prolific.com/api-reference: Studies, Submissions, Bonuses,
 Introduction) and its OpenAPI document (docs.prolific.com/openapi.json). What the reference leaves open is
 said where it is used (the pages of a list, the shape of an insufficient-funds refusal).
 
@@ -267,10 +267,6 @@ class ProlificClient:
     def me(self) -> dict[str, Any]:
         """``GET /api/v1/users/me/``: the token's user; the start-up check of the token."""
         return self._call("GET", "/api/v1/users/me/")
-
-    def workspace_balance(self, workspace_id: str) -> dict[str, Any]:
-        """``GET /api/v1/workspaces/{id}/balance/``: ``currency_code``, ``total_balance``, ``available_balance``."""
-        return self._call("GET", f"/api/v1/workspaces/{workspace_id}/balance/")
 
     def study_cost(self, reward: float, total_available_places: int) -> float:
         """``POST /api/v1/study-cost-calculator/``: what ``total_available_places`` places at ``reward`` cents
