@@ -30,7 +30,7 @@ from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, Human
 from airflow_provider_imagecontains.server.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
-UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/", "/prolific/")
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
