@@ -395,3 +395,8 @@ def test_a_dead_loop_says_so_and_takes_no_more_paid_work(
         with pytest.raises(CrowdApiError, match=r"ServiceUnavailable|The Prolific loop stopped"):
             hook.put_task("image-contains", "later", {"image": {"url": IMAGES[1]}, "target": {"label": "person"}})
         assert late.get(late.start_url()).status == 503
+        dashboard = requests.Session()
+        token = server.issue_token("dashboard", ACCOUNT)
+        dashboard.post(f"{server.endpoint_url}/signin", data={"token": token}, timeout=30).raise_for_status()
+        figures = dashboard.get(f"{server.endpoint_url}/dashboard/data", timeout=30).json()
+        assert any("The Prolific loop stopped" in problem for problem in figures["problems"])

@@ -63,7 +63,10 @@ class CrowdServerApp:
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
         # Prolific participants (docs/prolific.md); the token is checked here so a refused one stops the start.
-        self.prolific = ProlificWorkforce(config, prolific_client(config)) if config.workforce == "prolific" else None
+        prolific = ProlificWorkforce(config, prolific_client(config)) if config.workforce == "prolific" else None
+        if self.human is not None and prolific is not None:
+            self.human.problem_sources.append(lambda: prolific.failure)  # the dashboard says when its loop died
+        self.prolific = prolific
         self.api = self._build_api()
         self.faults = FaultInjector(self.api, config)
         self._api_bodies = BodyRule(config.max_body_bytes)

@@ -241,6 +241,7 @@ class WorkforcePages:
             time.time(),
             name_prefix=request.query_params.get("prefix", ""),
         )
+        figures["problems"] = self.workforce.problems()
         for task in figures["tasks"]:
             task["image"] = _image_shown(task["image_url"], request)
         config = self.workforce.config
