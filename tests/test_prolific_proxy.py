@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_prolific import FakeProlific
 
-from airflow_provider_imagecontains.server.testing import self_signed_certificate
-from tests.fake_prolific import FakeProlific
+from imagecontains_gateway.testing import self_signed_certificate
 from tests.test_prolific_workforce import (
     ACCOUNT,
     IMAGES,

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 import requests
+from fake_prolific import TOKEN, FakeProlific
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.__main__ import config_from_args, parse_args
-from airflow_provider_imagecontains.server.__main__ import main as server_main
-from airflow_provider_imagecontains.server.app import CrowdServerApp
-from airflow_provider_imagecontains.server.prolific import STUDY_URL_QUERY
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
-from tests.fake_prolific import TOKEN, FakeProlific
+from imagecontains_gateway.__main__ import config_from_args, parse_args
+from imagecontains_gateway.__main__ import main as server_main
+from imagecontains_gateway.app import CrowdServerApp
+from imagecontains_gateway.prolific import STUDY_URL_QUERY
+from imagecontains_gateway.testing import LocalCrowdServer
 
 # Images whose name says "person" contain a person (what a careful participant sees).
 IMAGES = [f"https://frames.example.com/cam{n}/{'person' if n % 2 else 'empty'}-{n:03d}.jpg" for n in range(6)]
