@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 import requests
 from fake_prolific import TOKEN, FakeProlific
+from requests_aws4auth import AWS4Auth
 
-from airflow_provider_imagecontains.exceptions import CrowdApiError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from imagecontains_gateway.__main__ import config_from_args, parse_args
 from imagecontains_gateway.__main__ import main as server_main
 from imagecontains_gateway.app import CrowdServerApp
 from imagecontains_gateway.prolific import STUDY_URL_QUERY
+from imagecontains_gateway.store import TaskStore
 from imagecontains_gateway.testing import LocalCrowdServer
 
 # Images whose name says "person" contain a person (what a careful participant sees).
@@ -392,11 +393,72 @@ def test_a_dead_loop_says_so_and_takes_no_more_paid_work(
         late = Participant(fake, study_id, "pid-late")
         fake.token = "revoked"
         wait_until(lambda: "The Prolific loop stopped" in caplog.text, what="the loop's death logged")
-        with pytest.raises(CrowdApiError, match=r"ServiceUnavailable|The Prolific loop stopped"):
-            hook.put_task("image-contains", "later", {"image": {"url": IMAGES[1]}, "target": {"label": "person"}})
+        # One signed PUT (the hook would retry a 503 with backoff): refused, saying why.
+        account = server.account
+        refused = requests.put(
+            f"{server.endpoint_url}/{ACCOUNT}/functions/image-contains/tasks/later",
+            json={"input": {"image": {"url": IMAGES[1]}, "target": {"label": "person"}}},
+            auth=AWS4Auth(account.access_key_id, account.secret_access_key, "us-east-1", "crowd"),
+            timeout=30,
+        )
+        assert refused.status_code == 503 and "The Prolific loop stopped" in refused.json()["message"]
         assert late.get(late.start_url()).status == 503
         dashboard = requests.Session()
         token = server.issue_token("dashboard", ACCOUNT)
         dashboard.post(f"{server.endpoint_url}/signin", data={"token": token}, timeout=30).raise_for_status()
         figures = dashboard.get(f"{server.endpoint_url}/dashboard/data", timeout=30).json()
         assert any("The Prolific loop stopped" in problem for problem in figures["problems"])
+
+
+def test_a_participant_who_finds_no_task_left_still_gets_a_batch_and_the_code(
+    tmp_path: Any, fake: FakeProlific, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with prolific_server(tmp_path, fake, gold_share=0.0) as server:
+        gold = [
+            (f"https://gold.example.com/{'person' if n % 2 else 'empty'}-{n}.jpg", "person", bool(n % 2))
+            for n in range(3)
+        ]
+        store = TaskStore(server.db_path)
+        store.add_gold(gold)
+        store.close()
+        hook = connect(monkeypatch, server)
+        names = put_images(hook, IMAGES[:4])
+        study_id = the_study(fake)
+        # Careful participants settle every task (two agreeing answers suffice at this prior) while places for
+        # the answers expected at first remain.
+        early = 0
+        while any(hook.get_task("image-contains", name)["state"] == "processing" for name in names):
+            participant = Participant(fake, study_id, f"pid-early{early}")
+            participant.submit(participant.take_part())
+            early += 1
+        # A place more than the work needs (added on Prolific's site, or left when answers came quicker than
+        # expected): its participant finds no task.
+        fake.studies[study_id]["total_available_places"] += 1
+        fake.studies[study_id]["status"] = "ACTIVE"
+        late = Participant(fake, study_id, "pid-late")
+        page = late.take_part()
+        code = late.submit(page)
+        assert "You answered 3 questions" in page.text, "a batch of the three gold questions, then the code"
+        answered = sqlite3.connect(server.db_path).execute(
+            "SELECT COUNT(*) FROM gold_answers WHERE worker = 'prolific:pid-late'"
+        )
+        assert answered.fetchone()[0] == 3 and code
+        wait_until(lambda: fake.effects[("approve", late.session_id)] == 1, what="the gold batch approved")
+
+
+def test_an_approval_prolific_refuses_is_reported_once_and_the_rest_go_on(
+    tmp_path: Any, fake: FakeProlific, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with prolific_server(tmp_path, fake) as server:
+        put_images(connect(monkeypatch, server), IMAGES[:4])
+        study_id = the_study(fake)
+        first, second = (Participant(fake, study_id, f"pid-{n}") for n in range(2))
+        fake.inject(400, method="POST", path=f"/api/v1/submissions/{first.session_id}/transition/")
+        first.submit(first.take_part())
+        wait_until(lambda: "approve it by hand" in caplog.text, what="the refusal reported")
+        second.submit(second.take_part())
+        wait_until(lambda: fake.effects[("approve", second.session_id)] == 1, what="the next one approved")
+        time.sleep(0.3)
+    assert caplog.text.count("approve it by hand") == 1, "reported once, not retried in a loop"
+    assert fake.requests[("POST", f"/api/v1/submissions/{first.session_id}/transition/")] == 1
+    assert "The Prolific loop stopped" not in caplog.text

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlsplit
 
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.ledger import (
+    ABANDONED,
     InsufficientBalance,
     PaidCallLedger,
     UnresolvedPaidCall,
@@ -499,14 +500,25 @@ class ProlificWorkforce:
         assert study.study_id is not None
         status = (await self._call(self.client.get_study, study.study_id)).status or UNPUBLISHED
         self.studies.set_status(account, status)
-        if outstanding == 0:
-            if status == ACTIVE:
-                await self._call(self.client.transition_study, study.study_id, PAUSE)
-            return
-        # More places make a full (AWAITING REVIEW or COMPLETED) study ACTIVE again; a draft is published and a
-        # paused study started.
-        if await self._grow(study, outstanding) and status in (UNPUBLISHED, PAUSED):
-            await self._publish(study.account, study.study_id, PUBLISH if status == UNPUBLISHED else START)
+        try:
+            if outstanding == 0:
+                if status == ACTIVE:
+                    await self._pause(study.study_id)
+                return
+            # More places make a full (AWAITING REVIEW or COMPLETED) study ACTIVE again; a draft is published and
+            # a paused study started.
+            if await self._grow(study, outstanding) and status in (UNPUBLISHED, PAUSED):
+                await self._publish(study.account, study.study_id, PUBLISH if status == UNPUBLISHED else START)
+        except ProlificRequestError as err:  # about our request: sending it again would not help
+            self._refuse(account, err)
+
+    async def _pause(self, study_id: str) -> None:
+        try:
+            await self._call(self.client.transition_study, study_id, PAUSE)
+        except ProlificRequestError:
+            # Full meanwhile (AWAITING REVIEW, COMPLETED): nobody can start it, which is what pausing was for.
+            if (await self._call(self.client.get_study, study_id)).status == ACTIVE:
+                raise
 
     def _real_questions_per_place(self) -> float:
         return max(self.config.prolific_batch_size * (1.0 - self.config.gold_share), 1.0)
@@ -635,6 +647,7 @@ class ProlificWorkforce:
         )
 
     def _refuse(self, account: str, err: ProlificRequestError) -> None:
+        """Fail the account's waiting tasks with Prolific's reason, now and until a restart (no retry loop)."""
         problem = {"code": PROLIFIC_REFUSED, "message": f"Prolific refused this server's study: {err}"}
         self.refused[account] = problem
         failed = self.studies.fail_unstarted(account, problem)
@@ -652,8 +665,14 @@ class ProlificWorkforce:
                 self.studies.set_session_status(session.session_id, submission.status)
             if submission.status in PLACE_FREED:
                 self.give_back(session.session_id)
-            elif submission.status == AWAITING_REVIEW and session.finished_at is not None and not session.approved:
-                await self._approve(session.session_id, study.account, await self._place_cost(study.reward))
+            elif submission.status == AWAITING_REVIEW and self._approvable(session):
+                try:
+                    await self._approve(session.session_id, study.account, await self._place_cost(study.reward))
+                except ProlificRequestError as err:
+                    self.ledger.abandon(idempotency_key(APPROVE, session.session_id), str(err), refund=True)
+                    log.error(
+                        "Prolific refused to approve submission %s (%s): approve it by hand", session.session_id, err
+                    )
         median = self.studies.median_seconds_per_answer()
         if median is None:
             return
@@ -662,6 +681,13 @@ class ProlificWorkforce:
             for session in self.studies.sessions(study.study_id):
                 if session.approved:
                     await self._top_up(study, session, top_up)
+
+    def _approvable(self, session: Session) -> bool:
+        """Its batch is in the database, and it was neither approved nor refused by Prolific before."""
+        refused = self.ledger.get(idempotency_key(APPROVE, session.session_id))
+        return (
+            session.finished_at is not None and not session.approved and (refused is None or refused.state != ABANDONED)
+        )
 
     async def _approve(self, submission_id: str, account: str, microdollars: int) -> None:
         """Approve the submission once; the account is charged the place (its reward and fees) with the intent."""
