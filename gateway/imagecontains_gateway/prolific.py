@@ -10,11 +10,13 @@ outstanding answers need them, pauses the study when no work is left and starts 
 approves completed submissions whose answers are stored, and pays top-up bonuses when the measured time
 made the pay fall under ``prolific_hourly_rate``. Nothing is rejected automatically.
 
-Exactly once across crashes: every paid call is first decided in SQLite (the account charged in the same
-transaction), then sent. A study's row, with its unique ``internal_name``, is stored before the study is
-created, so a crash before its id came back finds it again by that name instead of creating a second one;
-``total_available_places`` is sent as an absolute number; only submissions Prolific lists as AWAITING REVIEW
-are approved; a bonus's id is stored before ``pay``, and a pay whose outcome a crash hid is never resent.
+Exactly once across crashes: every paid call goes through the write-ahead ledger (``ledger.py``), its intent
+stored (and the account charged) before it is sent, and looked up at Prolific rather than resent after a crash.
+A study's row, with its unique ``internal_name``, is stored before the study is created, so a crash before its
+id came back finds it by that name instead of creating a second one; ``total_available_places`` is sent as an
+absolute number; an approval is found by the submission's status; a bonus's id is stored before ``pay``, and a
+pay whose outcome a crash hid is never resent. The account pays as Prolific charges: each approved place
+(reward, fees and VAT, from Prolific's cost calculator) and each bonus's total.
 """
 
 from __future__ import annotations
@@ -92,8 +94,7 @@ CREATE TABLE IF NOT EXISTS prolific_studies (
     completion_code TEXT NOT NULL,
     reward INTEGER NOT NULL,
     estimated_minutes INTEGER NOT NULL,
-    places INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'UNPUBLISHED'
+    places INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS prolific_sessions (
     session_id TEXT PRIMARY KEY,
@@ -121,7 +122,6 @@ class Study:
     reward: int
     estimated_minutes: int
     places: int
-    status: str
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class ProlificStore:
     def add_study(self, study: Study) -> None:
         """Store the study about to be created (before anything is sent: its internal name finds it again)."""
         self._db.execute(
-            f"INSERT INTO prolific_studies ({_STUDY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO prolific_studies ({_STUDY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             (
                 study.account,
                 study.internal_name,
@@ -193,7 +193,6 @@ class ProlificStore:
                 study.reward,
                 study.estimated_minutes,
                 study.places,
-                UNPUBLISHED,
             ),
         )
 
@@ -202,9 +201,6 @@ class ProlificStore:
 
     def confirm_places(self, study_id: str, places: int) -> None:
         self._db.execute("UPDATE prolific_studies SET places = MAX(places, ?) WHERE study_id = ?", (places, study_id))
-
-    def set_status(self, account: str, status: str) -> None:
-        self._db.execute("UPDATE prolific_studies SET status = ? WHERE account = ?", (status, account))
 
     # Sessions
 
@@ -287,7 +283,7 @@ class ProlificStore:
         return sum(self.store.finish(task_id, problem=problem) for (task_id,) in rows)
 
 
-_STUDY_COLUMNS = "account, internal_name, study_id, completion_code, reward, estimated_minutes, places, status"
+_STUDY_COLUMNS = "account, internal_name, study_id, completion_code, reward, estimated_minutes, places"
 _SESSION_COLUMNS = "session_id, study_id, participant, answered, started_at, finished_at, status, approved"
 
 
@@ -301,7 +297,7 @@ def _hash(secret: str) -> str:
 
 
 class ProlificWorkforce:
-    """Runs the studies and serves the participants (the pages live in ``server/prolific_pages.py``).
+    """Runs the studies and serves the participants (their pages are ``prolific_pages.py``).
 
     :param config: the server settings.
     :param client: the Prolific API client.
@@ -499,7 +495,6 @@ class ProlificWorkforce:
                 return
         assert study.study_id is not None
         status = (await self._call(self.client.get_study, study.study_id)).status or UNPUBLISHED
-        self.studies.set_status(account, status)
         try:
             if outstanding == 0:
                 if status == ACTIVE:
@@ -535,7 +530,6 @@ class ProlificWorkforce:
             reward=reward_cents(self.config.prolific_hourly_rate, batch, seconds),
             estimated_minutes=estimated_minutes(batch, seconds),
             places=math.ceil(outstanding / self._real_questions_per_place()),
-            status=UNPUBLISHED,
         )
 
     async def _create(self, study: Study) -> Study | None:
