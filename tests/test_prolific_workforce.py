@@ -21,10 +21,12 @@ import requests
 from fake_prolific import TOKEN, FakeProlific
 from requests_aws4auth import AWS4Auth
 
+from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from imagecontains_gateway.__main__ import config_from_args, parse_args
 from imagecontains_gateway.__main__ import main as server_main
 from imagecontains_gateway.app import CrowdServerApp
+from imagecontains_gateway.config import DEMO_ACCOUNT, Account
 from imagecontains_gateway.prolific import STUDY_URL_QUERY
 from imagecontains_gateway.store import TaskStore
 from imagecontains_gateway.testing import LocalCrowdServer
@@ -462,3 +464,31 @@ def test_an_approval_prolific_refuses_is_reported_once_and_the_rest_go_on(
     assert caplog.text.count("approve it by hand") == 1, "reported once, not retried in a loop"
     assert fake.requests[("POST", f"/api/v1/submissions/{first.session_id}/transition/")] == 1
     assert "The Prolific loop stopped" not in caplog.text
+
+
+def test_only_listed_accounts_reach_participants_and_only_with_images_they_can_load(
+    tmp_path: Any, fake: FakeProlific, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staff_only = Account("210987654321", "AKIASTAFFONLY0000001", "staff-only-secret")
+    with prolific_server(tmp_path, fake, accounts=(DEMO_ACCOUNT, staff_only), gold_share=0.0) as server:
+        hook = connect(monkeypatch, server)
+        for url in ("http://frames.example.com/cam1.jpg", "https://cam1.local/frame.jpg", "https://10.0.0.7/f.jpg"):
+            with pytest.raises(InvalidTaskError, match=r"Prolific participants|cannot reach"):
+                hook.put_task("image-contains", "unreachable", {"image": {"url": url}, "target": {"label": "person"}})
+        # The other account's surveillance frame stays with the staff, whatever its URL.
+        auth = AWS4Auth(staff_only.access_key_id, staff_only.secret_access_key, "us-east-1", "crowd")
+        frame = {"input": {"image": {"url": "http://cam1.local/frame.jpg"}, "target": {"label": "person"}}}
+        url = f"{server.endpoint_url}/{staff_only.account_id}/functions/image-contains/tasks/frame"
+        assert requests.put(url, json=frame, auth=auth, timeout=30).status_code == 201
+        put_images(hook, IMAGES[:1])
+        study_id = the_study(fake)
+        assert len(fake.studies) == 1, "no study for the account not listed"
+        participant = Participant(fake, study_id, "pid-public")
+        page = participant.take_part()
+        assert "cam1.local" not in page.text
+        assert [
+            worker
+            for task in server.tasks()
+            if task["account"] == staff_only.account_id
+            for worker, _ in task["answers"]
+        ] == []
