@@ -96,6 +96,8 @@ def _take_part_through(fake: FakeProlific, server: Any, public_url: str, cert: s
     participant.browser.headers["Origin"] = public_url
     url = participant.start_url()
     assert url.startswith(public_url + "/prolific/start?")
+    arrival = participant.browser.get(url, allow_redirects=False, timeout=30)
+    assert "Secure" in arrival.headers["set-cookie"] and "HttpOnly" in arrival.headers["set-cookie"]
     page = participant.get(url)
     assert page.url == public_url + "/prolific/work" and 'id="question"' in page.text, page.text
     page = participant.go_on(page)

@@ -492,3 +492,17 @@ def test_only_listed_accounts_reach_participants_and_only_with_images_they_can_l
             if task["account"] == staff_only.account_id
             for worker, _ in task["answers"]
         ] == []
+
+
+def test_a_blocked_participant_is_asked_to_return_the_submission(
+    tmp_path: Any, fake: FakeProlific, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with prolific_server(tmp_path, fake) as server:
+        put_images(connect(monkeypatch, server), IMAGES[:4])
+        study_id = the_study(fake)
+        store = TaskStore(server.db_path)
+        store.block("prolific:pid-spammer", "gold accuracy 0.20 < 0.60", time.time())
+        store.close()
+        spammer = Participant(fake, study_id, "pid-spammer")
+        page = spammer.get(spammer.start_url())
+        assert page.status == 403 and "return your submission" in page.text and 'id="question"' not in page.text

@@ -52,6 +52,7 @@ class ProlificPages:
         config = workforce.config
         self.images_dir = Path(config.images_dir).resolve() if config.images_dir else None
         self.own_images = (config.public_url or "").rstrip("/") + "/images/"
+        self.secure = (config.public_url or "").startswith("https://")
         self.templates = Jinja2Templates(
             env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
         )
@@ -97,7 +98,13 @@ class ProlificPages:
         self.workforce.studies.open_session(session_id, study_id, participant, browser_id)
         response = RedirectResponse("/prolific/work", status_code=303)
         response.set_cookie(
-            PARTICIPANT_COOKIE, browser_id, max_age=_COOKIE_SECONDS, httponly=True, samesite="lax", path="/prolific"
+            PARTICIPANT_COOKIE,
+            browser_id,
+            max_age=_COOKIE_SECONDS,
+            httponly=True,
+            samesite="lax",
+            path="/prolific",
+            secure=self.secure,  # never sent over plain HTTP once the site is HTTPS
         )
         return response
 
