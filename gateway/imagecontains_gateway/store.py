@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -261,13 +261,15 @@ class TaskStore:
         )
         return cursor.rowcount
 
-    def claim_next(self, worker: str, function: str) -> StoredTask | None:
-        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet."""
+    def claim_next(self, worker: str, function: str, accounts: Collection[str] | None = None) -> StoredTask | None:
+        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet (of one of
+        ``accounts``, when given)."""
+        of_accounts = "" if accounts is None else f"AND account IN ({','.join('?' * len(accounts))}) "
         row = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE function = ? AND state = 'processing' "  # noqa: S608
-            "AND claimed_by IS NULL AND NOT EXISTS "
+            f"AND claimed_by IS NULL {of_accounts}AND NOT EXISTS "
             "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.worker = ?) ORDER BY id LIMIT 1",
-            (function, worker),
+            (function, *(accounts or ()), worker),
         ).fetchone()
         if row is None:
             return None

@@ -30,7 +30,7 @@ from imagecontains_gateway.human import DASHBOARD, WORKER, HumanWorkforce, Ident
 from imagecontains_gateway.wording import article
 
 # The URL paths the web pages own (the fault injector leaves them alone).
-UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/", "/prolific/")
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
@@ -241,6 +241,7 @@ class WorkforcePages:
             time.time(),
             name_prefix=request.query_params.get("prefix", ""),
         )
+        figures["problems"] = self.workforce.problems()
         for task in figures["tasks"]:
             task["image"] = _image_shown(task["image_url"], request)
         config = self.workforce.config
