@@ -50,7 +50,7 @@ def _deferred_result(sensor: ImageContainsSensor):
 def test_defers_to_one_trigger_for_all_tasks_and_returns_records(crowd_server) -> None:
     crowd_server()
     handle = _submit()
-    deferred, event = _deferred_result(_sensor(handle, timeout=90))
+    deferred, event = _deferred_result(_sensor(handle, deferrable=True, timeout=90))
 
     assert isinstance(deferred.trigger, ImageContainsTrigger)
     assert deferred.trigger.task_names == [t["task_name"] for t in handle["tasks"]]
@@ -66,7 +66,7 @@ def test_defers_to_one_trigger_for_all_tasks_and_returns_records(crowd_server) -
 def test_non_deferrable_modes_give_the_same_results(crowd_server, mode) -> None:
     crowd_server()
     handle = _submit()
-    _, event = _deferred_result(_sensor(handle))
+    _, event = _deferred_result(_sensor(handle, deferrable=True))
     deferred_records = _sensor(handle).execute_complete({}, event)
 
     sensor = _sensor(handle, deferrable=False, mode=mode)
@@ -103,7 +103,7 @@ def failed_handle(crowd_server):
 
 
 def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
-    _, event = _deferred_result(_sensor(failed_handle))
+    _, event = _deferred_result(_sensor(failed_handle, deferrable=True))
     with pytest.raises(AirflowFailException, match="3 of 3 crowd task") as caught:  # final: no Airflow retry
         _sensor(failed_handle).execute_complete({}, event)
     assert IMAGES[0] in str(caught.value) and "Expired" in str(caught.value)
@@ -111,7 +111,7 @@ def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
 
 
 def test_failed_policy_skip_and_report(failed_handle) -> None:
-    _, event = _deferred_result(_sensor(failed_handle))
+    _, event = _deferred_result(_sensor(failed_handle, deferrable=True))
     with pytest.raises(AirflowSkipException, match="3 of 3 crowd task"):
         _sensor(failed_handle, failed_policy="skip").execute_complete({}, event)
     records = _sensor(failed_handle, failed_policy="report").execute_complete({}, event)
@@ -173,19 +173,6 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     assert not server.tasks(function_name=TEST_FN)
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, True), ("False", False), ("True", True)])
-def test_deferrable_defaults_to_the_deployments_default_deferrable_else_true(monkeypatch, setting, expected) -> None:
-    if setting is None:
-        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
-    else:
-        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
-    with _dag():
-        sensor = ImageContainsSensor(task_id="wait", submission={})
-        explicit = ImageContainsSensor(task_id="wait_explicitly", submission={}, deferrable=not expected)
-    assert sensor.deferrable is expected
-    assert explicit.deferrable is (not expected)
-
-
 def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_server, tmp_path) -> None:
     from types import SimpleNamespace
 
@@ -193,7 +180,7 @@ def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_serve
 
     crowd_server()
     handle = _submit()
-    _, event = _deferred_result(_sensor(handle))
+    _, event = _deferred_result(_sensor(handle, deferrable=True))
     in_xcom = _sensor(handle).execute_complete({}, event)
     folder = f"file://{tmp_path}/results"
     contexts = [{"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="wait", map_index=i)} for i in (0, 1)]
@@ -228,7 +215,7 @@ def test_a_stored_handle_keeps_xcom_and_the_trigger_kwargs_small(crowd_server, t
 
     assert stored["tasks_uri"] == f"{folder}/sensor_dag/r1/submit.tasks.jsonl" and stored["task_count"] == 8
     assert "tasks" not in stored and len(json.dumps(stored)) < 300
-    deferred, event = _deferred_result(_sensor(stored))
+    deferred, event = _deferred_result(_sensor(stored, deferrable=True))
     kwargs = deferred.trigger.serialize()[1]
     assert kwargs["task_names"] is None and kwargs["tasks_uri"] == stored["tasks_uri"]
     assert len(json.dumps(kwargs)) < 400  # whatever the number of images

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import configparser
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
@@ -40,9 +38,10 @@ class ImageContainsSensor(BaseSensorOperator):
     Wait until every task of an :class:`~airflow_provider_imagecontains.operators.imagecontains.ImageContainsOperator`
     submission has finished, then return the results.
 
-    By default the sensor defers to one :class:`~airflow_provider_imagecontains.triggers.imagecontains.ImageContainsTrigger`
-    that watches all tasks, so no worker slot is held while the crowd works. With
-    ``deferrable=False`` it pokes in ``poke`` or ``reschedule`` mode and returns the same results.
+    With ``deferrable=True`` the sensor defers to one
+    :class:`~airflow_provider_imagecontains.triggers.imagecontains.ImageContainsTrigger` that watches all tasks,
+    so no worker slot is held while the crowd works. With ``deferrable=False`` it pokes in ``poke`` or
+    ``reschedule`` mode and returns the same results.
 
     The XCom return value is a list of records ``{"url", "label", "task_name", "state",
     "contains_target", "confidence", "answers", "problem", "source", "model_score", "model_contains_target"}``,
@@ -55,8 +54,8 @@ class ImageContainsSensor(BaseSensorOperator):
         is merged.
     :param failed_policy: what to do when tasks end ``failed``: ``"fail"`` the Airflow task
         listing them (default), ``"skip"`` it, or ``"report"`` them in the results.
-    :param deferrable: wait in the triggerer. ``None`` (default): ``[operators] default_deferrable`` if the
-        deployment sets it, else ``True``.
+    :param deferrable: wait in the triggerer (needs one running); default ``[operators] default_deferrable``,
+        which Airflow ships as ``False``.
     :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
     :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
     :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
@@ -76,7 +75,7 @@ class ImageContainsSensor(BaseSensorOperator):
         *,
         submission: Any,
         failed_policy: str = "fail",
-        deferrable: bool | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 600,
         poke_interval: timedelta | float = 60,
         records_path: str | None = None,
@@ -88,7 +87,7 @@ class ImageContainsSensor(BaseSensorOperator):
             raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
         self.submission = submission
         self.failed_policy = failed_policy
-        self.deferrable = deployment_default_deferrable() if deferrable is None else deferrable
+        self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
         self.records_path = records_path
         self.records_conn_id = records_conn_id
@@ -146,19 +145,6 @@ class ImageContainsSensor(BaseSensorOperator):
         from airflow_provider_imagecontains.lineage import images_lineage
 
         return images_lineage(task["url"] for task in parse_submission(self.submission)["tasks"])
-
-
-def deployment_default_deferrable() -> bool:
-    """``[operators] default_deferrable`` if the deployment sets it (airflow.cfg or environment), else True.
-
-    Airflow's own default for the option is False, so ``getboolean(..., fallback=True)`` would never defer
-    by default: only a value the deployment chose overrides the sensor's default of deferring.
-    """
-    variable = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
-    in_file = configparser.ConfigParser.has_option(conf, "operators", "default_deferrable")
-    if in_file or any(name in os.environ for name in (variable, f"{variable}_CMD", f"{variable}_SECRET")):
-        return conf.getboolean("operators", "default_deferrable")
-    return True
 
 
 def parse_submission(submission: Any) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""apache/airflow's own checks of provider operators, applied to ours: the ``deferrable`` default
+(``check_deferrable_default``) and template fields that are constructor arguments of the same name
+(``validate_operators_init``)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from datetime import datetime
+
+import pytest
+from airflow.sdk import DAG
+
+from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
+
+OPERATORS = [ImageContainsOperator, ImageContainsSensor]
+REQUIRED = {ImageContainsOperator: {"images": []}, ImageContainsSensor: {"submission": {}}}
+
+
+def _init(cls: type) -> ast.FunctionDef:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    (class_def,) = tree.body
+    assert isinstance(class_def, ast.ClassDef)
+    return next(node for node in class_def.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+
+
+def _defaults(init: ast.FunctionDef) -> dict[str, ast.expr | None]:
+    args = init.args
+    positional = args.posonlyargs + args.args
+    defaults: dict[str, ast.expr | None] = dict.fromkeys(arg.arg for arg in positional)
+    with_defaults = [arg.arg for arg in positional[len(positional) - len(args.defaults) :]]
+    defaults.update(zip(with_defaults, args.defaults, strict=True))
+    defaults.update({arg.arg: default for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)})
+    return defaults
+
+
+@pytest.mark.parametrize("cls", OPERATORS, ids=lambda cls: cls.__name__)
+def test_deferrable_defaults_to_the_deployments_default_deferrable_falling_back_to_false(cls) -> None:
+    default = _defaults(_init(cls))["deferrable"]
+    assert default is not None
+    assert ast.unparse(default) == "conf.getboolean('operators', 'default_deferrable', fallback=False)"
+    # This test session sets no [operators] default_deferrable: nothing defers without a triggerer asked for.
+    with DAG("conventions", schedule=None, start_date=datetime(2026, 1, 1)):
+        built = cls(task_id="t", **REQUIRED[cls])
+    assert built.deferrable is False
