@@ -37,7 +37,7 @@ IMAGES = [f"https://img.example.com/cam/{i:04d}.jpg" for i in range(10)]
 
 def _operator(**kwargs) -> ImageContainsOperator:
     with DAG("ops_dag", schedule=None, start_date=datetime(2026, 1, 1)):
-        settings = {"task_id": "submit", "images": IMAGES, "label": "person", "function_name": TEST_FN, **kwargs}
+        settings = {"task_id": "submit", "images": IMAGES, "target_label": "person", "function_name": TEST_FN, **kwargs}
         return ImageContainsOperator(**settings)
 
 
@@ -160,14 +160,28 @@ def test_invalid_input_is_refused_before_any_request(crowd_server) -> None:
         _operator(images=[*IMAGES, "gs://bucket/a.jpg", IMAGES[0]]).execute({})
     assert isinstance(raised.value, InvalidTaskError)
     with pytest.raises(AirflowFailException, match="20 crowd tasks, more than max_tasks=10"):
-        _operator(label=["person", "car"], max_tasks=10).execute({})
+        _operator(target_label=["person", "car"], max_tasks=10).execute({})
     assert _count(server, "PUT") == 0 and _count(server, "GET") == 0
 
 
 def test_a_label_list_creates_one_task_per_image_and_label(crowd_server) -> None:
     server = crowd_server()
-    handle = _operator(images=IMAGES[:3], label=["person", "car"]).execute({})
+    handle = _operator(images=IMAGES[:3], target_label=["person", "car"]).execute({})
     assert len(handle["tasks"]) == 6 == len(server.tasks(function_name=TEST_FN))
+
+
+def test_the_deprecated_label_argument_still_sets_target_label_with_a_warning() -> None:
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="use target_label"):
+        deprecated = ImageContainsOperator(task_id="old", images=IMAGES, label=["person", "car"], namespace="n")
+    assert deprecated.target_label == ["person", "car"]
+    assert (
+        deprecated._plan()
+        == _operator(target_label=["person", "car"], namespace="n", function_name="image-contains")._plan()
+    )
+    with pytest.raises(ValueError, match="target_label only"):
+        ImageContainsOperator(task_id="both", images=IMAGES, label="person", target_label="person")
 
 
 def test_dry_run_counts_new_tasks_and_submits_nothing(crowd_server) -> None:

@@ -53,7 +53,7 @@ def _operator(image_urls, **kwargs) -> ImageContainsOperator:
         settings = {
             "task_id": "submit",
             "images": image_urls,
-            "label": "person",
+            "target_label": "person",
             "function_name": TEST_FN,
             "prescreen": ByteScorer(),
             "accept_above": 0.9,

@@ -129,7 +129,7 @@ from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsT
 
 images = [f"https://img.example.com/cam/{i}.jpg" for i in range(5)]
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
-    submit = ImageContainsOperator(task_id="submit", images=images, label="person", function_name="image-contains-test")
+    submit = ImageContainsOperator(task_id="submit", images=images, target_label="person", function_name="image-contains-test")
 handle = submit.execute({})
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
     wait = ImageContainsSensor(task_id="wait", submission=handle, poke_interval=0.2)

@@ -45,3 +45,21 @@ def test_deferrable_defaults_to_the_deployments_default_deferrable_falling_back_
     with DAG("conventions", schedule=None, start_date=datetime(2026, 1, 1)):
         built = cls(task_id="t", **REQUIRED[cls])
     assert built.deferrable is False
+
+
+@pytest.mark.parametrize("cls", OPERATORS, ids=lambda cls: cls.__name__)
+def test_each_template_field_is_a_constructor_argument_assigned_to_the_attribute_of_its_name(cls) -> None:
+    init = _init(cls)
+    parameters = _defaults(init)
+    assigned = {
+        node.targets[0].attr: node.value.id
+        for node in ast.walk(init)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Attribute)
+        and isinstance(node.targets[0].value, ast.Name)
+        and node.targets[0].value.id == "self"
+        and isinstance(node.value, ast.Name)
+    }
+    for field in cls.template_fields:
+        assert field in parameters, f"template field {field!r} is not an argument of {cls.__name__}"
+        assert assigned.get(field) == field, f"{cls.__name__}.{field} is not set from the argument {field!r}"

@@ -31,7 +31,7 @@ def _dag() -> DAG:
 def _submit(images=IMAGES, function_name=TEST_FN) -> dict:
     with _dag():
         return ImageContainsOperator(
-            task_id="submit", images=images, label="person", function_name=function_name
+            task_id="submit", images=images, target_label="person", function_name=function_name
         ).execute({})
 
 
@@ -160,7 +160,7 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     server = crowd_server()
     with _dag():
         summary = ImageContainsOperator(
-            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, dry_run=True
+            task_id="submit", images=IMAGES, target_label="person", function_name=TEST_FN, dry_run=True
         ).execute({})
 
     for submission, counts in ((summary, "8 of 8"), (str(summary), "8 of 8"), ([summary, summary], "16 of 16")):
@@ -208,7 +208,7 @@ def test_a_stored_handle_keeps_xcom_and_the_trigger_kwargs_small(crowd_server, t
     context = {"ti": SimpleNamespace(dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1)}
     with _dag():
         submit = ImageContainsOperator(
-            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, records_path=folder
+            task_id="submit", images=IMAGES, target_label="person", function_name=TEST_FN, records_path=folder
         )
     stored = submit.execute(context)
     in_xcom = _submit()

@@ -192,7 +192,7 @@ def _check_url(url: Any) -> str | None:
 
 def _check_label(label: Any) -> str | None:
     if label is None:
-        return "no label: pass label=... or give the image as {'url': ..., 'label': ...}"
+        return "no label: pass target_label=... or give the image as {'url': ..., 'label': ...}"
     try:
         validate_label(label)
     except InvalidTaskError as err:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -87,8 +89,9 @@ class ImageContainsOperator(BaseOperator):
     :param images: (templated) image URLs, or dicts ``{"url": ..., "label": ...}`` with their own
         label. ``s3://bucket/key`` URIs are sent as presigned HTTPS URLs; other schemes than
         http, https and s3 are rejected.
-    :param label: (templated) what to look for in images without their own label; a list of
-        labels creates one task per image and label.
+    :param target_label: (templated) what to look for in images without their own label (the API's
+        ``target.label``); a list of labels creates one task per image and label.
+    :param label: deprecated name of ``target_label``.
     :param function_name: ``image-contains`` (paid, real workers) or ``image-contains-test``
         (free mock answers for a dry run of the pipeline).
     :param imagecontains_conn_id: the Airflow connection of the crowd API.
@@ -160,7 +163,7 @@ class ImageContainsOperator(BaseOperator):
         self,
         *,
         images: Any,
-        label: str | list[str] | None = None,
+        target_label: str | list[str] | None = None,
         function_name: str = IMAGE_CONTAINS,
         imagecontains_conn_id: str = ImageContainsHook.default_conn_name,
         namespace: str | None = None,
@@ -189,16 +192,25 @@ class ImageContainsOperator(BaseOperator):
         crowd_task_cost: float | None = None,
         records_path: str | None = None,
         records_conn_id: str | None = None,
+        label: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if label is not None:
+            if target_label is not None:
+                raise ValueError("Give target_label only: label is its deprecated name.")
+            warnings.warn(
+                "ImageContainsOperator's label argument is deprecated: use target_label.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            target_label = label
         if failed_policy not in FAILED_POLICIES:
             raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
         if submit_rounds < 1:
             raise ValueError(f"Invalid submit_rounds {submit_rounds!r}: expected at least 1.")
         self.images = images
-        # Not ``self.label``: BaseOperator.label is the task's display label.
-        self.target_label = label
+        self.target_label = target_label
         self.function_name = function_name
         self.imagecontains_conn_id = imagecontains_conn_id
         self.namespace = namespace
