@@ -216,6 +216,32 @@ def test_wait_for_completion_defers_to_the_trigger_and_returns_records(crowd_ser
     ]
 
 
+def test_hook_params_and_the_poll_failure_limit_reach_the_deferred_trigger(crowd_server) -> None:
+    server = crowd_server(workforce_size=0)  # nobody answers: the tasks stay processing
+    operator = _operator(
+        images=IMAGES[:2],
+        function_name="image-contains",
+        wait_for_completion=True,
+        deferrable=True,
+        hook_params={"max_attempts": 1, "timeout": 5},
+        max_consecutive_poll_failures=1,
+    )
+    assert operator.hook.max_attempts == 1
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    kwargs = deferred.value.trigger.serialize()[1]
+    trigger = type(deferred.value.trigger)(**kwargs)  # as the triggerer rebuilds it
+    server.stop()
+
+    async def events() -> list[dict]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+
+    assert event["status"] == "error"
+    assert "for 1 poll cycles in a row" in event["message"] and "after 1 attempt(s)" in event["message"]
+
+
 def test_waiting_without_deferring_gives_the_same_records(crowd_server) -> None:
     crowd_server()
     records = _operator(wait_for_completion=True, deferrable=False, poll_interval=0.05).execute({})

@@ -173,6 +173,27 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     assert not server.tasks(function_name=TEST_FN)
 
 
+def test_one_hook_for_all_pokes_on_the_sensors_own_connection_with_its_hook_params(crowd_server, monkeypatch) -> None:
+    server = crowd_server(workforce_size=0)  # nobody answers: the tasks stay processing
+    handle = _submit(images=IMAGES[:2], function_name="image-contains")
+    with_role = server.airflow_connection()
+    with_role["extra"] = {**with_role["extra"], "role_arn": f"arn:aws:iam::{server.account.account_id}:role/wait"}
+    monkeypatch.setenv("AIRFLOW_CONN_WITH_ROLE", json.dumps(with_role))
+    sensor = _sensor(handle, imagecontains_conn_id="with_role", hook_params={"max_attempts": 2}, deferrable=False)
+
+    for _ in range(3):
+        assert sensor.poke({}).is_done is False
+    sensor.deferrable = True
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+
+    assert sensor.hook.imagecontains_conn_id == "with_role" and sensor.hook.max_attempts == 2
+    sts_calls = sum(n for (method, _status), n in server.request_counts().items() if method == "POST")
+    assert sts_calls == 1  # one AssumeRole for all pokes, not one per poke
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["imagecontains_conn_id"] == "with_role" and kwargs["hook_params"] == {"max_attempts": 2}
+
+
 def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_server, tmp_path) -> None:
     from types import SimpleNamespace
 

@@ -95,6 +95,9 @@ class ImageContainsOperator(BaseOperator):
     :param function_name: ``image-contains`` (paid, real workers) or ``image-contains-test``
         (free mock answers for a dry run of the pipeline).
     :param imagecontains_conn_id: the Airflow connection of the crowd API.
+    :param hook_params: keyword arguments of the
+        :class:`~airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook` (``max_concurrency``,
+        ``max_attempts``, ``retry_base_delay``, ``max_retry_delay``, ``timeout``); the trigger gets them too.
     :param namespace: (templated) scope of task reuse; defaults to the DAG id, so re-running a
         DAG reuses its answers. Put e.g. ``{{ ds }}`` in it to ask again for each date.
     :param resubmit_failed: delete and resubmit tasks that ended ``failed`` (paid again).
@@ -109,6 +112,8 @@ class ImageContainsOperator(BaseOperator):
     :param deferrable: wait in the triggerer rather than a worker slot.
     :param poll_interval: seconds between polls while waiting.
     :param max_poll_interval: the longest wait between polls while nothing finishes (deferred).
+    :param max_consecutive_poll_failures: deferred, end the wait after this many poll cycles in a row in which
+        no task could be read (see the trigger).
     :param wait_timeout: with ``wait_for_completion``, the longest wait in seconds (or a ``timedelta``) for
         the answers, deferred or not; default ``[sensors] default_timeout`` (7 days), the sensor's ``timeout``.
     :param failed_policy: with ``wait_for_completion``, what failed tasks do: ``"fail"``,
@@ -166,6 +171,7 @@ class ImageContainsOperator(BaseOperator):
         target_label: str | list[str] | None = None,
         function_name: str = IMAGE_CONTAINS,
         imagecontains_conn_id: str = ImageContainsHook.default_conn_name,
+        hook_params: dict[str, Any] | None = None,
         namespace: str | None = None,
         resubmit_failed: bool = False,
         max_tasks: int | None = None,
@@ -175,6 +181,7 @@ class ImageContainsOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         max_poll_interval: float = 600,
+        max_consecutive_poll_failures: int = 10,
         wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         failed_policy: str = "fail",
         aws_conn_id: str | None = "aws_default",
@@ -213,6 +220,7 @@ class ImageContainsOperator(BaseOperator):
         self.target_label = target_label
         self.function_name = function_name
         self.imagecontains_conn_id = imagecontains_conn_id
+        self.hook_params = hook_params or {}
         self.namespace = namespace
         self.resubmit_failed = resubmit_failed
         self.max_tasks = max_tasks
@@ -223,6 +231,7 @@ class ImageContainsOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.max_consecutive_poll_failures = max_consecutive_poll_failures
         self.wait_timeout = wait_timeout
         self.failed_policy = failed_policy
         self.aws_conn_id = aws_conn_id
@@ -247,7 +256,7 @@ class ImageContainsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> ImageContainsHook:
-        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id)
+        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> Any:
         tasks = self._plan()
@@ -294,8 +303,10 @@ class ImageContainsOperator(BaseOperator):
                     **names,
                     function_name=self.function_name,
                     imagecontains_conn_id=self.imagecontains_conn_id,
+                    hook_params=self.hook_params,
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
+                    max_consecutive_poll_failures=self.max_consecutive_poll_failures,
                 ),
                 method_name="execute_complete",
                 # The scores, not the whole handle: the rest is planned again on resume.

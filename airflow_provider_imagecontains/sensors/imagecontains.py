@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -52,11 +52,18 @@ class ImageContainsSensor(BaseSensorOperator):
     :param submission: the operator's return value (templated), e.g. ``submit.output`` or
         ``"{{ ti.xcom_pull(task_ids='submit') }}"``; a list of handles (from a mapped operator)
         is merged.
+    :param imagecontains_conn_id: the Airflow connection of the crowd API; ``None`` (default): the one the
+        submission was made with.
+    :param hook_params: keyword arguments of the
+        :class:`~airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook` (``max_concurrency``,
+        ``max_attempts``, ``timeout``, ...); the trigger gets them too.
     :param failed_policy: what to do when tasks end ``failed``: ``"fail"`` the Airflow task
         listing them (default), ``"skip"`` it, or ``"report"`` them in the results.
     :param deferrable: wait in the triggerer (needs one running); default ``[operators] default_deferrable``,
         which Airflow ships as ``False``.
     :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
+    :param max_consecutive_poll_failures: deferred, end the wait after this many poll cycles in a row in which
+        no task could be read (see the trigger).
     :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
     :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
     :param records_path: (templated) a folder URI (``s3://bucket/prefix``, ``file:///data``, any scheme of
@@ -74,9 +81,12 @@ class ImageContainsSensor(BaseSensorOperator):
         self,
         *,
         submission: Any,
+        imagecontains_conn_id: str | None = None,
+        hook_params: dict[str, Any] | None = None,
         failed_policy: str = "fail",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 600,
+        max_consecutive_poll_failures: int = 10,
         poke_interval: timedelta | float = 60,
         records_path: str | None = None,
         records_conn_id: str | None = None,
@@ -86,17 +96,30 @@ class ImageContainsSensor(BaseSensorOperator):
         if failed_policy not in FAILED_POLICIES:
             raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
         self.submission = submission
+        self.imagecontains_conn_id = imagecontains_conn_id
+        self.hook_params = hook_params or {}
         self.failed_policy = failed_policy
         self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
+        self.max_consecutive_poll_failures = max_consecutive_poll_failures
         self.records_path = records_path
         self.records_conn_id = records_conn_id
         self._tracker: TaskTracker | None = None
 
+    @cached_property
+    def handle(self) -> dict[str, Any]:
+        """The submission, parsed (and a stored one read) once per task instance."""
+        return parse_submission(self.submission)
+
+    @cached_property
+    def hook(self) -> ImageContainsHook:
+        """One hook for every poke: credentials (STS calls) and connections are set up once."""
+        conn_id = self.imagecontains_conn_id or self.handle["imagecontains_conn_id"]
+        return ImageContainsHook(imagecontains_conn_id=conn_id, **self.hook_params)
+
     def execute(self, context: Context) -> Any:
-        handle = parse_submission(self.submission)
-        endpoint_url = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"]).config.endpoint_url
-        CrowdDashboardLink.persist(context, endpoint_url, crowd_task_names(handle["tasks"]))
+        handle = self.handle
+        CrowdDashboardLink.persist(context, self.hook.config.endpoint_url, crowd_task_names(handle["tasks"]))
         if not self.deferrable:
             return super().execute(context)
         # One poll first: a re-run whose answers are all in needs no trip through the triggerer.
@@ -113,21 +136,22 @@ class ImageContainsSensor(BaseSensorOperator):
             trigger=ImageContainsTrigger(
                 **tasks,
                 function_name=handle["function_name"],
-                imagecontains_conn_id=handle["imagecontains_conn_id"],
+                imagecontains_conn_id=self.hook.imagecontains_conn_id,
+                hook_params=self.hook_params,
                 poll_interval=self.poke_interval,
                 max_poll_interval=self.max_poll_interval,
+                max_consecutive_poll_failures=self.max_consecutive_poll_failures,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        handle = parse_submission(self.submission)
+        handle = self.handle
         if self._tracker is None:
             # Kept between pokes in poke mode; reschedule mode starts afresh and polls all tasks once.
             self._tracker = TaskTracker(crowd_task_names(handle["tasks"]))
-        hook = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"])
-        self._tracker.poll(partial(hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
+        self._tracker.poll(partial(self.hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
         self.log.info("Crowd tasks: %s", self._tracker.progress_message())
         if not self._tracker.done:
             return PokeReturnValue(is_done=False)
@@ -135,7 +159,7 @@ class ImageContainsSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._finish(records, context))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        return self._finish(records_from_event(parse_submission(self.submission), event), context)
+        return self._finish(records_from_event(self.handle, event), context)
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         return finish_records(self, records, context)
@@ -144,7 +168,7 @@ class ImageContainsSensor(BaseSensorOperator):
         """OpenLineage: the images of the submission, one input dataset per folder (S3 and HTTP namespaces)."""
         from airflow_provider_imagecontains.lineage import images_lineage
 
-        return images_lineage(task["url"] for task in parse_submission(self.submission)["tasks"])
+        return images_lineage(task["url"] for task in self.handle["tasks"])
 
 
 def parse_submission(submission: Any) -> dict[str, Any]:
