@@ -184,6 +184,35 @@ def test_the_deprecated_label_argument_still_sets_target_label_with_a_warning() 
         ImageContainsOperator(task_id="both", images=IMAGES, label="person", target_label="person")
 
 
+class _MappedInstance:
+    """A mapped task instance whose ``xcom_pull`` without ``map_indexes`` sees only its own value, as on some
+    Airflow releases, and with them every instance's (the documented behaviour of an explicit list)."""
+
+    def __init__(self, xcom: dict, map_index: int, count_instances: bool = True) -> None:
+        self.xcom, self.map_index, self.dag_id, self.run_id = xcom, map_index, "ops_dag", "r1"
+        if count_instances:
+            self.get_ti_count = lambda **kwargs: 2
+
+    def xcom_push(self, key: str, value) -> None:
+        self.xcom[self.map_index] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes=None):
+        if map_indexes is None:
+            return self.xcom.get(self.map_index)
+        return [self.xcom.get(index) for index in map_indexes]
+
+
+def test_max_run_tasks_counts_every_mapped_instance_or_refuses(crowd_server) -> None:
+    server = crowd_server()
+    xcom: dict[int, int] = {}
+    _operator(images=IMAGES[:3], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 0)})
+    with pytest.raises(AirflowFailException, match="plan 6 crowd tasks with this one"):
+        _operator(images=IMAGES[3:6], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 1)})
+    with pytest.raises(AirflowFailException, match="cannot be enforced"):
+        _operator(images=IMAGES[6:8], max_run_tasks=4).execute({"ti": _MappedInstance({}, 1, count_instances=False)})
+    assert len(server.tasks(function_name=TEST_FN)) == 3
+
+
 def test_dry_run_counts_new_tasks_and_submits_nothing(crowd_server) -> None:
     server = crowd_server()
     _operator(images=IMAGES[:3]).execute({})

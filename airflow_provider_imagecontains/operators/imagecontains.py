@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
@@ -260,6 +260,9 @@ class ImageContainsOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         tasks = self._plan()
+        # A pre-screen that cannot be built fails the task here: sending every image to the crowd instead
+        # would spend what the pre-screen was set up to save.
+        scorer = self._load_scorer() if self.prescreen is not None else None
         if self.max_tasks is not None and len(tasks) > self.max_tasks:
             raise AirflowFailException(
                 f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
@@ -268,7 +271,7 @@ class ImageContainsOperator(BaseOperator):
             self._reserve_run_tasks(context, len(tasks))
         # Presigned URLs are made (locally) and checked against the API's limit before any request.
         sent_urls = self._presign(tasks)
-        screened = self._prescreen(tasks) if self.prescreen is not None else None
+        screened = self._prescreen(tasks, scorer) if scorer is not None else None
         crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
             summary = self._count_new_tasks(crowd)
@@ -344,17 +347,39 @@ class ImageContainsOperator(BaseOperator):
 
         The count goes to XCom before the sum is read, so of any instances that check at the same time the
         last to record sees all the others: together they never pass the limit (at worst, both refuse).
+        The counts of a mapped task are read by explicit map index: without them, ``xcom_pull`` returns
+        only the caller's own value on some releases, which would make the cap a per-instance one.
         """
         ti = context["ti"]
         ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=count)
-        recorded = ti.xcom_pull(task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY)  # every map index of this run
-        run_total = sum(value or 0 for value in (recorded if isinstance(recorded, list) else [recorded]))
+        if ti.map_index is None or ti.map_index < 0:
+            recorded = [ti.xcom_pull(task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY)]
+        else:
+            recorded = ti.xcom_pull(
+                task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY, map_indexes=range(self._mapped_instances(ti))
+            )
+        if not isinstance(recorded, list):
+            self._refuse_unenforceable_cap(f"xcom_pull returned {type(recorded).__name__}, not every instance's count")
+        run_total = sum(value or 0 for value in recorded)
         if run_total > self.max_run_tasks:  # type: ignore[operator]
             ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=0)  # this instance submits nothing: free its share
             raise AirflowFailException(
                 f"The instances of {self.task_id!r} in this DAG run plan {run_total} crowd tasks with this one "
                 f"({count}), more than max_run_tasks={self.max_run_tasks}; nothing was submitted by this instance."
             )
+
+    def _mapped_instances(self, ti: Any) -> int:
+        """How many mapped instances this task has in the DAG run (the Task SDK's ``get_ti_count``)."""
+        get_ti_count = getattr(ti, "get_ti_count", None)
+        if get_ti_count is None:
+            self._refuse_unenforceable_cap("this Airflow release cannot count the mapped instances of a task")
+        return get_ti_count(dag_id=ti.dag_id, task_ids=[self.task_id], run_ids=[ti.run_id])
+
+    def _refuse_unenforceable_cap(self, reason: str) -> NoReturn:
+        raise AirflowFailException(
+            f"max_run_tasks={self.max_run_tasks} cannot be enforced across the instances of {self.task_id!r}: "
+            f"{reason}. Nothing was submitted; use max_tasks (one instance's cap) instead."
+        )
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         return finish_records(self, records, context)
@@ -381,20 +406,23 @@ class ImageContainsOperator(BaseOperator):
             "tasks": entries,
         }
 
-    def _prescreen(self, tasks: list[ImageTask]) -> list[Screened]:
-        """Score every image and decide which ones the model settles; failures only send images to the crowd."""
-        self._thresholds()  # bad thresholds fail the task before any image is fetched
-        items = [(task.url, task.label) for task in tasks]
+    def _load_scorer(self) -> Scorer:
+        """The pre-screen model, with its thresholds checked; any failure fails the task before anything is paid."""
+        self._thresholds()
         try:
-            scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
+            return load_scorer(self.prescreen)  # type: ignore[arg-type]
         except Exception as err:
-            self.log.warning(
-                "The pre-screen model could not be loaded (%s: %s); all %d images go to the crowd.",
-                type(err).__name__,
-                err,
-                len(tasks),
-            )
-            return self._screen(tasks, [None] * len(tasks))
+            raise AirflowFailException(
+                f"The pre-screen model {self.prescreen!r} could not be loaded ({type(err).__name__}: {err}); "
+                "nothing was fetched or submitted. Fix the import path or install what it needs (the built-in "
+                "people scorer: pip install 'airflow-provider-imagecontains[vision]'), or set prescreen=None to "
+                "send every image to the crowd."
+            ) from err
+
+    def _prescreen(self, tasks: list[ImageTask], scorer: Scorer) -> list[Screened]:
+        """Score every image and decide which ones the model settles; a failure to score one image only sends
+        it to the crowd."""
+        items = [(task.url, task.label) for task in tasks]
         fetcher = ImageFetcher(
             timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
         )
