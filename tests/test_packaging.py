@@ -104,16 +104,24 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 
 
 @pytest.mark.slow
-def test_the_servers_dependencies_are_the_server_extra_which_dev_includes(installed) -> None:
+def test_the_servers_dependencies_are_the_server_extra_and_no_dev_extra_is_published(installed) -> None:
+    dist_info = f"airflow_provider_imagecontains-{__version__}.dist-info"
     with zipfile.ZipFile(installed["wheel"]) as wheel:
-        metadata = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/METADATA").decode()
-    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+        metadata = wheel.read(f"{dist_info}/METADATA").decode()
+        names = set(wheel.namelist())
+    fields = [line.split(":", 1) for line in metadata.splitlines() if ":" in line and not line.startswith(" ")]
+    requires = [value.strip() for key, value in fields if key == "Requires-Dist"]
     runtime = [r for r in requires if "extra ==" not in r]
     server = [r for r in requires if 'extra == "server"' in r]
     for name in SERVER_EXTRA:
         assert not [r for r in runtime if r.startswith(name)], f"{name} is a runtime dependency"
         assert [r for r in server if r.startswith(name)], f"{name} is missing from the [server] extra"
-    assert [r for r in requires if r.startswith("airflow-provider-imagecontains[server]") and 'extra == "dev"' in r]
+    # Development tools are a dependency group, not an extra that users could install.
+    assert "dev" not in [value.strip() for key, value in fields if key == "Provides-Extra"]
+    # What the code imports directly is declared.
+    assert {r.split(">")[0].split("=")[0] for r in runtime} >= {"requests", "urllib3", "aiohttp", "boto3"}
+    assert {f"{dist_info}/licenses/LICENSE", f"{dist_info}/licenses/NOTICE"} <= names
+    assert [value for key, value in fields if key == "License-File"] and any(key == "Project-URL" for key, _ in fields)
 
 
 BARE_RUN = """
