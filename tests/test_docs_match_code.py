@@ -1,9 +1,11 @@
-"""The parameter tables of README.md and docs/operators.md give the defaults the code has."""
+"""The docs show the code as it is: the defaults in the parameter tables of README.md and docs/operators.md,
+and docs/operators.md the snippets of example_dags/example_imagecontains.py."""
 
 from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,28 @@ def test_the_connection_form_says_what_endpoint_url_is_and_that_sts_never_uses_i
     field = CONN_FIELDS["endpoint_url"]
     assert "gateway" in field["description"] and "Never used for STS" in field["description"]
     assert "default" not in field["schema"]  # the ended preview's address is no default to offer
+
+
+def example_snippets(text: str) -> dict[str, str]:
+    """``{name: code}`` of each outermost ``# [START name]`` ... ``# [END name]`` block, dedented, with the
+    markers of any inner block left out (as Sphinx's exampleinclude shows them)."""
+    snippets = {}
+    for match in re.finditer(r"# \[START (\w+)\]\n(.*?)\n[ ]*# \[END \1\]", text, re.S):
+        lines = [line for line in match[2].splitlines() if not re.match(r"\s*# \[(START|END) ", line)]
+        snippets[match[1]] = textwrap.dedent("\n".join(lines)).strip("\n")
+    return snippets
+
+
+def test_the_operator_docs_show_every_snippet_of_the_example_dag_as_it_is() -> None:
+    snippets = example_snippets((ROOT / "example_dags" / "example_imagecontains.py").read_text())
+    docs = (ROOT / "docs" / "operators.md").read_text()
+    assert set(snippets) == {
+        "howto_operator_imagecontains",
+        "howto_sensor_imagecontains_deferrable",
+        "howto_operator_imagecontains_dry_run",
+        "howto_operator_imagecontains_mapped",  # with max_run_tasks inside
+        "howto_operator_imagecontains_records_path",
+        "howto_operator_imagecontains_prescreen",
+    }
+    for name, code in snippets.items():
+        assert f"<!-- {name} -->\n```python\n{code}\n```" in docs, f"docs/operators.md does not show {name} as it is"
