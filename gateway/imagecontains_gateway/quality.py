@@ -1,0 +1,159 @@
+"""Quality control of the workforce: gold questions, probation of new workers and blocking (docs/adjudication.md).
+
+Gold questions are images whose answers are known, mixed unannounced into every worker's questions: a
+worker sees them exactly like a paid task. New workers are on probation (most of their first questions
+are gold), so a spammer is found before it has answered many paid questions; a worker whose measured
+accuracy stays below a threshold after enough gold gets no more questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import quote, urlsplit
+
+from imagecontains_gateway.adjudication import WorkerModel
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.store import TaskStore
+
+DEFAULT_DB = "imagecontains-server.db"
+# Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.
+TASK_ANSWERS_PER_GOLD = 3
+
+
+class AnswerKey:
+    """Which images truly contain which labels, read from ``{"images": {URL or file name: [labels]}}``.
+
+    An image matches by its full URL, else by the last path segment of the URL; labels compare
+    case-insensitively.
+
+    :param images: image URL or file name -> labels it contains.
+    """
+
+    def __init__(self, images: dict[str, list[str]]) -> None:
+        self._images = {image: {label.casefold() for label in labels} for image, labels in images.items()}
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnswerKey:
+        document = json.loads(Path(path).read_text())
+        images = document.get("images") if isinstance(document, dict) else None
+        if not isinstance(images, dict) or not all(isinstance(labels, list) for labels in images.values()):
+            raise ValueError(f'Invalid answer key {str(path)!r}: expected {{"images": {{"<url or file>": [labels]}}}}.')
+        return cls(images)
+
+    @property
+    def images(self) -> dict[str, set[str]]:
+        """Image URL or file name -> the labels it contains (casefolded)."""
+        return self._images
+
+    def contains(self, image_url: str, label: str) -> bool | None:
+        """The true answer, or None when the key does not know the image."""
+        labels = self._images.get(image_url)
+        if labels is None:
+            labels = self._images.get(urlsplit(image_url).path.rsplit("/", 1)[-1])
+        return None if labels is None else label.casefold() in labels
+
+
+class GoldQuestion(NamedTuple):
+    """A question whose answer is known: does the image at ``image_url`` contain ``label``?"""
+
+    image_url: str
+    label: str
+    contains_target: bool
+
+
+def gold_due(config: ServerConfig, questions_answered: int, draw: float) -> bool:
+    """Whether a worker's next question should be gold, given a uniform random ``draw`` in [0, 1)."""
+    share = config.probation_gold_share if questions_answered < config.probation_questions else config.gold_share
+    return draw < share
+
+
+def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
+    """Why the worker must get no more questions, or None while it may keep answering.
+
+    Judged after ``block_after_gold`` gold answers, or after ``TASK_ANSWERS_PER_GOLD`` times as many answers to
+    finished tasks for a worker who gets no gold (a paid crowd's worker answers only the tasks posted there).
+    """
+    measured = model.gold_answers >= config.block_after_gold
+    if not measured and model.task_answers < TASK_ANSWERS_PER_GOLD * config.block_after_gold:
+        return None
+    accuracy = model.balanced_accuracy(config.prior_worker_accuracy)
+    if accuracy >= config.block_below_accuracy:
+        return None
+    return (
+        f"Estimated accuracy {accuracy:.3f} is below {config.block_below_accuracy} after {model.gold_answers} "
+        f"gold questions ({model.gold_right} right) and {model.task_answers:.0f} answers to finished tasks."
+    )
+
+
+def gold_from_answer_key(key: AnswerKey) -> list[GoldQuestion]:
+    """Every (image, label) question an answer key settles: each image against every label the key names.
+
+    The key lists the labels each image contains, so an image does not contain the key's other labels.
+    """
+    labels = sorted(set().union(*key.images.values()))
+    return [
+        GoldQuestion(_image_url(image), label, label in image_labels)
+        for image, image_labels in sorted(key.images.items())
+        for label in labels
+    ]
+
+
+def _image_url(image: str) -> str:
+    """A key's full URL as it is; a file name as the server's own ``/images/<name>`` (from ``--images-dir``)."""
+    return image if urlsplit(image).scheme in ("http", "https") else "/images/" + quote(image)
+
+
+def gold_main(argv: Sequence[str]) -> None:
+    """``imagecontains-server gold add FILE [--db DB]``: load gold questions from an answer key."""
+    parser = argparse.ArgumentParser(
+        prog="imagecontains-server gold",
+        description='Load gold questions from an answer key {"images": {"<url or file>": [labels]}}: each image '
+        "against every label of the key (an image contains the labels listed for it, and no other).",
+    )
+    parser.add_argument("action", choices=["add"])
+    parser.add_argument("file", help="the answer key (JSON)")
+    parser.add_argument("--db", default=DEFAULT_DB, help="the server's SQLite file")
+    args = parser.parse_args(argv)
+    try:
+        questions = gold_from_answer_key(AnswerKey.load(args.file))
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"imagecontains-server gold: {err}") from None
+    if not any(question.contains_target for question in questions) or all(q.contains_target for q in questions):
+        raise SystemExit(
+            "imagecontains-server gold: the key must give both answers (images with and without a label), "
+            "or gold cannot catch a worker who always says the same."
+        )
+    store = TaskStore(args.db)
+    try:
+        added = store.add_gold(questions)
+    finally:
+        store.close()
+    print(f"{added} gold questions added ({len(questions) - added} already known).")
+
+
+def export_answers_main(argv: Sequence[str]) -> None:
+    """``imagecontains-server export-answers [--db DB] [--output FILE]``: every answer as JSON Lines."""
+    parser = argparse.ArgumentParser(
+        prog="imagecontains-server export-answers",
+        description="Write every yes/no answer as JSON Lines: task_name, worker, contains_target, gold, answered_at "
+        "(the input of crowd-kit and similar aggregation libraries).",
+    )
+    parser.add_argument("--db", default=DEFAULT_DB, help="the server's SQLite file")
+    parser.add_argument("--output", help="file to write (default: standard output)")
+    args = parser.parse_args(argv)
+    store = TaskStore(args.db)
+    try:
+        output = open(args.output, "w") if args.output else sys.stdout
+        try:
+            for answer in store.export_answers():
+                output.write(json.dumps(answer) + "\n")
+        finally:
+            if output is not sys.stdout:
+                output.close()
+    finally:
+        store.close()
