@@ -194,17 +194,17 @@ class _MappedInstance:
             self.get_ti_count = lambda **kwargs: 2
 
     def xcom_push(self, key: str, value) -> None:
-        self.xcom[self.map_index] = value
+        self.xcom[key, self.map_index] = value
 
     def xcom_pull(self, task_ids: str, key: str, map_indexes=None):
         if map_indexes is None:
-            return self.xcom.get(self.map_index)
-        return [self.xcom.get(index) for index in map_indexes]
+            return self.xcom.get((key, self.map_index))
+        return [self.xcom.get((key, index)) for index in map_indexes]
 
 
 def test_max_run_tasks_counts_every_mapped_instance_or_refuses(crowd_server) -> None:
     server = crowd_server()
-    xcom: dict[int, int] = {}
+    xcom: dict[tuple[str, int], object] = {}
     _operator(images=IMAGES[:3], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 0)})
     with pytest.raises(AirflowFailException, match="plan 6 crowd tasks with this one"):
         _operator(images=IMAGES[3:6], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 1)})
@@ -426,7 +426,9 @@ def test_waiting_with_records_path_returns_a_reference_to_the_stored_records(cro
     from airflow_provider_imagecontains.storage import read_records
 
     crowd_server()
-    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r1", task_id="submit", map_index=-1)}
+    context = {
+        "ti": SimpleNamespace(dag_id="ops_dag", run_id="r1", task_id="submit", map_index=-1, xcom_push=lambda **_: None)
+    }
     operator = _operator(
         wait_for_completion=True, deferrable=False, poll_interval=0.05, records_path=f"file://{tmp_path}"
     )
@@ -443,7 +445,9 @@ def test_a_deferred_wait_with_records_path_gives_the_trigger_a_reference_not_nam
     from airflow_provider_imagecontains.storage import read_records
 
     crowd_server()
-    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r2", task_id="submit", map_index=3)}
+    context = {
+        "ti": SimpleNamespace(dag_id="ops_dag", run_id="r2", task_id="submit", map_index=3, xcom_push=lambda **_: None)
+    }
     operator = _operator(
         wait_for_completion=True, deferrable=True, poll_interval=0.05, records_path=f"file://{tmp_path}"
     )

@@ -226,7 +226,11 @@ def test_a_stored_handle_keeps_xcom_and_the_trigger_kwargs_small(crowd_server, t
 
     crowd_server()
     folder = f"file://{tmp_path}/handles"
-    context = {"ti": SimpleNamespace(dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1)}
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1, xcom_push=lambda **_: None
+        )
+    }
     with _dag():
         submit = ImageContainsOperator(
             task_id="submit", images=IMAGES, target_label="person", function_name=TEST_FN, records_path=folder
