@@ -8,6 +8,7 @@ import ast
 import inspect
 import textwrap
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from airflow.sdk import DAG
@@ -63,3 +64,31 @@ def test_each_template_field_is_a_constructor_argument_assigned_to_the_attribute
     for field in cls.template_fields:
         assert field in parameters, f"template field {field!r} is not an argument of {cls.__name__}"
         assert assigned.get(field) == field, f"{cls.__name__}.{field} is not set from the argument {field!r}"
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "airflow_provider_imagecontains"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+
+
+def test_the_operator_shares_result_helpers_through_their_own_module_not_the_sensors() -> None:
+    assert "airflow_provider_imagecontains.sensors.imagecontains" not in _imported_modules(
+        PACKAGE / "operators" / "imagecontains.py"
+    )
+    assert "airflow_provider_imagecontains.results" in _imported_modules(PACKAGE / "operators" / "imagecontains.py")
+    assert "airflow_provider_imagecontains.results" in _imported_modules(PACKAGE / "sensors" / "imagecontains.py")
+
+
+def test_one_max_listed_in_the_provider() -> None:
+    defined = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MAX_LISTED" for t in node.targets)
+    ]
+    assert defined == ["results.py"]

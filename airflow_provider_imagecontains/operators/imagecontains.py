@@ -46,12 +46,7 @@ from airflow_provider_imagecontains.prescreen.screening import (
     screen,
     validate_thresholds,
 )
-from airflow_provider_imagecontains.sensors.imagecontains import (
-    FAILED_POLICIES,
-    MAX_LISTED,
-    finish_records,
-    records_from_event,
-)
+from airflow_provider_imagecontains.results import MAX_LISTED, check_failed_policy, finish_records, records_from_event
 from airflow_provider_imagecontains.storage import TASKS_URI, store_handle
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
@@ -212,8 +207,7 @@ class ImageContainsOperator(BaseOperator):
                 stacklevel=2,
             )
             target_label = label
-        if failed_policy not in FAILED_POLICIES:
-            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        check_failed_policy(failed_policy)
         if submit_rounds < 1:
             raise ValueError(f"Invalid submit_rounds {submit_rounds!r}: expected at least 1.")
         self.images = images

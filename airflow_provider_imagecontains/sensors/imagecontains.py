@@ -9,8 +9,6 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowException,
-    AirflowFailException,
     AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
@@ -19,18 +17,14 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
-from airflow_provider_imagecontains.prescreen.screening import summary_message
-from airflow_provider_imagecontains.storage import TASKS_URI, read_lines, write_records
+from airflow_provider_imagecontains.results import check_failed_policy, finish_records, records_from_event
+from airflow_provider_imagecontains.storage import TASKS_URI, read_lines
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
-
-FAILED_POLICIES = ("fail", "skip", "report")
-# How many failed tasks an error message lists before summarising the rest.
-MAX_LISTED = 20
 
 
 class ImageContainsSensor(BaseSensorOperator):
@@ -93,8 +87,7 @@ class ImageContainsSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        if failed_policy not in FAILED_POLICIES:
-            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        check_failed_policy(failed_policy)
         self.submission = submission
         self.imagecontains_conn_id = imagecontains_conn_id
         self.hook_params = hook_params or {}
@@ -215,45 +208,3 @@ def parse_submission(submission: Any) -> dict[str, Any]:
     if len(handles) > 1:
         return {**handles[0], TASKS_URI: None, "tasks": tasks}
     return {**handles[0], "tasks": tasks}
-
-
-def records_from_event(handle: dict[str, Any], event: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Turn the trigger's event into result records, raising if the trigger reported an error."""
-    if not event or event.get("status") != "success":
-        message = (event or {}).get("message", "the trigger sent no event")
-        raise AirflowException(f"Waiting for the crowd tasks failed: {message}")
-    return build_records(handle["tasks"], event)
-
-
-def finish_records(task: Any, records: list[dict[str, Any]], context: Context) -> Any:
-    """What the sensor (or a waiting operator) ``task`` returns: it logs the summary, applies its
-    ``failed_policy``, and returns the records, or, with ``records_path`` set, writes them there and returns
-    the small reference."""
-    if (message := summary_message(records)) is not None:
-        task.log.info("%s", message)
-    records = apply_failed_policy(records, task.failed_policy)
-    if task.records_path is None:
-        return records
-    return write_records(records, task.records_path, task.records_conn_id, context)
-
-
-def apply_failed_policy(records: list[dict[str, Any]], failed_policy: str) -> list[dict[str, Any]]:
-    """Return ``records``, or fail / skip the Airflow task when some crowd tasks failed."""
-    failed = [record for record in records if record["state"] == "failed"]
-    if not failed or failed_policy == "report":
-        return records
-    lines = [
-        f"  - {r['url']} (label {r['label']!r}, task {r['task_name']}): "
-        f"{(r['problem'] or {}).get('code')}: {(r['problem'] or {}).get('message')}"
-        for r in failed[:MAX_LISTED]
-    ]
-    if len(failed) > MAX_LISTED:
-        lines.append(f"  ... and {len(failed) - MAX_LISTED} more")
-    message = "\n".join([f"{len(failed)} of {len(records)} crowd task(s) failed:", *lines])
-    if failed_policy == "skip":
-        raise AirflowSkipException(message)
-    # A failed crowd task is final: an Airflow retry would read the same outcome, so fail without retrying.
-    raise AirflowFailException(
-        f"{message}\nA failed crowd task stays failed; to pay for another attempt, run the submitting "
-        "ImageContainsOperator again with resubmit_failed=True."
-    )
