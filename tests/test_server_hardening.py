@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import socket
 import stat
 import subprocess
@@ -401,11 +402,12 @@ def seconds_until_closed(sock: socket.socket, trickle: bytes, limit: float) -> t
 
 
 def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crowd_server) -> None:
-    server = crowd_server(workforce="human", request_read_timeout_seconds=1.5, max_connections=3)
+    server = crowd_server(
+        workforce="human", request_read_timeout_seconds=1.5, first_byte_timeout_seconds=1.0, max_connections=3
+    )
     port = server.port
     head = f"POST /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
     trickles = {
-        "idle": b"",
         "headers trickled": (head + "X-Padding: " + "x" * 200).encode(),
         "body trickled": (
             head + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
@@ -424,14 +426,70 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crow
             sock.sendall(f"GET /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Padding: {'x' * 100_000}{end}".encode())
             assert read_answer(sock).startswith(b"HTTP/1.1 431 "), repr(end)
 
+    # Issue 24: connections that never send a byte are closed after the first-byte timeout without an answer,
+    # and do not count against max_connections; requests being handled do.
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+    try:
+        assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+        seconds, answer = seconds_until_closed(idle[0], b"", limit=8.0)
+        assert seconds < 3.0 and answer == b"", f"idle: still open after {seconds:.1f} s"
+    finally:
+        for sock in idle:
+            sock.close()
     holders = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
     try:
+        for holder in holders:  # a request whose body is still on its way is being handled
+            holder.sendall(f"PUT /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 10\r\n\r\n".encode())
+        time.sleep(0.2)
         assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 503
     finally:
         for holder in holders:
             holder.close()
     time.sleep(0.2)
     assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+
+
+def test_a_tls_connection_that_never_shakes_hands_is_closed_at_the_first_byte_timeout(crowd_server) -> None:
+    server = crowd_server(tls=True, workforce="human", first_byte_timeout_seconds=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        seconds, answer = seconds_until_closed(sock, b"", limit=8.0)
+    assert seconds < 3.0 and answer == b"", f"still open after {seconds:.1f} s (asyncio's default is 60 s)"
+    assert requests.get(server.endpoint_url + "/signin", timeout=10, verify=server.ca_bundle).status_code == 200
+
+
+def open_file_limit(pid: int) -> tuple[int, int]:
+    """The process's (soft, hard) open-file limit, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit")
+
+
+def test_idle_connections_cannot_use_up_the_open_files_and_the_operator_is_told(crowd_server, capfd) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the server inherits a low soft limit...
+    try:
+        server = crowd_server(subprocess=True, workforce="human", first_byte_timeout_seconds=30.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert open_file_limit(server.pid)[0] == hard  # ...and raises it at start
+
+    # A process whose limit cannot be raised further: 300 idle connections pass what it can hold.
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (200, 200))
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        time.sleep(0.5)
+        for _ in range(3):
+            assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+        assert len(os.listdir(f"/proc/{server.pid}/fd")) <= 200
+    finally:
+        for sock in idle:
+            sock.close()
+    assert "closed" in capfd.readouterr().err.split("the most this process can hold", 1)[-1]
 
 
 # Held before issue 14, tried again here: SQL injection

@@ -12,6 +12,7 @@ from typing import Any
 from airflow_provider_imagecontains.server.app import build_uvicorn_server
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
 from airflow_provider_imagecontains.server.human import token_main
+from airflow_provider_imagecontains.server.protocol import raise_open_file_limit
 from airflow_provider_imagecontains.server.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
@@ -48,7 +49,12 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--latency-ms": ("latency_ms", float, "milliseconds added to every request"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
     "--request-read-timeout": ("request_read_timeout_seconds", float, "seconds a client may take to send a request"),
-    "--max-connections": ("max_connections", int, "connections and requests handled at once (503 beyond)"),
+    "--first-byte-timeout": (
+        "first_byte_timeout_seconds",
+        float,
+        "seconds a new connection may take for its TLS handshake, then its first byte",
+    ),
+    "--max-connections": ("max_connections", int, "requests handled at once (503 beyond)"),
     "--session-duration": ("session_duration_seconds", int, "lifetime cap of AssumeRole credentials"),
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),
@@ -152,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as err:
         raise SystemExit(f"imagecontains-server: {err}") from None
+    log.info("Open-file limit: %d (each connection holds one).", raise_open_file_limit())
     server.run()
 
 

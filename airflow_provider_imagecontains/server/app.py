@@ -33,7 +33,7 @@ from airflow_provider_imagecontains.server.mturk import (
     mturk_client,
     unreachable_image_reason,
 )
-from airflow_provider_imagecontains.server.protocol import bounded_protocol
+from airflow_provider_imagecontains.server.protocol import HardenedConfig, bounded_protocol
 from airflow_provider_imagecontains.server.quality import AnswerKey
 from airflow_provider_imagecontains.server.service import CrowdError, CrowdService
 from airflow_provider_imagecontains.server.sigv4 import SignatureError, SigningKey, verify_signature
@@ -352,16 +352,19 @@ def build_uvicorn_server(
     app = CrowdServerApp(config, db_path)
     unspecified = host in ("", "0.0.0.0", "::")  # noqa: S104 -- recognised here, not bound
     hosts = [*LOOPBACK_NAMES, *([] if unspecified else [host]), *config.allowed_hosts]
-    uvicorn_config = uvicorn.Config(
+    uvicorn_config = HardenedConfig(
         AllowedHosts(app.asgi, hosts, _refusal),
         host=host,
         port=port,
-        http=bounded_protocol(config.request_read_timeout_seconds),
-        # Slow or idle clients: at most this many connections and requests at once (503 beyond), and idle
-        # keep-alive connections closed after a few seconds (uvicorn's own settings).
-        limit_concurrency=config.max_connections,
+        # Slow, idle or too many clients: bounded in server/protocol.py; idle keep-alive connections are closed
+        # after a few seconds (uvicorn's own setting).
+        http=bounded_protocol(
+            read_timeout=config.request_read_timeout_seconds,
+            first_byte_timeout=config.first_byte_timeout_seconds,
+            max_requests=config.max_connections,
+        ),
+        first_byte_timeout=config.first_byte_timeout_seconds,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        loop="uvloop",
         lifespan="on",
         log_level=log_level,
         access_log=log_level in ("debug", "info"),

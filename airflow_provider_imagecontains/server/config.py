@@ -158,9 +158,12 @@ class ServerConfig:
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
         out or by issuing the subject a new token).
-    :param request_read_timeout_seconds: a request's head and body must arrive within this long (from the
-        connection's start, or the request's first byte); slower clients get 408 and are disconnected.
-    :param max_connections: connections and requests handled at once; beyond, requests get 503.
+    :param request_read_timeout_seconds: a request's head and body must arrive within this long of its first
+        byte; slower clients get 408 and are disconnected.
+    :param first_byte_timeout_seconds: a new connection must finish its TLS handshake, then send its first byte,
+        within this long; else it is closed without an answer.
+    :param max_connections: requests handled at once (a connection that is not sending or awaiting a request does
+        not count); beyond, requests get 503.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
@@ -215,6 +218,7 @@ class ServerConfig:
     expose_stats: bool = False
     allowed_hosts: tuple[str, ...] = ()
     request_read_timeout_seconds: float = 30.0
+    first_byte_timeout_seconds: float = 10.0
     max_connections: int = 1000
     web_session_seconds: float = 12 * 3600.0
     mturk_production: bool = False
