@@ -525,3 +525,51 @@ def test_sql_in_names_labels_tokens_and_worker_names_is_only_data(crowd_server) 
     with httpx.Client(base_url=server.endpoint_url) as worker:
         assert worker.post("/signin", data={"token": server.issue_token("worker", name)}).status_code == 303
         assert "DROP TABLE" in worker.get("/work").text.replace("&#34;", '"').replace("&#39;", "'")
+
+
+# Issue 24: sign-in throttle per client, and proxy headers believed only from --forwarded-allow-ips
+
+
+def failed_sign_ins(server: LocalCrowdServer, times: int, headers: dict[str, str] | None = None) -> list[int]:
+    """Statuses of ``times`` sign-ins with an unknown token, each from a new X-Forwarded-For address."""
+    return [
+        requests.post(
+            server.endpoint_url + "/signin",
+            data={"token": "guess"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}", **(headers or {})},
+            timeout=10,
+        ).status_code
+        for n in range(times)
+    ]
+
+
+def test_sign_in_is_throttled_per_client_and_forwarded_headers_count_only_from_named_proxies(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    # No proxy named: X-Forwarded-For is the client's own say, so every guess comes from one client.
+    assert failed_sign_ins(server, 11) == [401] * 10 + [429]
+    token = server.issue_token("worker", "ada")
+    refused = requests.post(server.endpoint_url + "/signin", data={"token": token}, timeout=10)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+
+    # Nor is X-Forwarded-Proto believed: a form claiming to come from https://<this server> is cross-site.
+    def https_origin(server: LocalCrowdServer) -> dict[str, str]:
+        return {"Origin": f"https://127.0.0.1:{server.port}", "X-Forwarded-Proto": "https"}
+
+    other = crowd_server(workforce="human")
+    token = other.issue_token("worker", "ada")
+    claimed = requests.post(
+        other.endpoint_url + "/signin", data={"token": token}, headers=https_origin(other), timeout=10
+    )
+    assert claimed.status_code == 403
+
+    proxied = crowd_server(workforce="human", forwarded_allow_ips=("127.0.0.1",))
+    assert failed_sign_ins(proxied, 11) == [401] * 11  # eleven clients behind the named proxy
+    token = proxied.issue_token("worker", "ada")
+    believed = requests.post(
+        proxied.endpoint_url + "/signin",
+        data={"token": token},
+        headers=https_origin(proxied),
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert believed.status_code == 303

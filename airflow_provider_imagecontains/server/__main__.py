@@ -93,6 +93,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a name clients reach the server by, besides loopback names and --host (repeatable); "
         "requests with any other Host header are refused",
     )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (default: none; see docs/deployment.md)",
+    )
     parser.add_argument("--config", help="JSON file of ServerConfig fields; flags override it")
     parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM), with --ssl-keyfile")
     parser.add_argument("--ssl-keyfile", help="the private key (PEM) of --ssl-certfile")
@@ -127,6 +133,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 "the --config file (readable by you only) or in $%s instead.",
                 ACCOUNTS_ENV,
             )
+    if args.forwarded_allow_ips:
+        overrides["forwarded_allow_ips"] = tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip())
     if args.allowed_host:
         overrides["allowed_hosts"] = (*config.allowed_hosts, *args.allowed_host)
     return config.replace(**overrides)

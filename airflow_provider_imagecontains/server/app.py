@@ -365,6 +365,9 @@ def build_uvicorn_server(
         ),
         first_byte_timeout=config.first_byte_timeout_seconds,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # A client's address and scheme come from X-Forwarded-* only when a proxy named by the operator sent them.
+        proxy_headers=bool(config.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.forwarded_allow_ips),
         lifespan="on",
         log_level=log_level,
         access_log=log_level in ("debug", "info"),

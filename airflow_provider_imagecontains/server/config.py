@@ -164,6 +164,9 @@ class ServerConfig:
         within this long; else it is closed without an answer.
     :param max_connections: requests handled at once (a connection that is not sending or awaiting a request does
         not count); beyond, requests get 503.
+    :param forwarded_allow_ips: addresses (or networks) of the reverse proxies whose ``X-Forwarded-For`` and
+        ``X-Forwarded-Proto`` are believed (see docs/deployment.md); empty: nobody's, the connection's own
+        address and scheme count.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
     :param mturk_production: with ``workforce="mturk"``, post HITs to MTurk production (real money) instead
@@ -217,6 +220,7 @@ class ServerConfig:
     broken_image_reports: int = 2
     expose_stats: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
     request_read_timeout_seconds: float = 30.0
     first_byte_timeout_seconds: float = 10.0
     max_connections: int = 1000
@@ -298,8 +302,9 @@ class ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
         if "accounts" in overrides:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
-        if "allowed_hosts" in overrides:
-            overrides["allowed_hosts"] = tuple(overrides["allowed_hosts"])
+        for name in ("allowed_hosts", "forwarded_allow_ips"):
+            if name in overrides:
+                overrides[name] = tuple(overrides[name])
         if "mturk_qualification_requirements" in overrides:
             overrides["mturk_qualification_requirements"] = tuple(overrides["mturk_qualification_requirements"])
         return dataclasses.replace(self, **overrides)

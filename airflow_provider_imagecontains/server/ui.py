@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import mimetypes
 import os
 import time
@@ -25,9 +26,11 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
 
-from airflow_provider_imagecontains.server.guards import BodyRule
+from airflow_provider_imagecontains.server.guards import BodyRule, FailureThrottle
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
 from airflow_provider_imagecontains.server.wording import article
+
+log = logging.getLogger(__name__)
 
 # The URL paths the web pages own (the fault injector leaves them alone).
 UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
@@ -40,6 +43,9 @@ ANSWERS = {"yes": True, "no": False, "cant-tell": None}
 BROKEN_IMAGE_ANSWER = "broken-image"
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+# Unknown tokens one client may try per minute before sign-in answers it 429 (a token is 256 random bits: this
+# bounds the work and the log lines a guesser costs, not its odds).
+SIGNIN_FAILURES_PER_MINUTE = 10
 
 _HERE = Path(__file__).parent
 _SECURITY_HEADERS = {
@@ -103,6 +109,7 @@ class WorkforcePages:
 
     def __init__(self, workforce: HumanWorkforce) -> None:
         self.workforce = workforce
+        self.signin_failures = FailureThrottle(SIGNIN_FAILURES_PER_MINUTE, 60.0)
         self.images_dir = Path(workforce.config.images_dir).resolve() if workforce.config.images_dir else None
         self.templates = Jinja2Templates(
             env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
@@ -127,10 +134,20 @@ class WorkforcePages:
     async def signin(self, request: Request) -> Response:
         if not _same_origin(request):
             return _refused(403, "Cross-site request refused.")
+        client = request.client.host if request.client else ""
+        retry_after = self.signin_failures.retry_after(client)
+        if retry_after is not None:
+            response = _refused(429, f"Too many unknown tokens; try again in {retry_after} seconds.")
+            response.headers["Retry-After"] = str(retry_after)
+            return response
         form = await request.form()
         token = str(form.get("token", "")).strip()
         identity = self.workforce.store.identify(token) if token else None
         if identity is None:
+            if self.signin_failures.failed(client):
+                log.warning(
+                    "Sign-in refused for a minute to %s after %d unknown tokens.", client, SIGNIN_FAILURES_PER_MINUTE
+                )
             return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
         seconds = self.workforce.config.web_session_seconds
         session_id = self.workforce.store.open_session(identity, seconds)
