@@ -159,10 +159,10 @@ def test_gold_from_an_answer_key_asks_every_image_about_every_label(tmp_path, ca
 
     key = AnswerKey({"cam1/a b.png": ["Person"], "https://x.example/c.jpg": ["car"]})
     assert sorted(gold_from_answer_key(key)) == [
+        ("/images/cam1/a%20b.png", "Person", True),  # labels as the key spells them, as a task's are
         ("/images/cam1/a%20b.png", "car", False),  # a file name is served from --images-dir
-        ("/images/cam1/a%20b.png", "person", True),
+        ("https://x.example/c.jpg", "Person", False),
         ("https://x.example/c.jpg", "car", True),
-        ("https://x.example/c.jpg", "person", False),
     ]
     one_sided = answer_key(tmp_path / "one-sided.json", {"a.png": ["person"]})
     with pytest.raises(SystemExit, match="both answers"):
@@ -409,6 +409,41 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
     }
     assert {task["task_name"] for task in figures["tasks"]} == set(inputs)
     assert figures["spend"] == pytest.approx(1 * server.config.reward_per_answer)  # alice's one task answer
+
+
+def test_gold_from_local_files_looks_and_loads_exactly_like_a_task(crowd_server, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("gold-a.png", "gold-b.png", "task-0.png"):
+        (images / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode())
+    server = crowd_server(
+        workforce="human", images_dir=str(images), probation_questions=2, probation_gold_share=1.0, gold_share=0.0
+    )
+    # Gold added the documented way: file names under --images-dir, labels spelled as the requester's tasks spell them.
+    main(
+        [
+            "gold",
+            "add",
+            answer_key(tmp_path / "key.json", {"gold-a.png": ["Person"], "gold-b.png": ["Car"]}),
+            "--db",
+            server.db_path,
+        ]
+    )
+    ImageContainsHook().put_tasks(
+        "image-contains",
+        {"t0": {"image": {"url": f"{server.endpoint_url}/images/task-0.png"}, "target": {"label": "Person"}}},
+    )
+    worker, shown = Worker(server, "ada"), []
+    for _ in range(3):  # two gold questions (probation), then the task
+        page = worker.page()
+        image, label = question_on(page)
+        loaded = worker.client.get(image)
+        assert image.startswith(f"{server.endpoint_url}/images/"), image  # the same absolute form as a task's
+        shown.append((image.rsplit("/", 1)[-1], label, loaded.status_code, loaded.content[8:]))
+        worker.answer(page, True)
+    assert {name for name, *_ in shown[:2]} <= {"gold-a.png", "gold-b.png"} and shown[2][0] == "task-0.png"
+    assert all(label in ("Person", "Car") for _, label, *_ in shown), shown  # never lower-cased
+    assert [(status, content) for _, _, status, content in shown] == [(200, name.encode()) for name, *_ in shown]
 
 
 def balance(server):

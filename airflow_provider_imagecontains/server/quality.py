@@ -36,6 +36,11 @@ class AnswerKey:
 
     def __init__(self, images: dict[str, list[str]]) -> None:
         self._images = {image: {label.casefold() for label in labels} for image, labels in images.items()}
+        # Each label as the key first spells it: gold questions ask with the label's own text, as tasks do.
+        self._spellings: dict[str, str] = {}
+        for labels in images.values():
+            for label in labels:
+                self._spellings.setdefault(label.casefold(), label)
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerKey:
@@ -49,6 +54,11 @@ class AnswerKey:
     def images(self) -> dict[str, set[str]]:
         """Image URL or file name -> the labels it contains (casefolded)."""
         return self._images
+
+    @property
+    def labels(self) -> list[str]:
+        """Every label of the key once, as it is first spelled there."""
+        return sorted(self._spellings.values())
 
     def contains(self, image_url: str, label: str) -> bool | None:
         """The true answer, or None when the key does not know the image."""
@@ -93,13 +103,13 @@ def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
 def gold_from_answer_key(key: AnswerKey) -> list[GoldQuestion]:
     """Every (image, label) question an answer key settles: each image against every label the key names.
 
-    The key lists the labels each image contains, so an image does not contain the key's other labels.
+    The key lists the labels each image contains, so an image does not contain the key's other labels. Labels keep
+    the key's spelling, as a requester's tasks keep theirs: a gold question must look exactly like a task.
     """
-    labels = sorted(set().union(*key.images.values()))
     return [
-        GoldQuestion(_image_url(image), label, label in image_labels)
+        GoldQuestion(_image_url(image), label, label.casefold() in image_labels)
         for image, image_labels in sorted(key.images.items())
-        for label in labels
+        for label in key.labels
     ]
 
 

@@ -432,11 +432,12 @@ class TaskStore:
         return (row[0], row[1], row[2], bool(row[3]))
 
     def gold_truth(self, image_url: str, label: str) -> bool | None:
-        row = self._db.execute(
-            "SELECT contains_target FROM gold_questions WHERE image_url = ? AND label = ?",
-            (image_url, label.casefold()),
-        ).fetchone()
-        return None if row is None else bool(row[0])
+        """The true answer of the gold question on ``image_url`` about ``label`` (compared case-insensitively)."""
+        rows = self._db.execute(
+            "SELECT label, contains_target FROM gold_questions WHERE image_url = ?", (image_url,)
+        ).fetchall()
+        wanted = label.casefold()
+        return next((bool(contains) for stored, contains in rows if stored.casefold() == wanted), None)
 
     def add_gold_answer(self, gold_id: int, worker: str, answer: bool | None, now: float) -> None:
         self._db.execute(

@@ -8,6 +8,7 @@ come from this server's own origin. Routes and decisions: docs/workforce.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -174,6 +175,8 @@ class WorkforcePages:
         if identity is None:
             return RedirectResponse("/signin", status_code=303)
         assignment = self.workforce.question_for(identity.subject)
+        if assignment is not None:
+            assignment = dataclasses.replace(assignment, image_url=_absolute_url(assignment.image_url, request))
         context = {
             "worker": identity.subject,
             "assignment": assignment,
@@ -283,7 +286,8 @@ class WorkforcePages:
         """Whether a task of theirs shows the image at ``path``: for a worker the question they hold, for a
         dashboard any task of its account."""
         if identity.kind == WORKER:
-            urls = [url] if (url := self.workforce.held_image_url(identity.subject)) else []
+            held = self.workforce.held_image_url(identity.subject)
+            urls = [_absolute_url(held, request)] if held else []
         else:
             urls = self.workforce.store.image_urls(identity.subject)
         return any(_image_shown(url, request) == path for url in urls)
@@ -313,6 +317,13 @@ class WorkforcePages:
 
     def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _absolute_url(url: str, request: Request) -> str:
+    """``url`` as the worker page shows it: a gold question's own ``/images/...`` path on this server, as the
+    absolute URL a requester's task names its local image by (so nothing tells the two apart)."""
+    ours = url.startswith("/") and not url.startswith("//")
+    return f"{request.url.scheme}://{request.headers.get('host', '')}{url}" if ours else url
 
 
 def _image_shown(url: str | None, request: Request) -> str | None:
