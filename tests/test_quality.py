@@ -446,6 +446,82 @@ def test_gold_from_local_files_looks_and_loads_exactly_like_a_task(crowd_server,
     assert [(status, content) for _, _, status, content in shown] == [(200, name.encode()) for name, *_ in shown]
 
 
+def test_a_broken_image_is_confirmed_by_trusted_workers_and_gold_reported_broken_discredits(
+    crowd_server, tmp_path, gold_key
+):
+    server = crowd_server(workforce="human", probation_questions=3, probation_gold_share=1.0, gold_share=0.0)
+    main(["gold", "add", gold_key, "--db", server.db_path])
+    gold = json.loads(open(gold_key).read())["images"]
+    ImageContainsHook().put_tasks(
+        "image-contains",
+        {
+            name: {"image": {"url": f"https://tasks.example/{name}.jpg"}, "target": {"label": "person"}}
+            for name in ("gone", "fine")
+        },
+    )
+
+    def through_probation(name, wrong=0, broken=0):
+        """A worker answering its three gold questions: ``broken`` reported broken, ``wrong`` wrong, the rest right."""
+        worker = Worker(server, name)
+        for n in range(3):
+            page = worker.page()
+            image, label = question_on(page)
+            assert image.startswith("https://gold.example/")
+            if n < broken:
+                worker.post(page, "answer-form", "/work/answer", answer="broken-image")
+            else:
+                worker.answer(page, (label in gold[image]) != (n < broken + wrong))
+        return worker
+
+    def report(worker):
+        page = worker.page()
+        assert question_on(page)[0] == "https://tasks.example/gone.jpg"
+        worker.post(page, "answer-form", "/work/answer", answer="broken-image")
+
+    def gone():
+        return next(task for task in server.tasks() if task["task_name"] == "gone")
+
+    mallory = through_probation("mallory", broken=1)  # a gold image is known to load: her reports are not believed
+    tess, tina, tom = (through_probation(name) for name in ("tess", "tina", "tom"))  # trusted: 3 gold right
+    carl = through_probation("carl", wrong=1)  # not trusted
+    report(mallory)
+    report(tess)
+    assert gone()["state"] == "processing"  # one trusted report (mallory's is "can't tell")
+    report(tina)
+    assert gone()["state"] == "processing", "two reports send the image to review, not to failure"
+    assert question_on(carl.page())[0] == "https://tasks.example/fine.jpg", "under review: trusted workers only"
+    report(tom)
+    assert gone()["state"] == "failed" and gone()["problem"]["code"] == "ImageUnavailable"
+    with sqlite3.connect(server.db_path) as db:
+        answers = db.execute(
+            "SELECT a.worker, a.answer FROM answers a JOIN tasks t ON t.id = a.task_id WHERE t.name = 'gone' ORDER BY a.id"
+        ).fetchall()
+    assert answers == [("human:mallory", -1), ("human:tess", -2), ("human:tina", -2), ("human:tom", -2)]
+
+
+def test_a_local_image_reported_broken_is_checked_on_disk(crowd_server, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("there.png", "deleted.png"):
+        (images / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    server = crowd_server(workforce="human", images_dir=str(images), broken_image_reports=1)
+    ImageContainsHook().put_tasks(
+        "image-contains",
+        {
+            name: {"image": {"url": f"{server.endpoint_url}/images/{name}.png"}, "target": {"label": "person"}}
+            for name in ("there", "deleted")
+        },
+    )
+    (images / "deleted.png").unlink()  # after the PUT: the frame was cleaned up meanwhile
+    workers = [Worker(server, name) for name in ("ann", "bob", "cid", "dan")]
+    for worker in workers:
+        while (page := worker.page()) and question_on(page):
+            worker.post(page, "answer-form", "/work/answer", answer="broken-image")
+    states = {task["task_name"]: (task["state"], (task["problem"] or {}).get("code")) for task in server.tasks()}
+    # Two new workers weigh one whole report: the image is checked; the one still on disk loads, and keeps going.
+    assert states == {"there": ("processing", None), "deleted": ("failed", "ImageUnavailable")}
+
+
 def balance(server):
     with sqlite3.connect(server.db_path) as db:
         return db.execute("SELECT microdollars FROM balances").fetchone()[0] / 1e6

@@ -321,7 +321,8 @@ def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once
     chromium, crowd_server, tmp_path, screenshots
 ):
     generate_frames(tmp_path / "frames", 1)
-    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    # Two new workers' reports weigh one whole report (issue 24): then the local image is checked on disk.
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), broken_image_reports=1)
     put_questions(server, ["gone"], image="cam9/deleted.png")
     dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
     contexts = [dashboard_context]

@@ -64,7 +64,17 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--broken-image-reports": (
         "broken_image_reports",
         int,
-        "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
+        "weighed broken-image reports after which the image of a task nobody saw is reviewed (default 2)",
+    ),
+    "--max-non-answer-share": (
+        "max_non_answer_share",
+        float,
+        "share of can't-tell and broken-image answers past which a worker is blocked (default 0.5)",
+    ),
+    "--charged-non-answers": (
+        "charged_non_answers_per_task",
+        int,
+        "can't-tell and broken-image answers of a task the requester pays for (default 2)",
     ),
     "--mturk-endpoint-url": ("mturk_endpoint_url", str, "MTurk requester endpoint instead of the sandbox's"),
     "--mturk-region": ("mturk_region", str, "AWS region of MTurk (default us-east-1)"),

@@ -12,7 +12,7 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
@@ -26,6 +26,7 @@ from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NA
 from airflow_provider_imagecontains.server.faults import STATS_PATH, FaultInjector
 from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
 from airflow_provider_imagecontains.server.human import HumanWorkforce
+from airflow_provider_imagecontains.server.images import LocalImages
 from airflow_provider_imagecontains.server.logs import redact_server_logs
 from airflow_provider_imagecontains.server.mturk import (
     MTurkRequester,
@@ -57,11 +58,14 @@ class CrowdServerApp:
 
     :param config: the server settings.
     :param db_path: the SQLite file of tasks, answers and balances.
+    :param host_names: the names clients reach the server by (a task's image URL naming one of them and
+        ``/images/`` names a local image).
     """
 
-    def __init__(self, config: ServerConfig, db_path: str) -> None:
+    def __init__(self, config: ServerConfig, db_path: str, host_names: Iterable[str] = LOOPBACK_NAMES) -> None:
         self.config = config
         self.db_path = db_path
+        self.local_images = LocalImages(config.images_dir, host_names)
         self._keys = {a.access_key_id: SigningKey(a.account_id, a.secret_access_key) for a in config.accounts}
         self.service: CrowdService | None = None
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
@@ -80,7 +84,7 @@ class CrowdServerApp:
         store.open_accounts([a.account_id for a in self.config.accounts], round(self.config.starting_balance * 1e6))
         store.release_claims()
         check_image = unreachable_image_reason if self.mturk_requester is not None else None
-        self.service = service = CrowdService(store, self.config, check_image)
+        self.service = service = CrowdService(store, self.config, check_image, self.local_images)
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
@@ -125,7 +129,7 @@ class CrowdServerApp:
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
         if self.human is not None:
-            mount_workforce_ui(api, self.human)
+            mount_workforce_ui(api, self.human, self.local_images)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
         api.add_exception_handler(RequestValidationError, _validation_exception)
         api.add_exception_handler(Exception, _unexpected_exception)
@@ -349,9 +353,9 @@ def build_uvicorn_server(
             f"Refusing to listen on {host!r} with the public demo credentials: give your own --account, "
             "or keep the default host 127.0.0.1 (loopback only)."
         )
-    app = CrowdServerApp(config, db_path)
     unspecified = host in ("", "0.0.0.0", "::")  # noqa: S104 -- recognised here, not bound
     hosts = [*LOOPBACK_NAMES, *([] if unspecified else [host]), *config.allowed_hosts]
+    app = CrowdServerApp(config, db_path, hosts)
     uvicorn_config = HardenedConfig(
         AllowedHosts(app.asgi, hosts, _refusal),
         host=host,

@@ -153,8 +153,13 @@ class ServerConfig:
         workers) or ``mixed`` (both; see docs/workforce.md).
     :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
         without an answer.
-    :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
-        ``ImageUnavailable`` at once instead of waiting for its deadline.
+    :param broken_image_reports: broken-image reports, each weighed by its reporter's record (a new worker's
+        counts half), after which a task nobody saw is reviewed: a local image is checked on disk, another host's
+        goes to trusted workers only, and the task fails ``ImageUnavailable`` once confirmed (docs/workforce.md).
+    :param max_non_answer_share: a worker whose "can't tell" answers and broken-image reports pass this share of
+        the questions it was given (judged after 10, or ``probation_questions``) gets no more questions.
+    :param charged_non_answers_per_task: "can't tell" answers and broken-image reports of one task the requester
+        pays for; further ones are given back.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
         out or by issuing the subject a new token).
@@ -218,6 +223,8 @@ class ServerConfig:
     workforce: str = "simulated"
     human_claim_seconds: float = 300.0
     broken_image_reports: int = 2
+    max_non_answer_share: float = 0.5
+    charged_non_answers_per_task: int = 2
     expose_stats: bool = False
     allowed_hosts: tuple[str, ...] = ()
     forwarded_allow_ips: tuple[str, ...] = ()
@@ -249,6 +256,7 @@ class ServerConfig:
             "gold_share",
             "probation_gold_share",
             "block_below_accuracy",
+            "max_non_answer_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -282,6 +290,7 @@ class ServerConfig:
             "probation_questions",
             "block_after_gold",
             "max_connections",
+            "charged_non_answers_per_task",
         ):
             at_least_one = ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes", "max_connections")
             if getattr(self, name) < (1 if name in at_least_one else 0):

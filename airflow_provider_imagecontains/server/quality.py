@@ -18,11 +18,18 @@ from urllib.parse import quote, urlsplit
 
 from airflow_provider_imagecontains.server.adjudication import WorkerModel
 from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.store import TaskStore
+from airflow_provider_imagecontains.server.store import NonAnswers, TaskStore
 
 DEFAULT_DB = "imagecontains-server.db"
 # Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.
 TASK_ANSWERS_PER_GOLD = 3
+# Broken-image reports of one worker believed per hour; past them, a report is taken as "can't tell".
+BROKEN_REPORTS_PER_HOUR = 5
+# A worker trusted to confirm a broken image: this many gold questions right, or answers to finished tasks learned.
+TRUSTED_GOLD_RIGHT = 3
+TRUSTED_TASK_ANSWERS = 10
+# A worker's share of "can't tell" and broken-image answers is judged after this many questions at least.
+NON_ANSWERS_JUDGED_AFTER = 10
 
 
 class AnswerKey:
@@ -97,6 +104,36 @@ def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
     return (
         f"Estimated accuracy {accuracy:.3f} is below {config.block_below_accuracy} after {model.gold_answers} "
         f"gold questions ({model.gold_right} right) and {model.task_answers:.0f} answers to finished tasks."
+    )
+
+
+def broken_report_weight(config: ServerConfig, model: WorkerModel | None, non_answers: NonAnswers) -> float:
+    """How much a worker's broken-image report counts toward failing a task ``ImageUnavailable`` (issue 24).
+
+    Nothing from a worker who reported a gold image broken (gold images are known to load); a whole report from a
+    worker whose record is known and good (``TRUSTED_GOLD_RIGHT`` gold questions right, or
+    ``TRUSTED_TASK_ANSWERS`` answers to finished tasks, and an accuracy not under ``block_below_accuracy``); half
+    a report from anyone else, so that a few new accounts cannot fail tasks at will.
+    """
+    if non_answers.broken_gold:
+        return 0.0
+    if model is None:
+        return 0.5
+    known = model.gold_right >= TRUSTED_GOLD_RIGHT or model.task_answers >= TRUSTED_TASK_ANSWERS
+    good = model.balanced_accuracy(config.prior_worker_accuracy) >= config.block_below_accuracy
+    return 1.0 if known and good else 0.5
+
+
+def non_answer_block_reason(config: ServerConfig, non_answers: NonAnswers, questions: int) -> str | None:
+    """Why a worker who answers "can't tell" or reports broken images too often must get no more questions, or
+    None (judged after ``NON_ANSWERS_JUDGED_AFTER`` questions, or the probation's, whichever is more)."""
+    if questions < max(config.probation_questions, NON_ANSWERS_JUDGED_AFTER):
+        return None
+    if non_answers.total <= config.max_non_answer_share * questions:
+        return None
+    return (
+        f'Answered "can\'t tell" or reported a broken image to {non_answers.total} of {questions} questions '
+        f"(more than {config.max_non_answer_share:.0%})."
     )
 
 

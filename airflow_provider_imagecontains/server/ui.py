@@ -14,7 +14,6 @@ import hmac
 import json
 import logging
 import mimetypes
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from starlette.datastructures import FormData
 
 from airflow_provider_imagecontains.server.guards import BodyRule, FailureThrottle
 from airflow_provider_imagecontains.server.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from airflow_provider_imagecontains.server.images import LocalImages
 from airflow_provider_imagecontains.server.wording import article
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
 BROKEN_IMAGE_ANSWER = "broken-image"
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
 # Unknown tokens one client may try per minute before sign-in answers it 429 (a token is 256 random bits: this
 # bounds the work and the log lines a guesser costs, not its odds).
 SIGNIN_FAILURES_PER_MINUTE = 10
@@ -61,9 +60,9 @@ _SECURITY_HEADERS = {
 }
 
 
-def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce) -> None:
+def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce, local_images: LocalImages) -> None:
     """Add the pages, their static files and their security headers to ``api``."""
-    api.include_router(WorkforcePages(workforce).router)
+    api.include_router(WorkforcePages(workforce, local_images).router)
     api.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     api.add_middleware(SecurityHeaders)
 
@@ -106,12 +105,13 @@ class WorkforcePages:
     """The routes of the web pages.
 
     :param workforce: the human workforce the pages serve.
+    :param local_images: the images of ``--images-dir``.
     """
 
-    def __init__(self, workforce: HumanWorkforce) -> None:
+    def __init__(self, workforce: HumanWorkforce, local_images: LocalImages) -> None:
         self.workforce = workforce
+        self.local_images = local_images
         self.signin_failures = FailureThrottle(SIGNIN_FAILURES_PER_MINUTE, 60.0)
-        self.images_dir = Path(workforce.config.images_dir).resolve() if workforce.config.images_dir else None
         self.templates = Jinja2Templates(
             env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
         )
@@ -277,7 +277,7 @@ class WorkforcePages:
         identity = self._identity(request, WORKER, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in first.")
-        file = self._image_file(path) if self._may_see(identity, path, request) else None
+        file = self.local_images.file(path) if self._may_see(identity, path, request) else None
         if file is None:
             return _refused(404, "No such image.")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
@@ -291,20 +291,6 @@ class WorkforcePages:
         else:
             urls = self.workforce.store.image_urls(identity.subject)
         return any(_image_shown(url, request) == path for url in urls)
-
-    def _image_file(self, path: str) -> Path | None:
-        """The file ``path`` names inside ``images_dir``, or None for anything else (missing, outside, not an image).
-
-        ``path`` arrives percent-decoded; it is resolved with symlinks followed and must stay inside the folder.
-        """
-        if self.images_dir is None or not path or "\0" in path or "\\" in path or path.startswith("/"):
-            return None
-        if any(part in ("", ".", "..") or part.startswith(".") for part in path.split("/")):
-            return None
-        file = Path(os.path.realpath(self.images_dir / path))
-        if not file.is_relative_to(self.images_dir) or not file.is_file():
-            return None
-        return file if mimetypes.guess_type(file.name)[0] in IMAGE_TYPES else None
 
     # Helpers
 
