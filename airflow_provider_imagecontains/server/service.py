@@ -353,7 +353,13 @@ class CrowdService:
         return {worker: reason}
 
     def _refund_non_answer_past_cap(self, task: StoredTask) -> None:
-        """Give the requester back a question it was charged for once the task had its share of non-answers."""
+        """Give the requester back a question it was charged for once the task had its share of non-answers.
+
+        Only questions this server charged as it showed them: a paid crowd's platform bills every assignment
+        itself (``server/mturk.py``), and that money is spent.
+        """
+        if self.config.workforce == "mturk":
+            return
         if self.store.non_answers_of_task(task.id) >= self.config.charged_non_answers_per_task:
             self.store.refund(task.account, to_microdollars(self.config.reward_per_answer))
 
