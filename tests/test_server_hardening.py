@@ -26,6 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server import __main__ as server_cli
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account
@@ -280,35 +281,50 @@ def test_a_copied_session_cookie_stops_working_at_sign_out_expiry_and_token_repl
 
 
 def test_images_are_served_only_to_who_has_a_task_showing_them(crowd_server, tmp_path, monkeypatch) -> None:
+    # With several accounts, each account's images live in <images-dir>/<account id>/ (issue 24).
     frames = tmp_path / "frames"
-    generate_frames(frames, 3)
+    generate_frames(frames / DEMO_ACCOUNT.account_id, 2)
+    generate_frames(frames / OTHER.account_id, 3)
     server = crowd_server(workforce="human", images_dir=str(frames), accounts=[DEMO_ACCOUNT, OTHER])
     other = server.airflow_connection()
     other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
     other["extra"] = {**other["extra"], "account_id": OTHER.account_id}
     monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
 
-    def put(conn_id: str, name: str, frame: int) -> None:
-        url = f"{server.endpoint_url}/images/frame_{frame:04d}.png"
+    def put(conn_id: str, name: str, image: str) -> None:
+        url = f"{server.endpoint_url}/images/{image}"
         hook = ImageContainsHook(conn_id)
-        hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": "person"}})
-        hook.close()
+        try:
+            hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": "person"}})
+        finally:
+            hook.close()
 
-    put("imagecontains_default", "first", 0)
-    put("imagecontains_default", "second", 1)
-    put("other", "others", 2)
+    demo, others = DEMO_ACCOUNT.account_id, OTHER.account_id
+    put("imagecontains_default", "first", f"{demo}/frame_0000.png")
+    put("imagecontains_default", "second", f"{demo}/frame_0001.png")
+    put("other", "others", f"{others}/frame_0002.png")
+    # Naming another account's image, or one that does not exist, is refused at PUT with one answer for both:
+    # the image never reaches this account's dashboard, and the PUT tells nothing of the folder.
+    refusals = []
+    for image in (f"{demo}/frame_0000.png", f"{others}/frame_0099.png", "frame_0000.png"):
+        with pytest.raises(InvalidTaskError) as refused:
+            put("other", "take", image)
+        refusals.append(str(refused.value).replace(image, "…"))
+    assert len(set(refusals)) == 1 and "no image in the folder 210987654321/" in refusals[0], refusals
 
     def client(kind: str, subject: str) -> httpx.Client:
         signed_in = httpx.Client(base_url=server.endpoint_url)
         assert signed_in.post("/signin", data={"token": server.issue_token(kind, subject)}).status_code == 303
         return signed_in
 
+    images = [f"{demo}/frame_0000.png", f"{demo}/frame_0001.png", f"{others}/frame_0002.png"]
+
     def visible(signed_in: httpx.Client) -> list[int]:
-        return [n for n in range(3) if signed_in.get(f"/images/frame_{n:04d}.png").status_code == 200]
+        return [n for n, image in enumerate(images) if signed_in.get(f"/images/{image}").status_code == 200]
 
     alice = client("worker", "alice")
     assert visible(alice) == [], "no question held yet"
-    assert 'src="' + f"{server.endpoint_url}/images/frame_0000.png" in alice.get("/work").text
+    assert 'src="' + f"{server.endpoint_url}/images/{images[0]}" in alice.get("/work").text
     assert visible(alice) == [0], "only the image of the question she holds"
     assert visible(client("dashboard", DEMO_ACCOUNT.account_id)) == [0, 1]
     assert visible(client("dashboard", OTHER.account_id)) == [2]

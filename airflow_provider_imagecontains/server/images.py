@@ -2,7 +2,8 @@
 image URLs name them (docs/workforce.md).
 
 A task's image URL names a local image when it is ``http(s)://<a name of this server>/images/<path>``; any other
-URL is loaded by the worker's browser directly.
+URL is loaded by the worker's browser directly. A task may name only its account's images (checked at PUT, issue
+24): every image of the folder when the server has one account, else those under ``<images-dir>/<account id>/``.
 """
 
 from __future__ import annotations
@@ -54,3 +55,14 @@ class LocalImages:
         """Whether the image ``url`` names loads: True or False for a local image, None for another host's."""
         path = self.path_of(url)
         return None if path is None else self.file(path) is not None
+
+    def account_image(self, url: str, account: str, *, sole_account: bool) -> bool | None:
+        """Whether ``url`` names an existing image of ``account`` (see the module's doc); None for another host's.
+
+        A missing image and another account's are the same answer, False: a PUT learns nothing of the folder.
+        """
+        path = self.path_of(url)
+        if path is None:
+            return None
+        ours = sole_account or path.split("/", 1)[0] == account
+        return ours and self.file(path) is not None

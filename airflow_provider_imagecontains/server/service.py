@@ -134,6 +134,8 @@ class CrowdService:
                     f"Task {name!r} already exists with a different input; use another name or delete it when finished.",
                 )
             return 200, existing
+        if function == IMAGE_CONTAINS:
+            self._check_local_image(account, task_input["image"]["url"])  # type: ignore[index]
         if function == IMAGE_CONTAINS and self.check_image is not None:
             problem = self.check_image(task_input["image"]["url"])  # type: ignore[index]
             if problem is not None:
@@ -150,6 +152,14 @@ class CrowdService:
         if function == IMAGE_CONTAINS:
             self._wake_workers()
         return 201, task
+
+    def _check_local_image(self, account: str, url: str) -> None:
+        """Refuse a task naming a local image that is not one of its account's (issue 24: another account's image
+        would be shown on this account's dashboard); a missing image gets the same answer."""
+        sole_account = len({known.account_id for known in self.config.accounts}) == 1
+        if self.local_images.account_image(url, account, sole_account=sole_account) is False:
+            folder = "the server's images folder" if sole_account else f"the folder {account}/ of the server's images"
+            raise CrowdError(400, "InvalidInput", f"Invalid image URL {url!r}: it names no image in {folder}.")
 
     def get_task(self, account: str, function: str, name: str) -> StoredTask:
         """Read a task, first expiring it or completing a test task when it is due."""
