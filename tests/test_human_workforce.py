@@ -340,6 +340,27 @@ def test_dashboard_figures(crowd_server):
     assert open_["agreement"] is None, "a single vote agrees with itself: no figure"
     assert figures["slowest"][0]["task_name"] == names[1], "the task still processing has taken longest"
     assert other["total"] == 0 and other["tasks"] == [], "a dashboard shows its own account only"
+    # Issue 24: nor another account's workers (names, accuracies, block state).
+    assert other["workers"] == [] and [worker["worker"] for worker in figures["workers"]] == ["alice", "bob"]
+
+
+def test_the_dashboard_lists_a_page_of_tasks_and_totals_all_of_them(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    _, names = put_tasks([f"https://images.example.com/{n}.jpg" for n in range(450)])
+    alice = Worker(server, "alice")
+    alice.answer(alice.question(), "broken-image")  # on the oldest task
+    with httpx.Client(base_url=server.endpoint_url) as owner:
+        owner.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
+        pages = {page: owner.get(f"/dashboard/data?page={page}").json() for page in ("1", "3", "99", "²")}
+    first, last = pages["1"], pages["3"]
+    created = [task["task_name"] for task in server.tasks("image-contains")]  # oldest first
+    assert sorted(created) == sorted(names)
+    assert [task["task_name"] for task in first["tasks"]] == created[:249:-1]  # 200 tasks, newest first
+    assert [task["task_name"] for task in last["tasks"]] == created[49::-1]
+    assert (first["page"], first["pages"], last["page"], pages["99"]["page"], pages["²"]["page"]) == (1, 3, 3, 3, 1)
+    # Totals and the slowest tasks count every task, not only the page's.
+    assert (first["total"], first["states"], first["broken_images"]) == (450, {"processing": 450}, 1)
+    assert first["slowest"][0]["task_name"] == created[0] and len(first["slowest"]) == 5
 
 
 def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
@@ -419,3 +440,52 @@ def test_cli_flags_choose_the_workforce_and_refuse_an_unknown_one(tmp_path):
     assert (config.workforce, config.images_dir) == ("mixed", str(tmp_path))
     with pytest.raises(ValueError, match="'robots'"):
         config_from_args(parse_args(["--workforce", "robots"]))
+
+
+def test_a_worker_page_view_scans_no_table_of_answers_or_tasks(tmp_path):
+    """Issue 24: every GET /work counted the worker's answers with a scan of the whole answers table (50 ms at 1M
+    answers). Every statement of a worker's page views, answers and reports must search an index instead."""
+    import asyncio
+
+    from airflow_provider_imagecontains.server.config import ServerConfig
+    from airflow_provider_imagecontains.server.human import HumanWorkforce
+    from airflow_provider_imagecontains.server.service import CrowdService
+    from airflow_provider_imagecontains.server.store import TaskStore
+
+    db_path = str(tmp_path / "crowd.db")
+    config = ServerConfig(workforce="human")
+    account = config.accounts[0].account_id
+
+    async def work(statements):
+        store = TaskStore(db_path)
+        store.open_accounts([account], 1_000_000)
+        service = CrowdService(store, config)
+        for n in range(4):
+            body = {"input": {"image": {"url": f"https://images.example.com/{n}.jpg"}, "target": {"label": "cat"}}}
+            service.put_task(account, "image-contains", f"t{n}", json.dumps(body).encode())
+        human = HumanWorkforce(config, db_path)
+        human.start(service)
+        for connection in (store.connection, human.store._db):
+            connection.set_trace_callback(statements.append)
+        for answer in ("yes", "cant-tell", "broken-image", "no"):
+            question = human.question_for("ada")
+            human.answers_given("ada")
+            human.seconds_left("ada")
+            if answer == "broken-image":
+                human.report_broken_image("ada", question.question_id)
+            else:
+                human.answer("ada", question.question_id, {"yes": True, "no": False}.get(answer))
+        await human.stop()
+        return store
+
+    statements: list[str] = []
+    store = asyncio.run(work(statements))
+    scans = {}
+    for statement in statements:
+        if statement.split()[0].upper() in ("BEGIN", "COMMIT", "ROLLBACK"):
+            continue
+        plan = [row[3] for row in store.connection.execute("EXPLAIN QUERY PLAN " + statement)]
+        if any(re.match(r"SCAN (answers|gold_answers|tasks)\b", step) for step in plan):
+            scans[statement] = plan
+    store.close()
+    assert len(statements) > 20 and scans == {}

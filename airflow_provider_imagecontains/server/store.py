@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+# Columns added to the tasks table since its first version: when a task went to broken-image review, and when it
+# finished (the dashboard's durations; NULL in rows finished before the column existed).
+_ADDED_TASK_COLUMNS = {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
 _MODEL_COLUMNS = ", ".join(MODEL_FIELDS)
 
 
@@ -191,8 +195,9 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         task_columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        if "broken_review" not in task_columns:  # a database of an earlier version
-            self._db.execute("ALTER TABLE tasks ADD COLUMN broken_review INTEGER NOT NULL DEFAULT 0")
+        for column, definition in _ADDED_TASK_COLUMNS.items():  # a database of an earlier version
+            if column not in task_columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -269,11 +274,13 @@ class TaskStore:
         """Complete (``result``) or fail (``problem``) a task that is still processing; False if it was not."""
         state = COMPLETED if problem is None else FAILED
         cursor = self._db.execute(
-            "UPDATE tasks SET state = ?, result = ?, problem = ?, claimed_by = NULL WHERE id = ? AND state = 'processing'",
+            "UPDATE tasks SET state = ?, result = ?, problem = ?, claimed_by = NULL, finished_at = ? "
+            "WHERE id = ? AND state = 'processing'",
             (
                 state,
                 None if result is None else canonical_json(result),
                 None if problem is None else canonical_json(problem),
+                time.time(),
                 task_id,
             ),
         )
@@ -282,7 +289,7 @@ class TaskStore:
     def expire_due(self, now: float, problem: dict[str, str]) -> int:
         """Fail every processing task whose deadline has passed; return how many."""
         cursor = self._db.execute(
-            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL "
+            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL, finished_at = deadline_at "
             "WHERE state = 'processing' AND deadline_at <= ?",
             (canonical_json(problem), now),
         )

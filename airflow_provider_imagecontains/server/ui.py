@@ -255,21 +255,15 @@ class WorkforcePages:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in with the account's dashboard token first.")
-        figures = self.workforce.store.dashboard(
+        page = request.query_params.get("page", "1")
+        figures = await self.workforce.dashboard_figures(
             identity.subject,
-            self.workforce.config.starting_balance,
-            time.time(),
-            name_prefix=request.query_params.get("prefix", ""),
+            request.query_params.get("prefix", ""),
+            int(page) if page.isascii() and page.isdigit() and len(page) < 9 else 1,
         )
-        for task in figures["tasks"]:
-            task["image"] = _image_shown(task["image_url"], request)
-        config = self.workforce.config
-        figures.update(
-            self.workforce.store.worker_quality(
-                identity.subject, config.prior_worker_accuracy, config.reward_per_answer
-            )
-        )
-        return Response(json.dumps(figures), media_type="application/json")
+        # The figures are shared by every request of the next seconds: the image names go on copies.
+        tasks = [{**task, "image": _image_shown(task["image_url"], request)} for task in figures["tasks"]]
+        return Response(json.dumps({**figures, "tasks": tasks}), media_type="application/json")
 
     # Local images
 
