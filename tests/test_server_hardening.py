@@ -26,10 +26,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.exceptions import CrowdApiError, InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account
+from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
 from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 from demo.frames import generate_frames
@@ -589,3 +589,34 @@ def test_sign_in_is_throttled_per_client_and_forwarded_headers_count_only_from_n
         timeout=10,
     )
     assert believed.status_code == 303
+
+
+# Issue 24: per-account quotas
+
+
+def test_each_account_has_a_request_rate_and_a_cap_on_tasks_in_progress(crowd_server, monkeypatch) -> None:
+    defaults = ServerConfig()
+    # Sane defaults for a deployment (were 1,000,000 tasks in progress and no rate at all).
+    assert (defaults.max_tasks_in_progress, defaults.account_requests_per_second) == (50_000, 500.0)
+    server = crowd_server(
+        workforce_size=0,
+        accounts=[DEMO_ACCOUNT, OTHER],
+        account_requests_per_second=2.0,
+        account_request_burst=10,
+        max_tasks_in_progress=3,
+    )
+    path = f"/{DEMO_ACCOUNT.account_id}/functions/image-contains/tasks/missing"
+    answers = [signed_get(server, path, f"127.0.0.1:{server.port}") for _ in range(12)]
+    assert [answer.status_code for answer in answers] == [404] * 10 + [429] * 2
+    assert answers[-1].json()["code"] == "Throttled" and 1 <= int(answers[-1].headers["Retry-After"]) <= 1
+    # The other account's allowance is its own.
+    other = server.airflow_connection()
+    other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
+    other["extra"] = {**other["extra"], "account_id": OTHER.account_id, "max_attempts": 1}
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
+    hook = ImageContainsHook("other")
+    for n in range(3):
+        hook.put_task("image-contains", f"t{n}", INPUT)
+    with pytest.raises(CrowdApiError, match="LimitExceeded"):
+        hook.put_task("image-contains", "t3", INPUT)
+    hook.close()

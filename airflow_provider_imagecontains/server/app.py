@@ -24,7 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from airflow_provider_imagecontains.server.faults import STATS_PATH, FaultInjector
-from airflow_provider_imagecontains.server.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
+from airflow_provider_imagecontains.server.guards import (
+    LOOPBACK_NAMES,
+    AccountRateLimit,
+    AllowedHosts,
+    BodyLimit,
+    BodyRule,
+    Scope,
+)
 from airflow_provider_imagecontains.server.human import HumanWorkforce
 from airflow_provider_imagecontains.server.images import LocalImages
 from airflow_provider_imagecontains.server.logs import redact_server_logs
@@ -66,6 +73,7 @@ class CrowdServerApp:
         self.config = config
         self.db_path = db_path
         self.local_images = LocalImages(config.images_dir, host_names)
+        self._account_rates = AccountRateLimit(config.account_requests_per_second, config.account_request_burst)
         self._keys = {a.access_key_id: SigningKey(a.account_id, a.secret_access_key) for a in config.accounts}
         self.service: CrowdService | None = None
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
@@ -172,12 +180,24 @@ class CrowdServerApp:
         return self.service
 
     async def _authorized(self, request: Request, account: str) -> bytes:
-        """Return the body once the request is signed by ``account`` itself."""
+        """Return the body once the request is signed by ``account`` itself, within the account's request rate."""
         body = await request.body()
         key = self._verify(request, body, SERVICE_NAME, REGION_NAME)
         if key.account_id != account:
             raise CrowdError(403, "AccessDenied", f"Your credentials do not grant access to account {account!r}.")
+        self._within_rate(key)
         return body
+
+    def _within_rate(self, key: SigningKey) -> None:
+        retry_after = self._account_rates.retry_after(key.account_id)
+        if retry_after is not None:
+            raise CrowdError(
+                429,
+                "Throttled",
+                f"Account {key.account_id} passed its {self.config.account_requests_per_second:g} requests a second; "
+                "retry after the Retry-After delay.",
+                {"Retry-After": str(retry_after)},
+            )
 
     def _body_rule(self, scope: Scope) -> BodyRule:
         # The pages take only the small forms they send themselves (never a multipart upload).
@@ -223,6 +243,7 @@ class CrowdServerApp:
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
                 params.update(parse_qsl(body.decode("utf-8", "replace")))
             key = self._verify(request, body, "sts", None)
+            self._within_rate(key)
             action = params.get("Action")
             if action == "GetCallerIdentity":
                 return _sts_response(action, _caller_identity(key, request))

@@ -137,6 +137,9 @@ class ServerConfig:
     :param reward_per_answer: dollars charged to the account for each worker answer.
     :param starting_balance: dollars every account starts with (once, when the database is new).
     :param max_tasks_in_progress: processing tasks allowed per account; further new PUTs get 429.
+    :param account_requests_per_second: API and STS requests an account may make a second on average (429
+        ``Throttled`` beyond); 0: no limit (``LocalCrowdServer``'s default, to measure the API itself).
+    :param account_request_burst: requests an account may make at once after a quiet spell.
     :param throttle_rate: fraction of crowd requests answered 429 ``Throttled``.
     :param retry_after_seconds: value of the ``Retry-After`` header on 429 answers.
     :param error_rate: fraction of crowd requests answered 500 or 503 (half each) without effect.
@@ -208,7 +211,9 @@ class ServerConfig:
     task_deadline_seconds: float = 86400.0
     reward_per_answer: float = 0.01
     starting_balance: float = 1000.0
-    max_tasks_in_progress: int = 1_000_000
+    max_tasks_in_progress: int = 50_000
+    account_requests_per_second: float = 500.0
+    account_request_burst: int = 5_000
     throttle_rate: float = 0.0
     retry_after_seconds: int = 1
     error_rate: float = 0.0
@@ -261,6 +266,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if self.account_requests_per_second < 0:
+            raise ValueError(
+                f"Invalid account_requests_per_second {self.account_requests_per_second!r}: expected >= 0."
+            )
         if self.broken_image_reports < 1:
             raise ValueError(f"Invalid broken_image_reports {self.broken_image_reports!r}: expected at least 1.")
         if not 0.5 < self.confidence < 1.0:
@@ -291,6 +300,7 @@ class ServerConfig:
             "block_after_gold",
             "max_connections",
             "charged_non_answers_per_task",
+            "account_request_burst",
         ):
             at_least_one = ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes", "max_connections")
             if getattr(self, name) < (1 if name in at_least_one else 0):

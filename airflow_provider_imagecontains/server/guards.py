@@ -1,5 +1,6 @@
 """What requests pass before any other work: a Host the server answers to, a bounded body of an accepted type;
-and ``FailureThrottle``, which bounds how often one client may fail (a sign-in with an unknown token).
+``FailureThrottle``, which bounds how often one client may fail (a sign-in with an unknown token); and
+``AccountRateLimit``, the requests one account may make a second.
 
 ``AllowedHosts`` refuses a request whose ``Host`` header names another site: a page of that site
 could otherwise reach a loopback server through DNS rebinding (and sign with the public demo key).
@@ -186,3 +187,32 @@ class FailureThrottle:
             del self._windows[client]
             return None
         return window
+
+
+class AccountRateLimit:
+    """A token bucket per account: ``rate`` requests a second on average, up to ``burst`` at once.
+
+    Taken after the signature is checked, so nobody spends another account's allowance; one bucket per configured
+    account, so it cannot grow.
+
+    :param rate: requests per second an account may make on average; 0: no limit.
+    :param burst: requests an account may make at once after a quiet spell.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # account -> (tokens, when they were counted)
+
+    def retry_after(self, account: str) -> int | None:
+        """Take a request from ``account``'s allowance: None when it had one, else whole seconds until it has."""
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, at = self._buckets.get(account, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[account] = (tokens - 1.0, now)
+            return None
+        self._buckets[account] = (tokens, now)
+        return max(math.ceil((1.0 - tokens) / self.rate), 1)

@@ -52,7 +52,10 @@ class LocalCrowdServer:
     ) -> None:
         self.db_path = str(db_path)
         self.subprocess = subprocess
-        self.config = ServerConfig().replace(expose_stats=True, **config_overrides)
+        # Tests and benchmarks measure the API itself: no per-account request rate unless they give one.
+        self.config = ServerConfig().replace(
+            **{"expose_stats": True, "account_requests_per_second": 0.0, **config_overrides}
+        )
         self.account: Account = self.config.accounts[0]
         self.port = _free_port()
         self._tls_dir = tempfile.TemporaryDirectory(prefix="imagecontains-tls-") if tls else None
