@@ -620,3 +620,56 @@ def test_each_account_has_a_request_rate_and_a_cap_on_tasks_in_progress(crowd_se
     with pytest.raises(CrowdApiError, match="LimitExceeded"):
         hook.put_task("image-contains", "t3", INPUT)
     hook.close()
+
+
+def test_assume_role_takes_duration_seconds_as_ascii_digits_within_aws_bounds(crowd_server) -> None:
+    server = crowd_server(workforce_size=0)
+    account = server.account
+    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "sts", "us-east-1")
+
+    def assume_role(duration: str) -> requests.Response:
+        body = (
+            "Action=AssumeRole&Version=2011-06-15&RoleSessionName=s&DurationSeconds="
+            + requests.utils.quote(duration)
+            + f"&RoleArn=arn%3Aaws%3Aiam%3A%3A{account.account_id}%3Arole%2Fpipeline"
+        )
+        request = AWSRequest(
+            method="POST",
+            url=server.endpoint_url + "/",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        signer.add_auth(request)
+        prepared = request.prepare()
+        return requests.post(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+
+    for duration in ("²", "9" * 5000, "899", "43201", "-1", "3600.0", "\uff11\uff12\uff13\uff14"):  # fullwidth 1234
+        answer = assume_role(duration)
+        assert answer.status_code == 400 and "<Code>ValidationError</Code>" in answer.text, (duration[:9], answer.text)
+        assert "Traceback" not in answer.text
+    assert assume_role("3600").status_code == 200
+
+
+def test_export_answers_writes_an_owner_only_file_and_never_through_a_symlink(crowd_server, tmp_path) -> None:
+    from airflow_provider_imagecontains.server.__main__ import main
+
+    server = crowd_server(worker_accuracy=1.0)
+    ImageContainsHook().put_task("image-contains", "t", INPUT)
+    deadline = time.monotonic() + 30
+    while server.tasks()[0]["state"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    export = tmp_path / "answers.jsonl"
+    export.write_text("old\n")
+    export.chmod(0o644)  # an earlier export, readable by everyone
+    main(["export-answers", "--db", server.db_path, "--output", str(export)])
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600 and export.read_text().count("\n") >= 2
+    fresh = tmp_path / "fresh.jsonl"
+    main(["export-answers", "--db", server.db_path, "--output", str(fresh)])
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    target, link = tmp_path / "someone-elses.txt", tmp_path / "link.jsonl"
+    target.write_text("kept\n")
+    link.symlink_to(target)
+    with pytest.raises(SystemExit, match="symbolic link"):
+        main(["export-answers", "--db", server.db_path, "--output", str(link)])
+    assert target.read_text() == "kept\n"

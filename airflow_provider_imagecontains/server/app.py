@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 TASK_PATH = "/{account}/functions/{function}/tasks/{task}"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/[\w+=,.@/-]{1,64}")
+# The DurationSeconds AssumeRole accepts (AWS STS API reference: 15 minutes to 12 hours).
+MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 900, 43200
 # An idle keep-alive connection is closed after this long (uvicorn's default).
 KEEP_ALIVE_SECONDS = 5
 # How often processing tasks are checked against their deadline.
@@ -263,8 +265,15 @@ class CrowdServerApp:
         if role[1] != caller.account_id:
             raise CrowdError(403, "AccessDenied", f"Not authorized to assume role {role_arn!r}.")
         requested = params.get("DurationSeconds", "3600")
-        if not requested.isdigit():
-            raise CrowdError(400, "ValidationError", f"Invalid DurationSeconds {requested!r}.")
+        # ASCII digits only, bounded as AWS bounds them: str.isdigit() takes "²", and int() refuses 5,000 digits.
+        if not (requested.isascii() and requested.isdigit() and len(requested) <= 5) or not (
+            MIN_SESSION_SECONDS <= int(requested) <= MAX_SESSION_SECONDS
+        ):
+            raise CrowdError(
+                400,
+                "ValidationError",
+                f"Invalid DurationSeconds {requested[:20]!r}: expected {MIN_SESSION_SECONDS} to {MAX_SESSION_SECONDS}.",
+            )
         duration = min(int(requested), self.config.session_duration_seconds)
         expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=duration)
         if caller.expires_at is not None:

@@ -9,11 +9,13 @@ accuracy stays below a threshold after enough gold gets no more questions.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_imagecontains.server.adjudication import WorkerModel
@@ -195,7 +197,7 @@ def export_answers_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     store = TaskStore(args.db)
     try:
-        output = open(args.output, "w") if args.output else sys.stdout
+        output = _private_output(args.output) if args.output else sys.stdout
         try:
             for answer in store.export_answers():
                 output.write(json.dumps(answer) + "\n")
@@ -204,3 +206,15 @@ def export_answers_main(argv: Sequence[str]) -> None:
                 output.close()
     finally:
         store.close()
+
+
+def _private_output(path: str) -> TextIO:
+    """``path`` opened for writing, readable by its owner only; never through a symlink (another user's link
+    could point the answers, workers' names included, at a file of its choosing)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        reason = "it is a symbolic link" if err.errno == errno.ELOOP else err.strerror
+        raise SystemExit(f"imagecontains-server export-answers: cannot write {path!r}: {reason}.") from None
+    os.fchmod(descriptor, 0o600)  # a file that existed keeps no wider mode
+    return os.fdopen(descriptor, "w")
