@@ -673,3 +673,31 @@ def test_export_answers_writes_an_owner_only_file_and_never_through_a_symlink(cr
     with pytest.raises(SystemExit, match="symbolic link"):
         main(["export-answers", "--db", server.db_path, "--output", str(link)])
     assert target.read_text() == "kept\n"
+
+
+def test_a_put_with_a_hidden_character_label_or_credentials_in_its_url_is_refused(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    account = server.account
+    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1")
+
+    def put(name: str, url: str, label: str) -> requests.Response:
+        body = json.dumps({"input": {"image": {"url": url}, "target": {"label": label}}})
+        request = AWSRequest(
+            method="PUT",
+            url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}",
+            data=body,
+        )
+        signer.add_auth(request)
+        prepared = request.prepare()
+        return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+
+    url = "https://img.example.com/a.jpg"
+    for name, image, label in [
+        ("reversed", url, "\u202enosrep"),
+        ("zero-width", url, "per\u200bson"),
+        ("credentials", "https://user:secret@img.example.com/a.jpg", "person"),
+    ]:
+        answer = put(name, image, label)
+        assert answer.status_code == 400 and answer.json()["code"] == "InvalidInput", (name, answer.text)
+        assert "secret" not in answer.text
+    assert server.tasks() == []

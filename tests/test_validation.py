@@ -44,6 +44,14 @@ def test_valid_image_contains_input():
         (_input(url="https://x.org/a\x1b[31m.jpg"), "control characters"),
         (_input(url="https://x.org/a\x7f.jpg"), "control characters"),
         (_input(url="https://x.org/a\x9b.jpg"), "control characters"),
+        (_input(url="https://user:pass@x.org/a.jpg"), "user name or password"),
+        (_input(url="https://token@x.org/a.jpg"), "user name or password"),
+        (_input(url="https://x.org/\u202egpj.exe"), "invisible formatting"),
+        (_input(label="\u202enosrep"), "invisible formatting"),  # shown reversed: "person"
+        (_input(label="per\u200bson"), "invisible formatting"),  # zero-width space
+        (_input(label="person\u2066"), "invisible formatting"),  # bidi isolate
+        (_input(label="line\u2028break"), "invisible formatting"),
+        (_input(label="tab\tlabel"), "control"),
         (_input(label="   "), "non-empty"),
         (_input(label=3), "non-empty"),
         ({"image": "https://x.org/a", "target": {"label": "dog"}}, "'image' must be an object"),
