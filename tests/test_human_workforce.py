@@ -489,3 +489,25 @@ def test_a_worker_page_view_scans_no_table_of_answers_or_tasks(tmp_path):
             scans[statement] = plan
     store.close()
     assert len(statements) > 20 and scans == {}
+
+
+def test_answer_and_undo_cycles_keep_a_question_no_longer_than_its_claim_and_sign_out_releases_it(crowd_server):
+    server = crowd_server(**TWO_HUMANS, human_claim_seconds=2.0)
+    put_tasks(["https://images.example.com/held.jpg"])
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    claimed = time.monotonic()
+    question = alice.question()
+    while time.monotonic() - claimed < 2.5:  # answer, take it back, answer again...: the claim's time keeps running
+        alice.answer(question, "yes")
+        alice.undo(question)
+        question = alice.question() or question
+        time.sleep(0.2)
+    time.sleep(1.5)  # the sweep gives back what was held past its time (once a second)
+    taken = bob.question()
+    assert taken is not None and taken[2].endswith("held.jpg"), "alice's undos held the question past its claim"
+
+    # Signing out gives the question back at once, rather than after human_claim_seconds.
+    carol = Worker(server, "carol")
+    assert carol.question() is None  # bob holds the only question
+    assert bob.client.post("/signout").status_code == 303
+    assert carol.question()[2].endswith("held.jpg")

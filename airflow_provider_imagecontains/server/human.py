@@ -62,11 +62,14 @@ class LastAnswer:
     :param assignment: the question answered.
     :param answer: what the worker said: ``yes``, ``no``, ``cant-tell`` or ``broken-image``.
     :param at: ``time.monotonic()`` when it was recorded.
+    :param claimed_at: ``time.monotonic()`` when the question was first given to the worker: an undo gives it back
+        with its time running from then, not anew (issue 24: answer/undo cycles held a question past its limit).
     """
 
     assignment: Assignment
     answer: str
     at: float
+    claimed_at: float
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,7 @@ class HumanWorkforce:
         self._store: WorkforceStore | None = None
         self._held: dict[str, tuple[Assignment, float]] = {}
         # Questions put aside by an undo (still claimed and paid for): each comes back once the redo is answered.
-        self._set_aside: dict[str, Assignment] = {}
+        self._set_aside: dict[str, tuple[Assignment, float]] = {}
         self._last: dict[str, LastAnswer] = {}
         # What a worker is told on the next page (an answer that came too late, an undo refused).
         self._notices: dict[str, str] = {}
@@ -461,9 +464,9 @@ class HumanWorkforce:
                 return held[0]
             del self._held[worker]
         aside = self._set_aside.pop(worker, None)
-        if aside is not None and self._open(aside):
-            self._held[worker] = (aside, time.monotonic())
-            return aside
+        if aside is not None and self._open(aside[0]):
+            self._held[worker] = aside  # its time kept running while it was set aside
+            return aside[0]
         assignment = self.service.next_assignment(worker)
         if assignment is not None:
             self._held[worker] = (assignment, time.monotonic())
@@ -476,20 +479,20 @@ class HumanWorkforce:
 
     def answer(self, name: str, question_id: int, contains_target: bool | None) -> bool:
         """Record ``name``'s answer to the question it holds; False if it does not hold ``question_id`` (any more)."""
-        assignment = self._give_up(name, question_id)
-        if assignment is not None:
-            self.service.submit_answer(assignment, HUMAN_PREFIX + name, contains_target)
+        held = self._give_up(name, question_id)
+        if held is not None:
+            self.service.submit_answer(held[0], HUMAN_PREFIX + name, contains_target)
             answer = "cant-tell" if contains_target is None else "yes" if contains_target else "no"
-            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, answer, time.monotonic())
-        return assignment is not None
+            self._last[HUMAN_PREFIX + name] = LastAnswer(held[0], answer, time.monotonic(), held[1])
+        return held is not None
 
     def report_broken_image(self, name: str, question_id: int) -> bool:
         """Record that the image of the question ``name`` holds did not load; False if it does not hold ``question_id``."""
-        assignment = self._give_up(name, question_id)
-        if assignment is not None:
-            self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
-            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, "broken-image", time.monotonic())
-        return assignment is not None
+        held = self._give_up(name, question_id)
+        if held is not None:
+            self.service.report_broken_image(held[0], HUMAN_PREFIX + name)
+            self._last[HUMAN_PREFIX + name] = LastAnswer(held[0], "broken-image", time.monotonic(), held[1])
+        return held is not None
 
     def undoable(self, name: str) -> tuple[LastAnswer, int] | None:
         """``name``'s last answer and the whole seconds left to undo it, while it may be undone; else None."""
@@ -517,8 +520,8 @@ class HumanWorkforce:
         if last.assignment.gold or self.service.store.claim(last.assignment.task_id, worker):
             held = self._held.pop(worker, None)
             if held is not None:
-                self._set_aside[worker] = held[0]
-            self._held[worker] = (last.assignment, time.monotonic())
+                self._set_aside[worker] = held
+            self._held[worker] = (last.assignment, last.claimed_at)
         else:
             self._notices[worker] = (
                 "Your answer was taken back. Somebody else is answering that question right now; you will be asked it again later."
@@ -541,8 +544,8 @@ class HumanWorkforce:
         """What to tell ``name`` on its next page, once (an answer that came too late, an undo refused)."""
         return self._notices.pop(HUMAN_PREFIX + name, None)
 
-    def _give_up(self, name: str, question_id: int) -> Assignment | None:
-        """The question ``name`` holds, no longer held, if it is ``question_id``; else None.
+    def _give_up(self, name: str, question_id: int) -> tuple[Assignment, float] | None:
+        """The question ``name`` holds and since when, no longer held, if it is ``question_id``; else None.
 
         An answer to a question the worker no longer holds, and has not answered (a second click would be
         that), came after its time ran out: it is dropped, and the worker told so on the next page.
@@ -557,7 +560,7 @@ class HumanWorkforce:
             return None
         del self._held[worker]
         self._last_answered[worker] = question_id
-        return held[0]
+        return held
 
     def _open(self, assignment: Assignment) -> bool:
         """True while the question's task is processing and before its deadline (a gold question always is)."""
@@ -580,15 +583,22 @@ class HumanWorkforce:
         return self.store.answers_given(HUMAN_PREFIX + name)
 
     def release_stale(self) -> None:
-        """Give back questions held longer than ``human_claim_seconds`` (the worker left)."""
+        """Give back questions held, or set aside, longer than ``human_claim_seconds`` (the worker left)."""
         cutoff = time.monotonic() - self.config.human_claim_seconds
-        for worker, (assignment, since) in list(self._held.items()):
-            if since <= cutoff:
-                del self._held[worker]
-                self.service.give_back(assignment)
-                aside = self._set_aside.pop(worker, None)
-                if aside is not None:
-                    self.service.give_back(aside)
+        for claims in (self._held, self._set_aside):
+            for worker, (assignment, since) in list(claims.items()):
+                if since <= cutoff:
+                    del claims[worker]
+                    self.service.give_back(assignment)
+
+    def release(self, name: str) -> None:
+        """Give back the questions ``name`` holds or set aside, and forget its last answer (it signed out)."""
+        worker = HUMAN_PREFIX + name
+        for claims in (self._held, self._set_aside):
+            claimed = claims.pop(worker, None)
+            if claimed is not None:
+                self.service.give_back(claimed[0])
+        self._last.pop(worker, None)
 
     async def _sweep(self) -> None:
         while True:

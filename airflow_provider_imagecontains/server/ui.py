@@ -163,6 +163,9 @@ class WorkforcePages:
             return _refused(403, "Cross-site request refused.")
         session_id = request.cookies.get(SESSION_COOKIE)
         if session_id and self.workforce.running:
+            identity = self.workforce.store.session(session_id)
+            if identity is not None and identity.kind == WORKER:
+                self.workforce.release(identity.subject)  # the question it held goes to the others at once
             self.workforce.store.end_session(session_id)
         response = RedirectResponse("/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
