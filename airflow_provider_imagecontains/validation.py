@@ -1,6 +1,6 @@
-"""The crowd API's input rules, shared by the hook (checked before any request) and the local server.
+"""The crowd API's input rules, checked by the hook before any request.
 
-Kept free of Airflow imports so the local server starts quickly.
+The gateway enforces the same rules with its own code (``imagecontains_gateway.validation``).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 from report import write_section
 
-from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.testing import LocalCrowdServer
 
 ANSWERS_PER_TASK = 10
 WORKERS = 500

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_imagecontains.prescreen import is_audited
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
 from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder, stamp_arrivals
+from imagecontains_gateway.config import DEMO_ACCOUNT
+from imagecontains_gateway.testing import LocalCrowdServer
 
 
 def child_pids() -> set[int]:

@@ -23,8 +23,8 @@ from test_server import signed
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.validation import validate_image_contains_input, validate_task_name
+from imagecontains_gateway.testing import LocalCrowdServer
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.__main__ import config_from_args, parse_args
-from airflow_provider_imagecontains.server.config import Account
-from airflow_provider_imagecontains.server.human import WorkforceStore
-from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 from demo.frames import generate_frames
+from imagecontains_gateway.__main__ import config_from_args, parse_args
+from imagecontains_gateway.config import Account
+from imagecontains_gateway.human import WorkforceStore
+from imagecontains_gateway.ui import SESSION_COOKIE
 
 # Two agreeing new workers reach 0.988 > 0.95 with this prior; one answer alone (0.9) does not.
 TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 0.95}
@@ -418,7 +418,7 @@ def test_a_simulated_workforce_serves_no_pages(crowd_server):
 
 def test_token_command_prints_a_token_and_stores_only_its_hash(tmp_path):
     db = tmp_path / "crowd.db"
-    command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "token"]
+    command = [sys.executable, "-m", "imagecontains_gateway", "token"]
     token = subprocess.run(
         [*command, "worker", "alice", "--db", str(db)], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -447,10 +447,10 @@ def test_a_worker_page_view_scans_no_table_of_answers_or_tasks(tmp_path):
     answers). Every statement of a worker's page views, answers and reports must search an index instead."""
     import asyncio
 
-    from airflow_provider_imagecontains.server.config import ServerConfig
-    from airflow_provider_imagecontains.server.human import HumanWorkforce
-    from airflow_provider_imagecontains.server.service import CrowdService
-    from airflow_provider_imagecontains.server.store import TaskStore
+    from imagecontains_gateway.config import ServerConfig
+    from imagecontains_gateway.human import HumanWorkforce
+    from imagecontains_gateway.service import CrowdService
+    from imagecontains_gateway.store import TaskStore
 
     db_path = str(tmp_path / "crowd.db")
     config = ServerConfig(workforce="human")

@@ -1,8 +1,10 @@
 """The package as users get it: built from a clean sdist, installed into a bare virtualenv with only
-its declared dependencies, and seen by Airflow as a provider with its hook and connection type."""
+its declared dependencies, and seen by Airflow as a provider with its hook and connection type. The gateway
+is a distribution of its own (gateway/tests/test_gateway_packaging.py): nothing of it is in this wheel."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -23,9 +25,8 @@ PROVIDER_MODULES = [
     "airflow_provider_imagecontains.sensors.imagecontains",
     "airflow_provider_imagecontains.triggers.imagecontains",
 ]
-MODULES = [*PROVIDER_MODULES, "airflow_provider_imagecontains.server.testing"]
-# The `[server]` extra and what it brings along.
-SERVER_EXTRA = ["fastapi", "uvicorn", "jinja2", "python-multipart"]
+# The gateway and what it brings along.
+GATEWAY_DISTRIBUTIONS = ["imagecontains-gateway", "fastapi", "uvicorn", "jinja2", "python-multipart"]
 SERVER_STACK = {"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "httptools", "uvloop"}
 
 
@@ -54,23 +55,23 @@ def installed(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_wheel_holds_the_package_typed_with_its_server_assets(installed):
+def test_wheel_holds_the_typed_provider_and_nothing_of_the_gateway(installed):
     with zipfile.ZipFile(installed["wheel"]) as wheel:
         names = set(wheel.namelist())
         entry_points = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/entry_points.txt").decode()
     assert "airflow_provider_imagecontains/py.typed" in names
-    assert {f"{module.replace('.', '/')}.py" for module in MODULES} <= names
-    assert not {name for name in names if name.startswith(("tests/", "demo/", "example_dags/", "bench/"))}
+    assert {f"{module.replace('.', '/')}.py" for module in PROVIDER_MODULES} <= names
+    assert not {name for name in names if name.startswith(("tests/", "demo/", "example_dags/", "bench/", "gateway/"))}
+    assert not {name for name in names if "imagecontains_gateway" in name or "/server/" in name}
     assert "[apache_airflow_provider]" in entry_points
     assert "provider_info = airflow_provider_imagecontains:get_provider_info" in entry_points
-    assert "imagecontains-server = airflow_provider_imagecontains.server.__main__:main" in entry_points
+    assert "imagecontains-server" not in entry_points
 
 
 @pytest.mark.slow
 def test_every_module_imports_with_only_the_declared_dependencies(installed):
     python = installed["venv"] / "bin" / "python"
-    run(python, "-c", "; ".join(f"import {module}" for module in MODULES), env=installed["env"])
-    assert "usage" in run(installed["venv"] / "bin" / "imagecontains-server", "--help", env=installed["env"]).lower()
+    run(python, "-c", "; ".join(f"import {module}" for module in PROVIDER_MODULES), env=installed["env"])
 
 
 @pytest.mark.slow
@@ -87,6 +88,19 @@ def test_airflow_lists_the_provider_its_hook_and_connection_type(installed):
     assert hook["package_name"] == "airflow-provider-imagecontains"
 
 
+def test_no_provider_module_imports_the_gateway() -> None:
+    # The provider reaches the gateway over HTTP only; its tests may start one (the gateway is their dev dependency).
+    package = REPO_ROOT / "airflow_provider_imagecontains"
+    found = [
+        str(path.relative_to(REPO_ROOT))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "imagecontains_gateway")
+        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "imagecontains_gateway" for a in node.names))
+    ]
+    assert found == []
+
+
 def test_importing_the_provider_imports_none_of_the_servers_stack() -> None:
     # Airflow's own base classes load some of the same libraries (jinja2 for templates): only what ours add counts.
     script = f"""
@@ -99,21 +113,18 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
     added = json.loads(run(sys.executable, "-c", script).strip().splitlines()[-1])
     assert "airflow_provider_imagecontains.operators.imagecontains" in added
-    assert [name for name in added if name.startswith("airflow_provider_imagecontains.server")] == []
+    assert [name for name in added if name.startswith("imagecontains_gateway")] == []
     assert [name for name in added if name.split(".")[0] in SERVER_STACK] == []
 
 
 @pytest.mark.slow
-def test_the_servers_dependencies_are_the_server_extra_which_dev_includes(installed) -> None:
+def test_the_provider_requires_nothing_of_the_gateway(installed) -> None:
     with zipfile.ZipFile(installed["wheel"]) as wheel:
         metadata = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/METADATA").decode()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    runtime = [r for r in requires if "extra ==" not in r]
-    server = [r for r in requires if 'extra == "server"' in r]
-    for name in SERVER_EXTRA:
-        assert not [r for r in runtime if r.startswith(name)], f"{name} is a runtime dependency"
-        assert [r for r in server if r.startswith(name)], f"{name} is missing from the [server] extra"
-    assert [r for r in requires if r.startswith("airflow-provider-imagecontains[server]") and 'extra == "dev"' in r]
+    assert "Provides-Extra: server" not in metadata
+    for name in GATEWAY_DISTRIBUTIONS:
+        assert not [r for r in requires if r.startswith(name)], f"the provider requires {name}"
 
 
 BARE_RUN = """
@@ -152,7 +163,7 @@ trigger = ImageContainsTrigger(
     poll_interval=0.2,
 )
 event = asyncio.run(first_event(trigger))
-loaded = sorted(m for m in sys.modules if m.startswith("airflow_provider_imagecontains.server"))
+loaded = sorted(m for m in sys.modules if m.startswith("imagecontains_gateway"))
 print(json.dumps({"records": records, "event": event, "server_modules": loaded}))
 """
 

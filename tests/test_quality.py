@@ -14,16 +14,16 @@ import httpx
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.__main__ import config_from_args, main, parse_args
-from airflow_provider_imagecontains.server.adjudication import (
+from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from imagecontains_gateway.__main__ import config_from_args, main, parse_args
+from imagecontains_gateway.adjudication import (
     ClassPrior,
     WorkerModel,
     adjudicate,
     evidence,
     learn_from_task,
 )
-from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
-from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
+from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
 
 PRIOR = 0.8
 REWARD = 0.01
@@ -155,7 +155,7 @@ def test_a_yes_sayer_answers_yes_whatever_the_image():
 
 
 def test_gold_from_an_answer_key_asks_every_image_about_every_label(tmp_path, capsys):
-    from airflow_provider_imagecontains.server.quality import AnswerKey, gold_from_answer_key
+    from imagecontains_gateway.quality import AnswerKey, gold_from_answer_key
 
     key = AnswerKey({"cam1/a b.png": ["Person"], "https://x.example/c.jpg": ["car"]})
     assert sorted(gold_from_answer_key(key)) == [

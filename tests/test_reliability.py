@@ -31,8 +31,8 @@ from loopback import LoopbackServer
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway.testing import LocalCrowdServer
 
 TEST_FN = "image-contains-test"
 PROD_FN = "image-contains"

@@ -29,10 +29,10 @@ from airflow_provider_imagecontains.exceptions import AccessDeniedError, CrowdAp
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
-from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.app import build_uvicorn_server, is_loopback
-from airflow_provider_imagecontains.server.config import Account, ServerConfig
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway import __main__ as server_cli
+from imagecontains_gateway.app import build_uvicorn_server, is_loopback
+from imagecontains_gateway.config import Account, ServerConfig
 
 INPUT = {"image": {"url": "https://img.example.com/secure/1.jpg"}, "target": {"label": "person"}}
 

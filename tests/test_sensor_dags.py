@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import dashboard_url
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 IMAGES = [f"https://img.example.com/dag/{i:03d}.jpg" for i in range(6)]

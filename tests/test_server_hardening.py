@@ -28,11 +28,11 @@ from botocore.credentials import Credentials
 
 from airflow_provider_imagecontains.exceptions import CrowdApiError, InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account, ServerConfig
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
-from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 from demo.frames import generate_frames
+from imagecontains_gateway import __main__ as server_cli
+from imagecontains_gateway.config import DEMO_ACCOUNT, Account, ServerConfig
+from imagecontains_gateway.testing import LocalCrowdServer
+from imagecontains_gateway.ui import SESSION_COOKIE
 
 MiB = 1024 * 1024
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
@@ -165,7 +165,7 @@ def test_a_client_leaving_mid_body_is_one_debug_line(crowd_server, caplog, monke
     caplog.set_level(logging.DEBUG)
     # uvicorn's loggers do not propagate to the root logger, and Airflow's logging set-up disables loggers
     # that existed before it: listen to both directly.
-    monkeypatch.setattr(logging.getLogger("airflow_provider_imagecontains.server.guards"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("imagecontains_gateway.guards"), "disabled", False)
     monkeypatch.setattr(logging.getLogger("uvicorn"), "handlers", [caplog.handler])
     for _ in range(2):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -337,7 +337,7 @@ def test_account_secrets_from_the_environment_stay_out_of_ps_and_query_credentia
     own = Account("111122223333", "AKIAOWNKEY0000000001", "own-secret-never-in-ps-or-logs")
     port = free_port()
     log_file = tmp_path / "server.log"
-    command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "--db", str(tmp_path / "crowd.db")]
+    command = [sys.executable, "-m", "imagecontains_gateway", "--db", str(tmp_path / "crowd.db")]
     command += ["--port", str(port), "--log-level", "info"]
     environment = {
         **os.environ,
@@ -651,7 +651,7 @@ def test_assume_role_takes_duration_seconds_as_ascii_digits_within_aws_bounds(cr
 
 
 def test_export_answers_writes_an_owner_only_file_and_never_through_a_symlink(crowd_server, tmp_path) -> None:
-    from airflow_provider_imagecontains.server.__main__ import main
+    from imagecontains_gateway.__main__ import main
 
     server = crowd_server(worker_accuracy=1.0)
     ImageContainsHook().put_task("image-contains", "t", INPUT)

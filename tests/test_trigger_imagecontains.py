@@ -12,10 +12,10 @@ from functools import partial
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers import imagecontains as trigger_module
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway.testing import LocalCrowdServer
 
 TEST_FN = "image-contains-test"
 

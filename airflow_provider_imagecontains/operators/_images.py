@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowFailException
-
-from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.exceptions import InvalidImagesError, InvalidTaskError
 from airflow_provider_imagecontains.validation import (
     MAX_IMAGE_URL_LENGTH,
     MAX_TASK_NAME_LENGTH,
@@ -31,15 +29,6 @@ SLUG_LENGTH = MAX_TASK_NAME_LENGTH - HASH_LENGTH - 1
 # How many bad items an error message lists before summarising the rest.
 MAX_LISTED = 20
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# status_code is the crowd response's (None here: no request was made), not AirflowException's HTTP 500.
-class InvalidImagesError(InvalidTaskError, AirflowFailException):  # type: ignore[misc]
-    """The operator's images or labels break the API's rules; nothing was submitted.
-
-    An :class:`AirflowFailException`, so Airflow fails the task without retrying: a retry would meet
-    the same input. Defined here rather than in ``exceptions``, which the server imports without Airflow.
-    """
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from airflow_provider_imagecontains.exceptions import (
     BulkTaskError,
     CrowdApiError,
     EndpointUnreachableError,
+    InvalidImagesError,
     TaskNameConflictError,
     TaskNotFoundError,
 )
@@ -30,7 +31,6 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.operators._images import (
     ImageTask,
-    InvalidImagesError,
     is_s3_uri,
     plan_image_tasks,
     presign_s3_urls,
