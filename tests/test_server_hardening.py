@@ -71,6 +71,18 @@ def chunked_upload(port: int, method: str, path: str, total: int, headers: str =
         return sent, read_answer(sock)
 
 
+def signed_put(server: LocalCrowdServer, name: str, url: str, label: str) -> requests.Response:
+    """PUT an image-contains task signed with the server's account, exactly as given (no client-side checks)."""
+    account = server.account
+    body = json.dumps({"input": {"image": {"url": url}, "target": {"label": label}}})
+    request = AWSRequest(
+        method="PUT", url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}", data=body
+    )
+    SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+
+
 def read_answer(sock: socket.socket) -> bytes:
     answer = b""
     try:
@@ -513,19 +525,9 @@ def test_idle_connections_cannot_use_up_the_open_files_and_the_operator_is_told(
 
 def test_sql_in_names_labels_tokens_and_worker_names_is_only_data(crowd_server) -> None:
     server = crowd_server(workforce="human")
-    account = server.account
-    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1")
 
     def put(name: str, label: str) -> requests.Response:
-        body = json.dumps({"input": {"image": {"url": "https://img.example.com/a'b.jpg"}, "target": {"label": label}}})
-        request = AWSRequest(
-            method="PUT",
-            url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}",
-            data=body,
-        )
-        signer.add_auth(request)
-        prepared = request.prepare()
-        return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+        return signed_put(server, name, "https://img.example.com/a'b.jpg", label)
 
     injected = "x'%20OR%20'1'='1"
     assert put(injected, "person").json()["code"] == "InvalidInput"
@@ -677,27 +679,13 @@ def test_export_answers_writes_an_owner_only_file_and_never_through_a_symlink(cr
 
 def test_a_put_with_a_hidden_character_label_or_credentials_in_its_url_is_refused(crowd_server) -> None:
     server = crowd_server(workforce="human")
-    account = server.account
-    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1")
-
-    def put(name: str, url: str, label: str) -> requests.Response:
-        body = json.dumps({"input": {"image": {"url": url}, "target": {"label": label}}})
-        request = AWSRequest(
-            method="PUT",
-            url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}",
-            data=body,
-        )
-        signer.add_auth(request)
-        prepared = request.prepare()
-        return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
-
     url = "https://img.example.com/a.jpg"
     for name, image, label in [
         ("reversed", url, "\u202enosrep"),
         ("zero-width", url, "per\u200bson"),
         ("credentials", "https://user:secret@img.example.com/a.jpg", "person"),
     ]:
-        answer = put(name, image, label)
+        answer = signed_put(server, name, image, label)
         assert answer.status_code == 400 and answer.json()["code"] == "InvalidInput", (name, answer.text)
         assert "secret" not in answer.text
     assert server.tasks() == []
