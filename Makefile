@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 $(INSTALLED): pyproject.toml gateway/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e "./gateway[dev]" -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e "./gateway[dev]" -e ".[amazon,vision]" --group dev "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed*
 	touch $@
 

@@ -145,6 +145,9 @@ class ServerConfig:
     :param reward_per_answer: dollars charged to the account for each worker answer.
     :param starting_balance: dollars every account starts with (once, when the database is new).
     :param max_tasks_in_progress: processing tasks allowed per account; further new PUTs get 429.
+    :param account_requests_per_second: API and STS requests an account may make a second on average (429
+        ``Throttled`` beyond); 0: no limit (``LocalCrowdServer``'s default, to measure the API itself).
+    :param account_request_burst: requests an account may make at once after a quiet spell.
     :param throttle_rate: fraction of crowd requests answered 429 ``Throttled``.
     :param retry_after_seconds: value of the ``Retry-After`` header on 429 answers.
     :param error_rate: fraction of crowd requests answered 500 or 503 (half each) without effect.
@@ -161,14 +164,25 @@ class ServerConfig:
         workers) or ``mixed`` (both; see docs/workforce.md).
     :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
         without an answer.
-    :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
-        ``ImageUnavailable`` at once instead of waiting for its deadline.
+    :param broken_image_reports: broken-image reports, each weighed by its reporter's record (a new worker's
+        counts half), after which a task nobody saw is reviewed: a local image is checked on disk, another host's
+        goes to trusted workers only, and the task fails ``ImageUnavailable`` once confirmed (docs/workforce.md).
+    :param max_non_answer_share: a worker whose "can't tell" answers and broken-image reports pass this share of
+        the questions it was given (judged after 10, or ``probation_questions``) gets no more questions.
+    :param charged_non_answers_per_task: "can't tell" answers and broken-image reports of one task the requester
+        pays for; further ones are given back.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
         out or by issuing the subject a new token).
-    :param request_read_timeout_seconds: a request's head and body must arrive within this long (from the
-        connection's start, or the request's first byte); slower clients get 408 and are disconnected.
-    :param max_connections: connections and requests handled at once; beyond, requests get 503.
+    :param request_read_timeout_seconds: a request's head and body must arrive within this long of its first
+        byte; slower clients get 408 and are disconnected.
+    :param first_byte_timeout_seconds: a new connection must finish its TLS handshake, then send its first byte,
+        within this long; else it is closed without an answer.
+    :param max_connections: requests handled at once (a connection that is not sending or awaiting a request does
+        not count); beyond, requests get 503.
+    :param forwarded_allow_ips: addresses (or networks) of the reverse proxies whose ``X-Forwarded-For`` and
+        ``X-Forwarded-Proto`` are believed (see docs/deployment.md); empty: nobody's, the connection's own
+        address and scheme count.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
     :param prolific_accounts: with ``workforce="prolific"``, the accounts whose tasks Prolific participants see
@@ -202,7 +216,9 @@ class ServerConfig:
     task_deadline_seconds: float = 86400.0
     reward_per_answer: float = 0.01
     starting_balance: float = 1000.0
-    max_tasks_in_progress: int = 1_000_000
+    max_tasks_in_progress: int = 50_000
+    account_requests_per_second: float = 500.0
+    account_request_burst: int = 5_000
     throttle_rate: float = 0.0
     retry_after_seconds: int = 1
     error_rate: float = 0.0
@@ -217,6 +233,8 @@ class ServerConfig:
     workforce: str = "simulated"
     human_claim_seconds: float = 300.0
     broken_image_reports: int = 2
+    max_non_answer_share: float = 0.5
+    charged_non_answers_per_task: int = 2
     expose_stats: bool = False
     prolific_accounts: tuple[str, ...] = ()
     prolific_api_url: str = DEFAULT_API_URL
@@ -228,7 +246,9 @@ class ServerConfig:
     prolific_poll_seconds: float = 30.0
     prolific_seconds_per_answer: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
     request_read_timeout_seconds: float = 30.0
+    first_byte_timeout_seconds: float = 10.0
     max_connections: int = 1000
     web_session_seconds: float = 12 * 3600.0
 
@@ -243,10 +263,15 @@ class ServerConfig:
             "gold_share",
             "probation_gold_share",
             "block_below_accuracy",
+            "max_non_answer_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if self.account_requests_per_second < 0:
+            raise ValueError(
+                f"Invalid account_requests_per_second {self.account_requests_per_second!r}: expected >= 0."
+            )
         if self.broken_image_reports < 1:
             raise ValueError(f"Invalid broken_image_reports {self.broken_image_reports!r}: expected at least 1.")
         if not 0.5 < self.confidence < 1.0:
@@ -269,6 +294,8 @@ class ServerConfig:
             "probation_questions",
             "block_after_gold",
             "max_connections",
+            "charged_non_answers_per_task",
+            "account_request_burst",
         ):
             at_least_one = ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes", "max_connections")
             if getattr(self, name) < (1 if name in at_least_one else 0):
@@ -291,8 +318,9 @@ class ServerConfig:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
         if "prolific_accounts" in overrides:
             overrides["prolific_accounts"] = tuple(overrides["prolific_accounts"])
-        if "allowed_hosts" in overrides:
-            overrides["allowed_hosts"] = tuple(overrides["allowed_hosts"])
+        for name in ("allowed_hosts", "forwarded_allow_ips"):
+            if name in overrides:
+                overrides[name] = tuple(overrides[name])
         if any(name.startswith("mturk_") for name in overrides):
             raise ValueError(MTURK_CLOSED)
         return dataclasses.replace(self, **overrides)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import mimetypes
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.prolific import (
     ACTIVE,
     PLACE_FREED,
@@ -32,7 +32,7 @@ from imagecontains_gateway.prolific import (
     completion_url,
 )
 from imagecontains_gateway.prolific_client import ProlificError, ProlificRequestError
-from imagecontains_gateway.ui import ANSWERS, BROKEN_IMAGE_ANSWER, IMAGE_TYPES, csrf_token
+from imagecontains_gateway.ui import ANSWERS, BROKEN_IMAGE_ANSWER, csrf_token
 from imagecontains_gateway.wording import article
 
 PARTICIPANT_COOKIE = "imagecontains_participant"
@@ -45,12 +45,13 @@ class ProlificPages:
     """The participants' routes.
 
     :param workforce: the Prolific workforce the pages serve.
+    :param local_images: the server's own images (``--images-dir``).
     """
 
-    def __init__(self, workforce: ProlificWorkforce) -> None:
+    def __init__(self, workforce: ProlificWorkforce, local_images: LocalImages) -> None:
         self.workforce = workforce
+        self.local_images = local_images
         config = workforce.config
-        self.images_dir = Path(config.images_dir).resolve() if config.images_dir else None
         self.own_images = (config.public_url or "").rstrip("/") + "/images/"
         self.secure = (config.public_url or "").startswith("https://")
         self.templates = Jinja2Templates(
@@ -158,10 +159,10 @@ class ProlificPages:
         session = self._session(request)
         held = self.workforce.held(session.session_id) if session else None
         # Only the image of the question held, so the path was checked when its task was accepted.
-        if held is None or held.image_url != self.own_images + quote(path) or self.images_dir is None:
+        if held is None or held.image_url != self.own_images + quote(path):
             return Response("No such image.", 404, media_type="text/plain; charset=utf-8")
-        file = Path(os.path.realpath(self.images_dir / path))
-        if not file.is_relative_to(self.images_dir) or mimetypes.guess_type(file.name)[0] not in IMAGE_TYPES:
+        file = self.local_images.file(path)
+        if file is None:
             return Response("No such image.", 404, media_type="text/plain; charset=utf-8")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
 

@@ -56,7 +56,10 @@ class LocalCrowdServer:
         self.endpoint_url = f"{'https' if tls else 'http'}://{_LOOPBACK}:{self.port}"
         if config_overrides.get("workforce") == "prolific":  # participants reach this very server
             config_overrides.setdefault("public_url", self.endpoint_url)
-        self.config = ServerConfig().replace(expose_stats=True, **config_overrides)
+        # Tests and benchmarks measure the API itself: no per-account request rate unless they give one.
+        self.config = ServerConfig().replace(
+            **{"expose_stats": True, "account_requests_per_second": 0.0, **config_overrides}
+        )
         self.account: Account = self.config.accounts[0]
         self._tls_dir = tempfile.TemporaryDirectory(prefix="imagecontains-tls-") if tls else None
         self.ca_bundle: str | None = None

@@ -126,7 +126,8 @@ def nginx_site(port: int, upstream: str, certfile: str, keyfile: str) -> str:
 def behind_nginx(crowd_server, tmp_path, monkeypatch):
     """A gateway and nginx in front of it with the recipe's site; returns (gateway, the proxy's https URL)."""
     nginx = need("nginx")
-    server = crowd_server(workforce_size=0, workforce="human")
+    # As the service unit runs it: X-Forwarded-* believed from the proxy on loopback only.
+    server = crowd_server(workforce_size=0, workforce="human", forwarded_allow_ips=("127.0.0.1",))
     certfile, keyfile = self_signed_certificate(tmp_path)
     port = free_port()
     (tmp_path / "site.conf").write_text(nginx_site(port, server.endpoint_url, certfile, keyfile))
@@ -178,3 +179,23 @@ def test_nginx_terminates_tls_for_signed_calls_and_the_worker_pages(behind_nginx
         timeout=10,
     )
     assert direct.status_code != 303
+
+
+def test_nginx_limits_each_client_and_replaces_its_forwarded_for(behind_nginx) -> None:
+    _, proxy_url = behind_nginx
+    # A client sending its own, changing X-Forwarded-For is still one client to the gateway's sign-in throttle.
+    answers = [
+        requests.post(
+            proxy_url + "/signin",
+            data={"token": "guess"},
+            headers={"Origin": proxy_url, "X-Forwarded-For": f"203.0.113.{guess}"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        for guess in range(11)
+    ]
+    assert [answer.status_code for answer in answers] == [401] * 10 + [429]
+    assert "Too many unknown tokens" in answers[-1].text and answers[-1].headers["Retry-After"]
+    # A burst from one address: nginx answers 429 past its per-client rate, before the gateway.
+    statuses = [requests.get(proxy_url + "/static/style.css", timeout=10).status_code for _ in range(80)]
+    assert 200 in statuses and statuses.count(429) >= 20, statuses
