@@ -109,16 +109,19 @@ def load_crowd(directory: Path) -> Crowd:
     return Crowd(directory.name, {item: truth[item] for item in answers}, answers)
 
 
-def simulated_crowd(seed: int, items: int = 600, workers: int = 60, per_item: int = 20, block: int = 20) -> Crowd:
+def simulated_crowd(
+    seed: int, items: int = 600, workers: int = 60, per_item: int = 20, block: int = 20, ability: float = 1.6
+) -> Crowd:
     """A GLAD-style crowd: worker ``w`` is right on item ``i`` with probability ``sigmoid(ability_w * ease_i)``.
 
-    Abilities spread from spammers (0) to experts; eases are log-normal (some items hard for everyone), and one item
-    in 25 misleads: its ease is negative, so most workers get it wrong together (correlated errors). Items come
-    in blocks of ``block``, each answered by ``per_item`` workers drawn for the block.
+    Abilities spread around ``ability`` (1.6: workers right 0.78 of the time on average; 0.5: 0.64), one worker
+    in 10 a spammer (0); eases are log-normal (some items hard for everyone), and one item in 25 misleads: its
+    ease is negative, so most workers get it wrong together (correlated errors). Items come in blocks of
+    ``block``, each answered by ``per_item`` workers drawn for the block.
     """
     rng = random.Random(seed)
     pool = [f"w{n}" for n in range(workers)]
-    ability = {w: 0.0 if rng.random() < 0.1 else max(0.2, rng.gauss(1.6, 0.7)) for w in pool}
+    abilities = {w: 0.0 if rng.random() < 0.1 else max(0.2, rng.gauss(ability, 0.7 * ability / 1.6)) for w in pool}
     truth: dict[str, bool] = {}
     answers: dict[str, dict[str, bool]] = {}
     for start in range(0, items, block):
@@ -128,7 +131,7 @@ def simulated_crowd(seed: int, items: int = 600, workers: int = 60, per_item: in
             ease = math.exp(rng.gauss(0.3, 0.8)) * (-0.5 if rng.random() < 1 / 25 else 1.0)
             truth[item] = rng.random() < 0.5
             answers[item] = {
-                w: truth[item] == (rng.random() < 1.0 / (1.0 + math.exp(-ability[w] * ease))) for w in chosen
+                w: truth[item] == (rng.random() < 1.0 / (1.0 + math.exp(-abilities[w] * ease))) for w in chosen
             }
     return Crowd("simulated", truth, answers)
 

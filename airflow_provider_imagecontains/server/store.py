@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS class_priors (
     label TEXT NOT NULL,
     yes REAL NOT NULL,
     no REAL NOT NULL,
+    hard REAL NOT NULL DEFAULT 0,
+    easy REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (account, function, label)
 );
 CREATE TABLE IF NOT EXISTS gold_questions (
@@ -166,6 +168,10 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(class_priors)")}
+        for column in ("hard", "easy"):  # a database made before hard images were counted
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE class_priors ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -372,18 +378,20 @@ class TaskStore:
         )
 
     def class_prior(self, account: str, function: str, label: str) -> ClassPrior:
-        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target."""
+        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target, and how
+        often they were hard."""
         row = self._db.execute(
-            "SELECT yes, no FROM class_priors WHERE account = ? AND function = ? AND label = ?",
+            "SELECT yes, no, hard, easy FROM class_priors WHERE account = ? AND function = ? AND label = ?",
             (account, function, label),
         ).fetchone()
         return ClassPrior(*row) if row else ClassPrior()
 
     def save_class_prior(self, account: str, function: str, label: str, prior: ClassPrior) -> None:
         self._db.execute(
-            "INSERT INTO class_priors (account, function, label, yes, no) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (account, function, label) DO UPDATE SET yes = excluded.yes, no = excluded.no",
-            (account, function, label, prior.yes, prior.no),
+            "INSERT INTO class_priors (account, function, label, yes, no, hard, easy) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, function, label) DO UPDATE SET "
+            "yes = excluded.yes, no = excluded.no, hard = excluded.hard, easy = excluded.easy",
+            (account, function, label, prior.yes, prior.no, prior.hard, prior.easy),
         )
 
     def count_question(self, worker: str) -> int:
