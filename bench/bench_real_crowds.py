@@ -13,7 +13,7 @@ Two drivers of the same replay:
 
 - in-process (every seed and target): ``CrowdService.next_assignment`` / ``submit_answer`` on a ``TaskStore``, the
   calls the worker page makes, with the server's adjudication and learning (server/service.py, adjudication.py);
-- over HTTP (``--http``; one seed at the default target per dataset): ``LocalCrowdServer`` with
+- over HTTP (one seed at the default target per dataset; ``--no-http`` skips it): ``LocalCrowdServer`` with
   ``--workforce human`` over loopback, tasks in through ``ImageContainsHook.put_task``, answers through the worker
   page's own requests (sign-in, ``GET /work``, ``POST /work/answer``), results out through ``get_tasks``; it must
   give exactly the in-process figures for that seed.
@@ -22,7 +22,7 @@ Accuracy counts an ``Inconclusive`` task as wrong. Majority vote (a tie counts h
 on the very answers the server bought (the same answers per item) and on all the recorded answers. Results go to
 the ``real_crowds`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_real_crowds.py [--seeds 5] [--http] [--datasets DIR] [--no-report]
+    .venv/bin/python bench/bench_real_crowds.py [--seeds 3] [--no-http] [--datasets DIR] [--only NAME ...] [--no-report]
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def report(crowds: list[Crowd], results: dict[str, dict], seeds: int, http: bool
         )
         + "."
         if http
-        else "The HTTP replay was not run (`--http`)."
+        else "The HTTP replay was not run (`--no-http`)."
     )
     return (
         f"""## Calibration on real crowds (`bench/bench_real_crowds.py`)
@@ -514,11 +514,13 @@ Every crowd calibrated at every target with the accuracy bars met: {"yes" if all
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", type=Path, default=DATASETS, help="the real-crowds folder")
     parser.add_argument("--only", nargs="*", help="crowds to run (bluebird possent rte simulated); default all")
     parser.add_argument("--targets", type=float, nargs="*", default=list(TARGETS))
-    parser.add_argument("--http", action="store_true", help="also replay each crowd once over HTTP and compare")
+    parser.add_argument(
+        "--no-http", dest="http", action="store_false", help="skip the replay over HTTP (compared with in-process)"
+    )
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     logging.getLogger("airflow_provider_imagecontains.server.service").setLevel(logging.ERROR)  # blocked workers
