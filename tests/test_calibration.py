@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.service import CrowdService
-from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
+from imagecontains_gateway.adjudication import WorkerModel
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.service import CrowdService
+from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.validation import IMAGE_CONTAINS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from bench_real_crowds import Pooled, replay, server_config, simulated_crowd
