@@ -338,12 +338,19 @@ class CrowdService:
             self._wake_workers()
             return
         prior = self.config.prior_worker_accuracy
+        label = json.loads(task.input)["target"]["label"]
         with self.store.transaction():
             self.store.add_answer(task.id, worker, contains_target, time.time())
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
             models = self.store.worker_models({who for who, _ in answers})
+            class_prior = self.store.class_prior(task.account, task.function, label)
             verdict = adjudicate(
-                answers, models, confidence=self.config.confidence, max_answers=self._max_answers, prior_accuracy=prior
+                answers,
+                models,
+                confidence=self.config.confidence,
+                max_answers=self._max_answers,
+                prior_accuracy=prior,
+                class_prior=class_prior,
             )
             if verdict.contains_target is not None:
                 result = {
@@ -352,16 +359,16 @@ class CrowdService:
                     "answers": len(answers),
                 }
                 self.store.finish(task.id, result=result)
-                label = json.loads(task.input)["target"]["label"]
-                class_prior = self.store.class_prior(task.account, task.function, label)
-                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
-                self.store.save_models(learned)
-                self.store.save_class_prior(task.account, task.function, label, class_prior)
-                blocked = self._block_if_due(learned)
             elif verdict.exhausted:
                 self.store.finish(task.id, problem=INCONCLUSIVE)
             else:
                 self.store.unclaim(task.id)
+            if not verdict.needs_more_answers:
+                # An Inconclusive task teaches too: leaving out the hard ones would hide how many there are.
+                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
+                self.store.save_models(learned)
+                self.store.save_class_prior(task.account, task.function, label, class_prior)
+                blocked = self._block_if_due(learned)
         self._announce_blocked(blocked)
         if verdict.needs_more_answers:
             self._wake_workers()

@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS class_priors (
     label TEXT NOT NULL,
     yes REAL NOT NULL,
     no REAL NOT NULL,
+    hard REAL NOT NULL DEFAULT 0,
+    easy REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (account, function, label)
 );
 CREATE TABLE IF NOT EXISTS gold_questions (
@@ -104,9 +106,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-# Columns added to the tasks table since its first version: when a task went to broken-image review, and when it
-# finished (the dashboard's durations; NULL in rows finished before the column existed).
-_ADDED_TASK_COLUMNS = {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
+# Columns added since a table's first version: when a task went to broken-image review, and when it finished (the
+# dashboard's durations; NULL in rows finished before the column existed); the class prior's hard images.
+_ADDED_COLUMNS = {
+    "tasks": {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"},
+    "class_priors": {"hard": "REAL NOT NULL DEFAULT 0", "easy": "REAL NOT NULL DEFAULT 0"},
+}
 _MODEL_COLUMNS = ", ".join(MODEL_FIELDS)
 
 
@@ -194,10 +199,11 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        task_columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column, definition in _ADDED_TASK_COLUMNS.items():  # a database of an earlier version
-            if column not in task_columns:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
+        for table, added in _ADDED_COLUMNS.items():  # a database of an earlier version
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, definition in added.items():
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -480,18 +486,20 @@ class TaskStore:
         )
 
     def class_prior(self, account: str, function: str, label: str) -> ClassPrior:
-        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target."""
+        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target, and how
+        often they were hard."""
         row = self._db.execute(
-            "SELECT yes, no FROM class_priors WHERE account = ? AND function = ? AND label = ?",
+            "SELECT yes, no, hard, easy FROM class_priors WHERE account = ? AND function = ? AND label = ?",
             (account, function, label),
         ).fetchone()
         return ClassPrior(*row) if row else ClassPrior()
 
     def save_class_prior(self, account: str, function: str, label: str, prior: ClassPrior) -> None:
         self._db.execute(
-            "INSERT INTO class_priors (account, function, label, yes, no) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (account, function, label) DO UPDATE SET yes = excluded.yes, no = excluded.no",
-            (account, function, label, prior.yes, prior.no),
+            "INSERT INTO class_priors (account, function, label, yes, no, hard, easy) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, function, label) DO UPDATE SET "
+            "yes = excluded.yes, no = excluded.no, hard = excluded.hard, easy = excluded.easy",
+            (account, function, label, prior.yes, prior.no, prior.hard, prior.easy),
         )
 
     def count_question(self, worker: str) -> int:
