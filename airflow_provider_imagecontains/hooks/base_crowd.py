@@ -13,6 +13,7 @@ import json
 import os
 import random
 import ssl
+import sys
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, nullcontext
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 from weakref import WeakKeyDictionary
 
-import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
@@ -55,6 +55,7 @@ from airflow_provider_imagecontains.hooks.credentials import (
 )
 
 if TYPE_CHECKING:
+    import aiohttp
     from airflow.providers.common.compat.sdk import Connection
 
 SIGNING_SERVICE_NAME = "crowd"
@@ -65,7 +66,17 @@ JSON_HEADERS = {"content-type": "application/json"}
 # Connection-level failures after which the request may or may not have taken effect; retrying is
 # safe because PUT is idempotent by task name and GET/DELETE do not create anything.
 RETRYABLE_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-RETRYABLE_ASYNC_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+def retryable_async_transport_errors() -> tuple[type[Exception], ...]:
+    """The async client's counterpart of :data:`RETRYABLE_TRANSPORT_ERRORS`.
+
+    aiohttp is imported only where the async path runs (bulk calls, triggers), never when a DAG file that
+    imports the operator or sensor is parsed (docs/benchmarks.md, section ``import``).
+    """
+    import aiohttp
+
+    return (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
 
 
 class _TransientError(Exception):
@@ -342,6 +353,8 @@ class CrowdBaseHook(BaseHook):
                 await shared.session.close()
 
     def _new_client_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             limit=self.max_concurrency, ssl=self._aiohttp_ssl, keepalive_timeout=ASYNC_KEEPALIVE_SECONDS
         )
@@ -521,7 +534,7 @@ class CrowdBaseHook(BaseHook):
             try:
                 async with session.request(method, url, data=body, headers=headers, proxy=proxy) as response:
                     content = await response.read()
-            except RETRYABLE_ASYNC_TRANSPORT_ERRORS as err:
+            except retryable_async_transport_errors() as err:
                 raise self._transport_error(err, method, function_name, task_name) from None
             return self._answer(
                 response.status, response.headers.get("Retry-After"), content, method, function_name, task_name
@@ -731,11 +744,13 @@ def _body_excerpt(body: bytes, limit: int = 120) -> str:
 def connect_failure(err: Exception) -> str | None:
     """Why ``err`` kept a request from connecting at all ("connection refused", ...), or ``None`` when the
     connection was made and failed later (a dropped connection, a read timeout)."""
-    if isinstance(err, aiohttp.ClientSSLError):  # connected; the TLS handshake failed (see its own message)
+    # An aiohttp error exists only once the async path has imported aiohttp.
+    loaded = sys.modules.get("aiohttp")
+    if loaded is not None and isinstance(err, loaded.ClientSSLError):  # connected; the TLS handshake failed
         return None
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
+    if loaded is not None and isinstance(err, loaded.ClientConnectorDNSError):
         return "host name not found"
-    if isinstance(err, aiohttp.ClientConnectorError):
+    if loaded is not None and isinstance(err, loaded.ClientConnectorError):
         os_error: BaseException | None = err.os_error
     elif isinstance(err, requests.exceptions.ConnectTimeout):
         return "connect timed out"
