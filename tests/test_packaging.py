@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from test_gateway_packaging import build_and_install, run
 
 from airflow_provider_imagecontains import __version__, get_provider_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UV = Path(sys.executable).with_name("uv")
 # What workers and the triggerer import.
 PROVIDER_MODULES = [
     "airflow_provider_imagecontains.hooks.imagecontains",
@@ -30,28 +28,13 @@ GATEWAY_DISTRIBUTIONS = ["imagecontains-gateway", "fastapi", "uvicorn", "jinja2"
 SERVER_STACK = {"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "httptools", "uvloop"}
 
 
-def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """Build sdist + wheel (the wheel from the sdist), install the wheel into a bare venv."""
+    """The provider's wheel (built from its sdist) in a bare venv, with an Airflow home of its own."""
     root = tmp_path_factory.mktemp("packaging")
-    run(UV, "build", "--quiet", "--out-dir", root / "dist", REPO_ROOT)
-    wheel = next((root / "dist").glob("*.whl"))
-    venv = root / "venv"
-    run(UV, "venv", "--quiet", venv, "--python", sys.executable)
-    run(UV, "pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel)
-    env = {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(root),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-    return {"wheel": wheel, "venv": venv, "env": env}
+    installed = build_and_install(REPO_ROOT, root)
+    installed["env"].update(AIRFLOW_HOME=str(root / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    return installed
 
 
 @pytest.mark.slow

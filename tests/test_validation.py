@@ -44,6 +44,8 @@ def test_valid_image_contains_input():
         (_input(url="https://x.org/a\x1b[31m.jpg"), "control characters"),
         (_input(url="https://x.org/a\x7f.jpg"), "control characters"),
         (_input(url="https://x.org/a\x9b.jpg"), "control characters"),
+        (_input(url="https://user:pass@x.org/a.jpg"), "user name or password"),  # more in the shared table
+        (_input(label="\u202enosrep"), "invisible formatting"),  # shown reversed: "person"
         (_input(label="   "), "non-empty"),
         (_input(label=3), "non-empty"),
         ({"image": "https://x.org/a", "target": {"label": "dog"}}, "'image' must be an object"),

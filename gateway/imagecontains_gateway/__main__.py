@@ -12,10 +12,14 @@ from typing import Any
 from imagecontains_gateway.app import build_uvicorn_server
 from imagecontains_gateway.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
 from imagecontains_gateway.human import token_main
+from imagecontains_gateway.prolific_client import DEFAULT_API_URL
+from imagecontains_gateway.protocol import raise_open_file_limit
 from imagecontains_gateway.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
+# The Prolific API token: never a flag, for the same reason.
+PROLIFIC_TOKEN_ENV = "PROLIFIC_TOKEN"  # noqa: S105 -- the variable's name, not a token
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +44,50 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--task-deadline": ("task_deadline_seconds", float, "seconds before a processing task fails Expired"),
     "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),
     "--starting-balance": ("starting_balance", float, "dollars each new account starts with"),
-    "--max-in-progress": ("max_tasks_in_progress", int, "processing tasks allowed per account"),
+    "--max-in-progress": ("max_tasks_in_progress", int, "processing tasks allowed per account (default 50000)"),
+    "--account-rate": (
+        "account_requests_per_second",
+        float,
+        "API requests an account may make a second on average, 429 beyond (default 500; 0: no limit)",
+    ),
+    "--account-burst": ("account_request_burst", int, "API requests an account may make at once (default 5000)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body"),
     "--request-read-timeout": ("request_read_timeout_seconds", float, "seconds a client may take to send a request"),
-    "--max-connections": ("max_connections", int, "connections and requests handled at once (503 beyond)"),
+    "--first-byte-timeout": (
+        "first_byte_timeout_seconds",
+        float,
+        "seconds a new connection may take for its TLS handshake, then its first byte",
+    ),
+    "--max-connections": ("max_connections", int, "requests handled at once (503 beyond)"),
     "--session-duration": ("session_duration_seconds", int, "lifetime cap of AssumeRole credentials"),
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
-    "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
+    "--workforce": ("workforce", str, "simulated, human (worker page), mixed or prolific; see docs/workforce.md"),
     "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
     "--broken-image-reports": (
         "broken_image_reports",
         int,
-        "workers' broken-image reports after which a task nobody saw fails ImageUnavailable (default 2)",
+        "weighed broken-image reports after which the image of a task nobody saw is reviewed (default 2)",
+    ),
+    "--max-non-answer-share": (
+        "max_non_answer_share",
+        float,
+        "share of can't-tell and broken-image answers past which a worker is blocked (default 0.5)",
+    ),
+    "--charged-non-answers": (
+        "charged_non_answers_per_task",
+        int,
+        "can't-tell and broken-image answers of a task the requester pays for (default 2)",
+    ),
+    "--prolific-api-url": ("prolific_api_url", str, f"Prolific's API (default {DEFAULT_API_URL})"),
+    "--public-url": ("public_url", str, "the https:// address Prolific participants reach this server at"),
+    "--prolific-batch-size": ("prolific_batch_size", int, "questions per Prolific participant place (default 20)"),
+    "--prolific-hourly-rate": ("prolific_hourly_rate", float, "pay per hour kept for participants (default 12.0)"),
+    "--prolific-project": (
+        "prolific_project",
+        str,
+        "Prolific project id studies are created in (default: the token's)",
     ),
 }
 # Faults a client's tests provoke on purpose; never set in production. Shown apart in --help.
@@ -87,6 +121,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a name clients reach the server by, besides loopback names and --host (repeatable); "
         "requests with any other Host header are refused",
     )
+    parser.add_argument(
+        "--prolific-account",
+        action="append",
+        metavar="ACCOUNT_ID",
+        help=f"with --workforce prolific: an account whose tasks Prolific participants see (repeatable); the API "
+        f"token comes from ${PROLIFIC_TOKEN_ENV} or the --config file",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRESSES",
+        help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (default: none; see docs/deployment.md)",
+    )
     parser.add_argument("--config", help="JSON file of ServerConfig fields; flags override it")
     parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM), with --ssl-keyfile")
     parser.add_argument("--ssl-keyfile", help="the private key (PEM) of --ssl-certfile")
@@ -117,6 +164,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 "the --config file (readable by you only) or in $%s instead.",
                 ACCOUNTS_ENV,
             )
+    if token := os.environ.get(PROLIFIC_TOKEN_ENV, "").strip():
+        overrides["prolific_token"] = token
+    if args.prolific_account:
+        overrides["prolific_accounts"] = tuple(args.prolific_account)
+    if args.forwarded_allow_ips:
+        overrides["forwarded_allow_ips"] = tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip())
     if args.allowed_host:
         overrides["allowed_hosts"] = (*config.allowed_hosts, *args.allowed_host)
     return config.replace(**overrides)
@@ -150,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as err:
         raise SystemExit(f"imagecontains-server: {err}") from None
+    log.info("Open-file limit: %d (each connection holds one).", raise_open_file_limit())
     server.run()
 
 

@@ -12,7 +12,7 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
@@ -24,10 +24,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagecontains_gateway.config import DEMO_ACCOUNT, REGION_NAME, SERVICE_NAME, ServerConfig
 from imagecontains_gateway.faults import STATS_PATH, FaultInjector
-from imagecontains_gateway.guards import LOOPBACK_NAMES, AllowedHosts, BodyLimit, BodyRule, Scope
+from imagecontains_gateway.guards import (
+    LOOPBACK_NAMES,
+    AccountRateLimit,
+    AllowedHosts,
+    BodyLimit,
+    BodyRule,
+    Scope,
+)
 from imagecontains_gateway.human import HumanWorkforce
+from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.logs import redact_server_logs
-from imagecontains_gateway.protocol import bounded_protocol
+from imagecontains_gateway.prolific import ProlificWorkforce, prolific_client
+from imagecontains_gateway.prolific_pages import ProlificPages
+from imagecontains_gateway.protocol import HardenedConfig, bounded_protocol
 from imagecontains_gateway.quality import AnswerKey
 from imagecontains_gateway.service import CrowdError, CrowdService
 from imagecontains_gateway.sigv4 import SignatureError, SigningKey, verify_signature
@@ -40,6 +50,8 @@ log = logging.getLogger(__name__)
 TASK_PATH = "/{account}/functions/{function}/tasks/{task}"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/[\w+=,.@/-]{1,64}")
+# The DurationSeconds AssumeRole accepts (AWS STS API reference: 15 minutes to 12 hours).
+MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 900, 43200
 # An idle keep-alive connection is closed after this long (uvicorn's default).
 KEEP_ALIVE_SECONDS = 5
 # How often processing tasks are checked against their deadline.
@@ -51,15 +63,24 @@ class CrowdServerApp:
 
     :param config: the server settings.
     :param db_path: the SQLite file of tasks, answers and balances.
+    :param host_names: the names clients reach the server by (a task's image URL naming one of them and
+        ``/images/`` names a local image).
     """
 
-    def __init__(self, config: ServerConfig, db_path: str) -> None:
+    def __init__(self, config: ServerConfig, db_path: str, host_names: Iterable[str] = LOOPBACK_NAMES) -> None:
         self.config = config
         self.db_path = db_path
+        self.local_images = LocalImages(config.images_dir, host_names)
+        self._account_rates = AccountRateLimit(config.account_requests_per_second, config.account_request_burst)
         self._keys = {a.access_key_id: SigningKey(a.account_id, a.secret_access_key) for a in config.accounts}
         self.service: CrowdService | None = None
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
+        # Prolific participants (docs/prolific.md); the token is checked here so a refused one stops the start.
+        prolific = ProlificWorkforce(config, prolific_client(config)) if config.workforce == "prolific" else None
+        if self.human is not None and prolific is not None:
+            self.human.problem_sources.append(lambda: prolific.failure)  # the dashboard says when its loop died
+        self.prolific = prolific
         self.api = self._build_api()
         self.faults = FaultInjector(self.api, config)
         self._api_bodies = BodyRule(config.max_body_bytes)
@@ -70,11 +91,12 @@ class CrowdServerApp:
         store = TaskStore(self.db_path)
         store.open_accounts([a.account_id for a in self.config.accounts], round(self.config.starting_balance * 1e6))
         store.release_claims()
-        self.service = service = CrowdService(store, self.config)
+        check_task = self.prolific.check_task if self.prolific is not None else None
+        self.service = service = CrowdService(store, self.config, check_task=check_task, local_images=self.local_images)
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
-            crowd=() if self.config.workforce == "human" else self.config.crowd_classes,
+            crowd=() if self.config.workforce in ("human", "prolific") else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
@@ -82,6 +104,8 @@ class CrowdServerApp:
         workforce.start()
         if self.human is not None:
             self.human.start(service)
+        if self.prolific is not None:
+            self.prolific.start(service)
         sweeper = asyncio.create_task(self._sweep_deadlines(service))
         try:
             yield
@@ -90,6 +114,8 @@ class CrowdServerApp:
             await workforce.stop()
             if self.human is not None:
                 await self.human.stop()
+            if self.prolific is not None:
+                await self.prolific.stop()
             store.close()
 
     @staticmethod
@@ -109,7 +135,9 @@ class CrowdServerApp:
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
         if self.human is not None:
-            mount_workforce_ui(api, self.human)
+            mount_workforce_ui(api, self.human, self.local_images)
+        if self.prolific is not None:
+            api.include_router(ProlificPages(self.prolific, self.local_images).router)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
         api.add_exception_handler(RequestValidationError, _validation_exception)
         api.add_exception_handler(Exception, _unexpected_exception)
@@ -152,12 +180,24 @@ class CrowdServerApp:
         return self.service
 
     async def _authorized(self, request: Request, account: str) -> bytes:
-        """Return the body once the request is signed by ``account`` itself."""
+        """Return the body once the request is signed by ``account`` itself, within the account's request rate."""
         body = await request.body()
         key = self._verify(request, body, SERVICE_NAME, REGION_NAME)
         if key.account_id != account:
             raise CrowdError(403, "AccessDenied", f"Your credentials do not grant access to account {account!r}.")
+        self._within_rate(key)
         return body
+
+    def _within_rate(self, key: SigningKey) -> None:
+        retry_after = self._account_rates.retry_after(key.account_id)
+        if retry_after is not None:
+            raise CrowdError(
+                429,
+                "Throttled",
+                f"Account {key.account_id} passed its {self.config.account_requests_per_second:g} requests a second; "
+                "retry after the Retry-After delay.",
+                {"Retry-After": str(retry_after)},
+            )
 
     def _body_rule(self, scope: Scope) -> BodyRule:
         # The pages take only the small forms they send themselves (never a multipart upload).
@@ -203,6 +243,7 @@ class CrowdServerApp:
             if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
                 params.update(parse_qsl(body.decode("utf-8", "replace")))
             key = self._verify(request, body, "sts", None)
+            self._within_rate(key)
             action = params.get("Action")
             if action == "GetCallerIdentity":
                 return _sts_response(action, _caller_identity(key, request))
@@ -222,8 +263,15 @@ class CrowdServerApp:
         if role[1] != caller.account_id:
             raise CrowdError(403, "AccessDenied", f"Not authorized to assume role {role_arn!r}.")
         requested = params.get("DurationSeconds", "3600")
-        if not requested.isdigit():
-            raise CrowdError(400, "ValidationError", f"Invalid DurationSeconds {requested!r}.")
+        # ASCII digits only, bounded as AWS bounds them: str.isdigit() takes "²", and int() refuses 5,000 digits.
+        if not (requested.isascii() and requested.isdigit() and len(requested) <= 5) or not (
+            MIN_SESSION_SECONDS <= int(requested) <= MAX_SESSION_SECONDS
+        ):
+            raise CrowdError(
+                400,
+                "ValidationError",
+                f"Invalid DurationSeconds {requested[:20]!r}: expected {MIN_SESSION_SECONDS} to {MAX_SESSION_SECONDS}.",
+            )
         duration = min(int(requested), self.config.session_duration_seconds)
         expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=duration)
         if caller.expires_at is not None:
@@ -333,19 +381,25 @@ def build_uvicorn_server(
             f"Refusing to listen on {host!r} with the public demo credentials: give your own --account, "
             "or keep the default host 127.0.0.1 (loopback only)."
         )
-    app = CrowdServerApp(config, db_path)
     unspecified = host in ("", "0.0.0.0", "::")  # noqa: S104 -- recognised here, not bound
     hosts = [*LOOPBACK_NAMES, *([] if unspecified else [host]), *config.allowed_hosts]
-    uvicorn_config = uvicorn.Config(
+    app = CrowdServerApp(config, db_path, hosts)
+    uvicorn_config = HardenedConfig(
         AllowedHosts(app.asgi, hosts, _refusal),
         host=host,
         port=port,
-        http=bounded_protocol(config.request_read_timeout_seconds),
-        # Slow or idle clients: at most this many connections and requests at once (503 beyond), and idle
-        # keep-alive connections closed after a few seconds (uvicorn's own settings).
-        limit_concurrency=config.max_connections,
+        # Slow, idle or too many clients: bounded in server/protocol.py; idle keep-alive connections are closed
+        # after a few seconds (uvicorn's own setting).
+        http=bounded_protocol(
+            read_timeout=config.request_read_timeout_seconds,
+            first_byte_timeout=config.first_byte_timeout_seconds,
+            max_requests=config.max_connections,
+        ),
+        first_byte_timeout=config.first_byte_timeout_seconds,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        loop="uvloop",
+        # A client's address and scheme come from X-Forwarded-* only when a proxy named by the operator sent them.
+        proxy_headers=bool(config.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.forwarded_allow_ips),
         lifespan="on",
         log_level=log_level,
         access_log=log_level in ("debug", "info"),

@@ -7,11 +7,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from imagecontains_gateway.prolific_client import DEFAULT_API_URL
 
 REGION_NAME = "us-east-1"
 SERVICE_NAME = "crowd"
-# Who answers production tasks: simulated workers, people on the worker page, or both.
-WORKFORCES = ("simulated", "human", "mixed")
+# Who answers production tasks: simulated workers, people on the worker page, both, or Prolific participants
+# (beside the staff on the worker page).
+WORKFORCES = ("simulated", "human", "mixed", "prolific")
+# Prolific's lowest allowed pay per hour in any workspace currency (£6.00; $8.00 in USD workspaces).
+PROLIFIC_MINIMUM_HOURLY_RATE = 6.0
 # The refusal of the retired workforce (or of a config file still holding its settings), on one line.
 MTURK_CLOSED = (
     "Amazon Mechanical Turk closed for good on 2026-09-30: the mturk workforce is gone; "
@@ -139,6 +145,9 @@ class ServerConfig:
     :param reward_per_answer: dollars charged to the account for each worker answer.
     :param starting_balance: dollars every account starts with (once, when the database is new).
     :param max_tasks_in_progress: processing tasks allowed per account; further new PUTs get 429.
+    :param account_requests_per_second: API and STS requests an account may make a second on average (429
+        ``Throttled`` beyond); 0: no limit (``LocalCrowdServer``'s default, to measure the API itself).
+    :param account_request_burst: requests an account may make at once after a quiet spell.
     :param throttle_rate: fraction of crowd requests answered 429 ``Throttled``.
     :param retry_after_seconds: value of the ``Retry-After`` header on 429 answers.
     :param error_rate: fraction of crowd requests answered 500 or 503 (half each) without effect.
@@ -155,16 +164,39 @@ class ServerConfig:
         workers) or ``mixed`` (both; see docs/workforce.md).
     :param human_claim_seconds: a question shown to a human worker is given back to the others after this long
         without an answer.
-    :param broken_image_reports: a task whose image this many workers reported broken, and nobody saw, fails
-        ``ImageUnavailable`` at once instead of waiting for its deadline.
+    :param broken_image_reports: broken-image reports, each weighed by its reporter's record (a new worker's
+        counts half), after which a task nobody saw is reviewed: a local image is checked on disk, another host's
+        goes to trusted workers only, and the task fails ``ImageUnavailable`` once confirmed (docs/workforce.md).
+    :param max_non_answer_share: a worker whose "can't tell" answers and broken-image reports pass this share of
+        the questions it was given (judged after 10, or ``probation_questions``) gets no more questions.
+    :param charged_non_answers_per_task: "can't tell" answers and broken-image reports of one task the requester
+        pays for; further ones are given back.
     :param expose_stats: serve ``GET /_local/request-counts`` (used by ``LocalCrowdServer``).
     :param web_session_seconds: lifetime of a session of the worker page or dashboard (ended sooner by signing
         out or by issuing the subject a new token).
-    :param request_read_timeout_seconds: a request's head and body must arrive within this long (from the
-        connection's start, or the request's first byte); slower clients get 408 and are disconnected.
-    :param max_connections: connections and requests handled at once; beyond, requests get 503.
+    :param request_read_timeout_seconds: a request's head and body must arrive within this long of its first
+        byte; slower clients get 408 and are disconnected.
+    :param first_byte_timeout_seconds: a new connection must finish its TLS handshake, then send its first byte,
+        within this long; else it is closed without an answer.
+    :param max_connections: requests handled at once (a connection that is not sending or awaiting a request does
+        not count); beyond, requests get 503.
+    :param forwarded_allow_ips: addresses (or networks) of the reverse proxies whose ``X-Forwarded-For`` and
+        ``X-Forwarded-Proto`` are believed (see docs/deployment.md); empty: nobody's, the connection's own
+        address and scheme count.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
+    :param prolific_accounts: with ``workforce="prolific"``, the accounts whose tasks Prolific participants see
+        (public crowds see the images); every other account's tasks stay with the staff on the worker page.
+    :param prolific_api_url: Prolific's API (the fake's address in tests).
+    :param prolific_token: the Prolific API token (from ``$PROLIFIC_TOKEN`` or the ``--config`` file; never a flag,
+        never logged).
+    :param public_url: the HTTPS base URL participants reach this server at (``http://`` only for loopback hosts).
+    :param prolific_batch_size: questions per participant place.
+    :param prolific_hourly_rate: the pay per hour, in the workspace's currency, that rewards and top-up bonuses keep.
+    :param prolific_project: the id of the Prolific project (inside a workspace) studies are created in; None:
+        the token's default workspace and project.
+    :param prolific_poll_seconds: how often submissions are read, places grown and studies paused or started.
+    :param prolific_seconds_per_answer: seconds per answer assumed until participants' answers are measured.
     """
 
     accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
@@ -184,7 +216,9 @@ class ServerConfig:
     task_deadline_seconds: float = 86400.0
     reward_per_answer: float = 0.01
     starting_balance: float = 1000.0
-    max_tasks_in_progress: int = 1_000_000
+    max_tasks_in_progress: int = 50_000
+    account_requests_per_second: float = 500.0
+    account_request_burst: int = 5_000
     throttle_rate: float = 0.0
     retry_after_seconds: int = 1
     error_rate: float = 0.0
@@ -199,9 +233,22 @@ class ServerConfig:
     workforce: str = "simulated"
     human_claim_seconds: float = 300.0
     broken_image_reports: int = 2
+    max_non_answer_share: float = 0.5
+    charged_non_answers_per_task: int = 2
     expose_stats: bool = False
+    prolific_accounts: tuple[str, ...] = ()
+    prolific_api_url: str = DEFAULT_API_URL
+    prolific_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    prolific_batch_size: int = 20
+    prolific_hourly_rate: float = 12.0
+    prolific_project: str | None = None
+    prolific_poll_seconds: float = 30.0
+    prolific_seconds_per_answer: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
+    forwarded_allow_ips: tuple[str, ...] = ()
     request_read_timeout_seconds: float = 30.0
+    first_byte_timeout_seconds: float = 10.0
     max_connections: int = 1000
     web_session_seconds: float = 12 * 3600.0
 
@@ -216,10 +263,15 @@ class ServerConfig:
             "gold_share",
             "probation_gold_share",
             "block_below_accuracy",
+            "max_non_answer_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if self.account_requests_per_second < 0:
+            raise ValueError(
+                f"Invalid account_requests_per_second {self.account_requests_per_second!r}: expected >= 0."
+            )
         if self.broken_image_reports < 1:
             raise ValueError(f"Invalid broken_image_reports {self.broken_image_reports!r}: expected at least 1.")
         if not 0.5 < self.confidence < 1.0:
@@ -232,6 +284,8 @@ class ServerConfig:
             raise ValueError(f"Invalid workforce {self.workforce!r}: expected one of {', '.join(WORKFORCES)}.")
         if self.crowd is not None:
             parse_crowd(self.crowd)
+        if self.workforce == "prolific":
+            check_prolific_settings(self)
         for name in (
             "workforce_size",
             "max_answers_per_task",
@@ -240,6 +294,8 @@ class ServerConfig:
             "probation_questions",
             "block_after_gold",
             "max_connections",
+            "charged_non_answers_per_task",
+            "account_request_burst",
         ):
             at_least_one = ("max_answers_per_task", "max_tasks_in_progress", "max_body_bytes", "max_connections")
             if getattr(self, name) < (1 if name in at_least_one else 0):
@@ -260,8 +316,11 @@ class ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
         if "accounts" in overrides:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
-        if "allowed_hosts" in overrides:
-            overrides["allowed_hosts"] = tuple(overrides["allowed_hosts"])
+        if "prolific_accounts" in overrides:
+            overrides["prolific_accounts"] = tuple(overrides["prolific_accounts"])
+        for name in ("allowed_hosts", "forwarded_allow_ips"):
+            if name in overrides:
+                overrides[name] = tuple(overrides[name])
         if any(name.startswith("mturk_") for name in overrides):
             raise ValueError(MTURK_CLOSED)
         return dataclasses.replace(self, **overrides)
@@ -274,6 +333,33 @@ class ServerConfig:
     def from_json_file(cls, path: str | Path) -> ServerConfig:
         """Read a config written by :meth:`to_json` (the ``--config`` flag)."""
         return cls().replace(**json.loads(Path(path).read_text()))
+
+
+def check_prolific_settings(config: ServerConfig) -> None:
+    """Refuse Prolific settings that would spend money wrongly or send participants nowhere."""
+    known = {account.account_id for account in config.accounts}
+    if not config.prolific_accounts:
+        raise ValueError("Invalid prolific_accounts: list the accounts whose tasks Prolific participants may see.")
+    if unknown := sorted(set(config.prolific_accounts) - known):
+        raise ValueError(f"Invalid prolific_accounts {unknown!r}: not accounts of this server.")
+    public = urlsplit(config.public_url or "")
+    loopback = public.hostname in ("localhost", "127.0.0.1", "::1")
+    if public.scheme != "https" and not (public.scheme == "http" and loopback):
+        raise ValueError(
+            f"Invalid public_url {config.public_url!r}: give the https:// address participants reach this server at "
+            "(http:// only for a loopback host, in tests)."
+        )
+    if public.query or public.fragment:
+        raise ValueError(f"Invalid public_url {config.public_url!r}: no query or fragment.")
+    if config.prolific_batch_size < 1:
+        raise ValueError(f"Invalid prolific_batch_size {config.prolific_batch_size!r}: expected at least 1.")
+    if config.prolific_hourly_rate < PROLIFIC_MINIMUM_HOURLY_RATE:
+        raise ValueError(
+            f"Invalid prolific_hourly_rate {config.prolific_hourly_rate!r}: Prolific's minimum pay is £6.00 or $8.00 "
+            "an hour (researcher-help.prolific.com, read 2026-12-03)."
+        )
+    if config.prolific_poll_seconds <= 0 or config.prolific_seconds_per_answer <= 0:
+        raise ValueError("Invalid prolific_poll_seconds or prolific_seconds_per_answer: expected positive seconds.")
 
 
 def _as_account(value: Account | dict[str, str] | str) -> Account:

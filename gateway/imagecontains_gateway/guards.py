@@ -1,4 +1,6 @@
-"""What every request passes before any other work: a Host the server answers to, a bounded body of an accepted type.
+"""What requests pass before any other work: a Host the server answers to, a bounded body of an accepted type;
+``FailureThrottle``, which bounds how often one client may fail (a sign-in with an unknown token); and
+``AccountRateLimit``, the requests one account may make a second.
 
 ``AllowedHosts`` refuses a request whose ``Host`` header names another site: a page of that site
 could otherwise reach a loopback server through DNS rebinding (and sign with the public demo key).
@@ -12,6 +14,9 @@ Nothing behind it (faults, signatures, form parsing) ever holds more than the li
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -141,3 +146,73 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+class FailureThrottle:
+    """Refuse a client that failed ``max_failures`` times within ``window_seconds``, until its window ends.
+
+    Keyed by client address (after a trusted proxy's ``X-Forwarded-For``, see ``--forwarded-allow-ips``); at most
+    ``max_clients`` are remembered, the oldest forgotten first, so a flood of addresses cannot grow it without bound.
+
+    :param max_failures: failures a client may have within one window.
+    :param window_seconds: how long a window lasts, from a client's first failure in it.
+    :param max_clients: clients remembered at once.
+    """
+
+    def __init__(self, max_failures: int, window_seconds: float, max_clients: int = 100_000) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client -> (window start, failures)
+
+    def retry_after(self, client: str) -> int | None:
+        """Whole seconds until ``client`` may try again, or None when it may now."""
+        window = self._window(client)
+        if window is None or window[1] < self.max_failures:
+            return None
+        return max(math.ceil(window[0] + self.window_seconds - time.monotonic()), 1)
+
+    def failed(self, client: str) -> bool:
+        """Count one failure of ``client``; True when it is the one that starts refusing the client."""
+        start, failures = self._window(client) or (time.monotonic(), 0)
+        self._windows[client] = (start, failures + 1)
+        self._windows.move_to_end(client)
+        while len(self._windows) > self.max_clients:
+            self._windows.popitem(last=False)
+        return failures + 1 == self.max_failures
+
+    def _window(self, client: str) -> tuple[float, int] | None:
+        window = self._windows.get(client)
+        if window is not None and time.monotonic() - window[0] >= self.window_seconds:
+            del self._windows[client]
+            return None
+        return window
+
+
+class AccountRateLimit:
+    """A token bucket per account: ``rate`` requests a second on average, up to ``burst`` at once.
+
+    Taken after the signature is checked, so nobody spends another account's allowance; one bucket per configured
+    account, so it cannot grow.
+
+    :param rate: requests per second an account may make on average; 0: no limit.
+    :param burst: requests an account may make at once after a quiet spell.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # account -> (tokens, when they were counted)
+
+    def retry_after(self, account: str) -> int | None:
+        """Take a request from ``account``'s allowance: None when it had one, else whole seconds until it has."""
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, at = self._buckets.get(account, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[account] = (tokens - 1.0, now)
+            return None
+        self._buckets[account] = (tokens, now)
+        return max(math.ceil((1.0 - tokens) / self.rate), 1)

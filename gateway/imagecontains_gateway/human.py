@@ -15,7 +15,8 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,11 @@ WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
 HUMAN_PREFIX = "human:"
 MAX_WORKER_NAME_LENGTH = 64
-# How many tasks the dashboard lists (newest first), and how many slowest ones it names.
+# How many tasks a dashboard page lists (newest first), and how many slowest ones it names.
 DASHBOARD_TASKS = 200
 SLOWEST_TASKS = 5
+# How long a dashboard's figures are kept before they are computed again (the page asks every 2 s).
+DASHBOARD_CACHE_SECONDS = 2.0
 _SWEEP_SECONDS = 1.0
 # How long after an answer the worker may take it back (a stray key), if it did not decide its task.
 UNDO_SECONDS = 10.0
@@ -59,11 +62,14 @@ class LastAnswer:
     :param assignment: the question answered.
     :param answer: what the worker said: ``yes``, ``no``, ``cant-tell`` or ``broken-image``.
     :param at: ``time.monotonic()`` when it was recorded.
+    :param claimed_at: ``time.monotonic()`` when the question was first given to the worker: an undo gives it back
+        with its time running from then, not anew (issue 24: answer/undo cycles held a question past its limit).
     """
 
     assignment: Assignment
     answer: str
     at: float
+    claimed_at: float
 
 
 @dataclass(frozen=True)
@@ -183,22 +189,29 @@ class WorkforceStore:
         )
 
     def worker_quality(self, account: str, prior_accuracy: float, reward_per_answer: float) -> dict[str, Any]:
-        """The dashboard's view of the workforce: each worker's estimated accuracies, gold score, blocked state
-        and answers to ``account``'s tasks; and the gold answers, paid by whoever runs the server, not billed."""
+        """The dashboard's view of the workers who answered ``account``'s tasks (no other account's: issue 24):
+        each one's estimated accuracies, gold score, blocked state and answers to the account's tasks; and the gold
+        answers, paid by whoever runs the server, not billed."""
+        answered = dict(
+            self._db.execute(
+                "SELECT a.worker, SUM(a.answer >= 0) FROM tasks t JOIN answers a ON a.task_id = t.id "
+                "WHERE t.account = ? GROUP BY a.worker",
+                (account,),
+            )
+        )
+        marks = ",".join("?" * len(answered))
         rows = self._db.execute(
-            f"SELECT w.worker, {', '.join('w.' + name for name in MODEL_FIELDS)}, w.blocked_reason, "  # noqa: S608
-            "(SELECT COUNT(*) FROM answers a JOIN tasks t ON t.id = a.task_id "
-            " WHERE a.worker = w.worker AND t.account = ? AND a.answer >= 0) "
-            "FROM worker_models w ORDER BY w.worker",
-            (account,),
+            f"SELECT worker, {', '.join(MODEL_FIELDS)}, blocked_reason FROM worker_models "  # noqa: S608
+            f"WHERE worker IN ({marks}) ORDER BY worker",
+            list(answered),
         ).fetchall()
         workers = []
-        for worker, *fields, blocked_reason, answers in rows:
+        for worker, *fields, blocked_reason in rows:
             model = WorkerModel(*fields)
             workers.append(
                 {
                     "worker": worker.removeprefix(HUMAN_PREFIX),
-                    "answers": answers,
+                    "answers": answered[worker],
                     "accuracy": round(model.balanced_accuracy(prior_accuracy), 3),
                     "accuracy_on_yes": round(model.accuracy_on_yes(prior_accuracy), 3),
                     "accuracy_on_no": round(model.accuracy_on_no(prior_accuracy), 3),
@@ -213,9 +226,15 @@ class WorkforceStore:
             "gold": {"answers": gold_answers, "cost": round(gold_answers * reward_per_answer, 6)},
         }
 
-    def dashboard(self, account: str, starting_balance: float, now: float, name_prefix: str = "") -> dict[str, Any]:
+    def dashboard(
+        self, account: str, starting_balance: float, now: float, name_prefix: str = "", page: int = 1
+    ) -> dict[str, Any]:
         """The figures of the requester dashboard for ``account`` (see docs/workforce.md): of its tasks whose
-        name starts with ``name_prefix`` (e.g. one DAG's namespace), and its whole spend and balance."""
+        name starts with ``name_prefix`` (e.g. one DAG's namespace), and its whole spend and balance.
+
+        Totals and the slowest tasks are aggregated in SQL over all of them; ``DASHBOARD_TASKS`` tasks are listed,
+        newest first, from ``page`` (1 is the newest).
+        """
         selected = (account, len(name_prefix), name_prefix)
         states = dict(
             self._db.execute(
@@ -223,16 +242,18 @@ class WorkforceStore:
                 selected,
             )
         )
+        total = sum(states.values())
+        pages = max(math.ceil(total / DASHBOARD_TASKS), 1)
+        page = min(max(page, 1), pages)
         balance_row = self._db.execute("SELECT microdollars FROM balances WHERE account = ?", (account,)).fetchone()
         balance = (balance_row[0] if balance_row else 0) / 1e6
         rows = self._db.execute(
-            "SELECT t.id, t.function, t.name, t.input, t.state, t.result, t.problem, t.created_at, t.deadline_at, "
-            "(SELECT MAX(created_at) FROM answers a WHERE a.task_id = t.id) "
-            "FROM tasks t WHERE t.account = ? AND substr(t.name, 1, ?) = ? ORDER BY t.id DESC",
-            selected,
+            "SELECT t.id, t.function, t.name, t.input, t.state, t.result, t.problem, t.created_at, t.deadline_at, "  # noqa: S608
+            f"{_FINISHED_AT} FROM tasks t WHERE t.account = ? AND substr(t.name, 1, ?) = ? "
+            "ORDER BY t.id DESC LIMIT ? OFFSET ?",
+            (*selected, DASHBOARD_TASKS, (page - 1) * DASHBOARD_TASKS),
         ).fetchall()
-        tasks = [_task_summary(row, now) for row in rows]
-        listed = tasks[:DASHBOARD_TASKS]
+        listed = [_task_summary(row, now) for row in rows]
         by_id = {task.pop("id"): task for task in listed}
         if by_id:
             marks = ",".join("?" * len(by_id))
@@ -243,13 +264,18 @@ class WorkforceStore:
                 _add_answer(by_id[task_id], worker, answer)
         for task in listed:
             task["agreement"] = _agreement(task)
-        slowest = sorted(tasks, key=lambda task: task["seconds"], reverse=True)[:SLOWEST_TASKS]
+        slowest = self._db.execute(
+            "SELECT name, json_extract(input, '$.target.label'), state, MAX(CASE WHEN state = 'processing' THEN ? "  # noqa: S608
+            "WHEN json_extract(problem, '$.code') = 'Expired' THEN deadline_at "
+            f"ELSE {_FINISHED_AT} END - created_at, 0.0) AS seconds FROM tasks t "
+            "WHERE account = ? AND substr(name, 1, ?) = ? ORDER BY seconds DESC, id LIMIT ?",
+            (now, *selected, SLOWEST_TASKS),
+        ).fetchall()
         broken_images = self._db.execute(
-            "SELECT COUNT(DISTINCT a.task_id) FROM answers a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.account = ? AND substr(t.name, 1, ?) = ? AND a.answer = ?",
+            "SELECT COUNT(*) FROM tasks t WHERE t.account = ? AND substr(t.name, 1, ?) = ? AND EXISTS "
+            "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.answer = ?)",
             (*selected, BROKEN_IMAGE),
         ).fetchone()[0]
-        total = sum(states.values())
         finished = total - states.get(PROCESSING, 0)
         return {
             "account": account,
@@ -261,22 +287,32 @@ class WorkforceStore:
             "spend": round(starting_balance - balance, 6),
             "balance": balance,
             "broken_images": broken_images,
+            "page": page,
+            "pages": pages,
             "tasks": listed,
-            "slowest": [{key: task[key] for key in ("task_name", "label", "state", "seconds")} for task in slowest],
+            "slowest": [
+                {"task_name": name, "label": label, "state": state, "seconds": round(seconds, 3)}
+                for name, label, state, seconds in slowest
+            ],
         }
 
 
+# When a task finished: its own record, else (a task finished before that was recorded) its last answer, else its
+# creation.
+_FINISHED_AT = "COALESCE(t.finished_at, (SELECT MAX(a.created_at) FROM answers a WHERE a.task_id = t.id), t.created_at)"
+
+
 def _task_summary(row: Sequence[Any], now: float) -> dict[str, Any]:
-    task_id, function, name, input_json, state, result, problem, created_at, deadline_at, last_answer_at = row
+    task_id, function, name, input_json, state, result, problem, created_at, deadline_at, finished_at = row
     task_input = json.loads(input_json)
     problem_details = json.loads(problem) if problem else None
-    # How long the task took (or has taken so far): until its last answer, or its deadline when it expired.
+    # How long the task took (or has taken so far): until it finished, or its deadline when it expired.
     if state == PROCESSING:
         end = now
     elif problem_details and problem_details.get("code") == "Expired":
         end = deadline_at
     else:
-        end = last_answer_at or created_at
+        end = finished_at
     return {
         "id": task_id,
         "function": function,
@@ -314,6 +350,43 @@ def _agreement(task: dict[str, Any]) -> float | None:
     return round((task["yes"] if says_yes else task["no"]) / votes, 3)
 
 
+class DashboardFigures:
+    """The dashboards' figures, computed off the event loop (one thread, its own database connection) and kept
+    ``DASHBOARD_CACHE_SECONDS`` per (account, name prefix, page): five dashboards open on 16k tasks held a worker's
+    page up to 282 ms (issue 24); now they cost one query a few seconds, on another thread.
+
+    :param config: the server settings (starting balance, prior accuracy, reward).
+    :param db_path: the server's database file.
+    """
+
+    def __init__(self, config: ServerConfig, db_path: str) -> None:
+        self.config = config
+        self._store = WorkforceStore(db_path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard")
+        self._cached: dict[tuple[str, str, int], tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+
+    async def figures(self, account: str, name_prefix: str, page: int) -> dict[str, Any]:
+        """The figures of one dashboard page; callers share them and must not change them."""
+        now = time.monotonic()
+        for key in [key for key, (at, _) in self._cached.items() if now - at >= DASHBOARD_CACHE_SECONDS]:
+            del self._cached[key]
+        key = (account, name_prefix, page)
+        if key not in self._cached:
+            future = asyncio.get_running_loop().run_in_executor(self._thread, self._compute, *key)
+            self._cached[key] = (now, future)
+        return await asyncio.shield(self._cached[key][1])
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._store.close()
+
+    def _compute(self, account: str, name_prefix: str, page: int) -> dict[str, Any]:
+        config = self.config
+        figures = self._store.dashboard(account, config.starting_balance, time.time(), name_prefix, page)
+        figures.update(self._store.worker_quality(account, config.prior_worker_accuracy, config.reward_per_answer))
+        return figures
+
+
 class HumanWorkforce:
     """The people answering on the worker page: each holds at most one question at a time.
 
@@ -333,17 +406,21 @@ class HumanWorkforce:
         self._store: WorkforceStore | None = None
         self._held: dict[str, tuple[Assignment, float]] = {}
         # Questions put aside by an undo (still claimed and paid for): each comes back once the redo is answered.
-        self._set_aside: dict[str, Assignment] = {}
+        self._set_aside: dict[str, tuple[Assignment, float]] = {}
         self._last: dict[str, LastAnswer] = {}
         # What a worker is told on the next page (an answer that came too late, an undo refused).
         self._notices: dict[str, str] = {}
         # Each worker's last answered question, so that a second click on it is not taken for a late answer.
         self._last_answered: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # What else the dashboard must say is wrong (e.g. a paid crowd's loop that died): each gives a reason or None.
+        self.problem_sources: list[Callable[[], str | None]] = []
+        self._dashboards: DashboardFigures | None = None
 
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
+        self._dashboards = DashboardFigures(self.config, self.db_path)
         for state in (self._held, self._set_aside, self._last, self._notices, self._last_answered):
             state.clear()
         self._sweeper = asyncio.create_task(self._sweep())
@@ -354,7 +431,15 @@ class HumanWorkforce:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._store is not None:
             self._store.close()
-        self._service = self._store = self._sweeper = None
+        if self._dashboards is not None:
+            self._dashboards.close()
+        self._service = self._store = self._sweeper = self._dashboards = None
+
+    async def dashboard_figures(self, account: str, name_prefix: str, page: int) -> dict[str, Any]:
+        """The figures of a requester dashboard page (see :class:`DashboardFigures`)."""
+        if self._dashboards is None:
+            raise RuntimeError("The human workforce is not running.")
+        return await self._dashboards.figures(account, name_prefix, page)
 
     @property
     def running(self) -> bool:
@@ -381,9 +466,9 @@ class HumanWorkforce:
                 return held[0]
             del self._held[worker]
         aside = self._set_aside.pop(worker, None)
-        if aside is not None and self._open(aside):
-            self._held[worker] = (aside, time.monotonic())
-            return aside
+        if aside is not None and self._open(aside[0]):
+            self._held[worker] = aside  # its time kept running while it was set aside
+            return aside[0]
         assignment = self.service.next_assignment(worker)
         if assignment is not None:
             self._held[worker] = (assignment, time.monotonic())
@@ -396,20 +481,20 @@ class HumanWorkforce:
 
     def answer(self, name: str, question_id: int, contains_target: bool | None) -> bool:
         """Record ``name``'s answer to the question it holds; False if it does not hold ``question_id`` (any more)."""
-        assignment = self._give_up(name, question_id)
-        if assignment is not None:
-            self.service.submit_answer(assignment, HUMAN_PREFIX + name, contains_target)
+        held = self._give_up(name, question_id)
+        if held is not None:
+            self.service.submit_answer(held[0], HUMAN_PREFIX + name, contains_target)
             answer = "cant-tell" if contains_target is None else "yes" if contains_target else "no"
-            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, answer, time.monotonic())
-        return assignment is not None
+            self._last[HUMAN_PREFIX + name] = LastAnswer(held[0], answer, time.monotonic(), held[1])
+        return held is not None
 
     def report_broken_image(self, name: str, question_id: int) -> bool:
         """Record that the image of the question ``name`` holds did not load; False if it does not hold ``question_id``."""
-        assignment = self._give_up(name, question_id)
-        if assignment is not None:
-            self.service.report_broken_image(assignment, HUMAN_PREFIX + name)
-            self._last[HUMAN_PREFIX + name] = LastAnswer(assignment, "broken-image", time.monotonic())
-        return assignment is not None
+        held = self._give_up(name, question_id)
+        if held is not None:
+            self.service.report_broken_image(held[0], HUMAN_PREFIX + name)
+            self._last[HUMAN_PREFIX + name] = LastAnswer(held[0], "broken-image", time.monotonic(), held[1])
+        return held is not None
 
     def undoable(self, name: str) -> tuple[LastAnswer, int] | None:
         """``name``'s last answer and the whole seconds left to undo it, while it may be undone; else None."""
@@ -437,8 +522,8 @@ class HumanWorkforce:
         if last.assignment.gold or self.service.store.claim(last.assignment.task_id, worker):
             held = self._held.pop(worker, None)
             if held is not None:
-                self._set_aside[worker] = held[0]
-            self._held[worker] = (last.assignment, time.monotonic())
+                self._set_aside[worker] = held
+            self._held[worker] = (last.assignment, last.claimed_at)
         else:
             self._notices[worker] = (
                 "Your answer was taken back. Somebody else is answering that question right now; you will be asked it again later."
@@ -461,8 +546,8 @@ class HumanWorkforce:
         """What to tell ``name`` on its next page, once (an answer that came too late, an undo refused)."""
         return self._notices.pop(HUMAN_PREFIX + name, None)
 
-    def _give_up(self, name: str, question_id: int) -> Assignment | None:
-        """The question ``name`` holds, no longer held, if it is ``question_id``; else None.
+    def _give_up(self, name: str, question_id: int) -> tuple[Assignment, float] | None:
+        """The question ``name`` holds and since when, no longer held, if it is ``question_id``; else None.
 
         An answer to a question the worker no longer holds, and has not answered (a second click would be
         that), came after its time ran out: it is dropped, and the worker told so on the next page.
@@ -477,7 +562,7 @@ class HumanWorkforce:
             return None
         del self._held[worker]
         self._last_answered[worker] = question_id
-        return held[0]
+        return held
 
     def _open(self, assignment: Assignment) -> bool:
         """True while the question's task is processing and before its deadline (a gold question always is)."""
@@ -499,16 +584,26 @@ class HumanWorkforce:
     def answers_given(self, name: str) -> int:
         return self.store.answers_given(HUMAN_PREFIX + name)
 
+    def problems(self) -> list[str]:
+        return [problem for source in self.problem_sources if (problem := source())]
+
     def release_stale(self) -> None:
-        """Give back questions held longer than ``human_claim_seconds`` (the worker left)."""
+        """Give back questions held, or set aside, longer than ``human_claim_seconds`` (the worker left)."""
         cutoff = time.monotonic() - self.config.human_claim_seconds
-        for worker, (assignment, since) in list(self._held.items()):
-            if since <= cutoff:
-                del self._held[worker]
-                self.service.give_back(assignment)
-                aside = self._set_aside.pop(worker, None)
-                if aside is not None:
-                    self.service.give_back(aside)
+        for claims in (self._held, self._set_aside):
+            for worker, (assignment, since) in list(claims.items()):
+                if since <= cutoff:
+                    del claims[worker]
+                    self.service.give_back(assignment)
+
+    def release(self, name: str) -> None:
+        """Give back the questions ``name`` holds or set aside, and forget its last answer (it signed out)."""
+        worker = HUMAN_PREFIX + name
+        for claims in (self._held, self._set_aside):
+            claimed = claims.pop(worker, None)
+            if claimed is not None:
+                self.service.give_back(claimed[0])
+        self._last.pop(worker, None)
 
     async def _sweep(self) -> None:
         while True:

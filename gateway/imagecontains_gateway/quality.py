@@ -9,20 +9,29 @@ accuracy stays below a threshold after enough gold gets no more questions.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 from urllib.parse import quote, urlsplit
 
 from imagecontains_gateway.adjudication import WorkerModel
 from imagecontains_gateway.config import ServerConfig
-from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.store import NonAnswers, TaskStore
 
 DEFAULT_DB = "imagecontains-server.db"
 # Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.
 TASK_ANSWERS_PER_GOLD = 3
+# Broken-image reports of one worker believed per hour; past them, a report is taken as "can't tell".
+BROKEN_REPORTS_PER_HOUR = 5
+# A worker trusted to confirm a broken image: this many gold questions right, or answers to finished tasks learned.
+TRUSTED_GOLD_RIGHT = 3
+TRUSTED_TASK_ANSWERS = 10
+# A worker's share of "can't tell" and broken-image answers is judged after this many questions at least.
+NON_ANSWERS_JUDGED_AFTER = 10
 
 
 class AnswerKey:
@@ -36,6 +45,11 @@ class AnswerKey:
 
     def __init__(self, images: dict[str, list[str]]) -> None:
         self._images = {image: {label.casefold() for label in labels} for image, labels in images.items()}
+        # Each label as the key first spells it: gold questions ask with the label's own text, as tasks do.
+        self._spellings: dict[str, str] = {}
+        for labels in images.values():
+            for label in labels:
+                self._spellings.setdefault(label.casefold(), label)
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerKey:
@@ -49,6 +63,11 @@ class AnswerKey:
     def images(self) -> dict[str, set[str]]:
         """Image URL or file name -> the labels it contains (casefolded)."""
         return self._images
+
+    @property
+    def labels(self) -> list[str]:
+        """Every label of the key once, as it is first spelled there."""
+        return sorted(self._spellings.values())
 
     def contains(self, image_url: str, label: str) -> bool | None:
         """The true answer, or None when the key does not know the image."""
@@ -90,16 +109,46 @@ def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
     )
 
 
+def broken_report_weight(config: ServerConfig, model: WorkerModel | None, non_answers: NonAnswers) -> float:
+    """How much a worker's broken-image report counts toward failing a task ``ImageUnavailable`` (issue 24).
+
+    Nothing from a worker who reported a gold image broken (gold images are known to load); a whole report from a
+    worker whose record is known and good (``TRUSTED_GOLD_RIGHT`` gold questions right, or
+    ``TRUSTED_TASK_ANSWERS`` answers to finished tasks, and an accuracy not under ``block_below_accuracy``); half
+    a report from anyone else, so that a few new accounts cannot fail tasks at will.
+    """
+    if non_answers.broken_gold:
+        return 0.0
+    if model is None:
+        return 0.5
+    known = model.gold_right >= TRUSTED_GOLD_RIGHT or model.task_answers >= TRUSTED_TASK_ANSWERS
+    good = model.balanced_accuracy(config.prior_worker_accuracy) >= config.block_below_accuracy
+    return 1.0 if known and good else 0.5
+
+
+def non_answer_block_reason(config: ServerConfig, non_answers: NonAnswers, questions: int) -> str | None:
+    """Why a worker who answers "can't tell" or reports broken images too often must get no more questions, or
+    None (judged after ``NON_ANSWERS_JUDGED_AFTER`` questions, or the probation's, whichever is more)."""
+    if questions < max(config.probation_questions, NON_ANSWERS_JUDGED_AFTER):
+        return None
+    if non_answers.total <= config.max_non_answer_share * questions:
+        return None
+    return (
+        f'Answered "can\'t tell" or reported a broken image to {non_answers.total} of {questions} questions '
+        f"(more than {config.max_non_answer_share:.0%})."
+    )
+
+
 def gold_from_answer_key(key: AnswerKey) -> list[GoldQuestion]:
     """Every (image, label) question an answer key settles: each image against every label the key names.
 
-    The key lists the labels each image contains, so an image does not contain the key's other labels.
+    The key lists the labels each image contains, so an image does not contain the key's other labels. Labels keep
+    the key's spelling, as a requester's tasks keep theirs: a gold question must look exactly like a task.
     """
-    labels = sorted(set().union(*key.images.values()))
     return [
-        GoldQuestion(_image_url(image), label, label in image_labels)
+        GoldQuestion(_image_url(image), label, label.casefold() in image_labels)
         for image, image_labels in sorted(key.images.items())
-        for label in labels
+        for label in key.labels
     ]
 
 
@@ -148,7 +197,7 @@ def export_answers_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     store = TaskStore(args.db)
     try:
-        output = open(args.output, "w") if args.output else sys.stdout
+        output = _private_output(args.output) if args.output else sys.stdout
         try:
             for answer in store.export_answers():
                 output.write(json.dumps(answer) + "\n")
@@ -157,3 +206,15 @@ def export_answers_main(argv: Sequence[str]) -> None:
                 output.close()
     finally:
         store.close()
+
+
+def _private_output(path: str) -> TextIO:
+    """``path`` opened for writing, readable by its owner only; never through a symlink (another user's link
+    could point the answers, workers' names included, at a file of its choosing)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        reason = "it is a symbolic link" if err.errno == errno.ELOOP else err.strerror
+        raise SystemExit(f"imagecontains-server export-answers: cannot write {path!r}: {reason}.") from None
+    os.fchmod(descriptor, 0o600)  # a file that existed keeps no wider mode
+    return os.fdopen(descriptor, "w")

@@ -8,12 +8,19 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from imagecontains_gateway.adjudication import WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import ServerConfig
-from imagecontains_gateway.quality import block_reason, gold_due
+from imagecontains_gateway.images import LocalImages
+from imagecontains_gateway.quality import (
+    BROKEN_REPORTS_PER_HOUR,
+    block_reason,
+    broken_report_weight,
+    gold_due,
+    non_answer_block_reason,
+)
 from imagecontains_gateway.store import (
     PROCESSING,
     StoredTask,
@@ -83,14 +90,23 @@ class CrowdService:
     :param config: the server settings.
     :param check_image: returns why the workforce could not load an image URL (the PUT is then refused
         with 400 ``InvalidInput``), or None when it can.
+    :param check_task: given an account and an image URL, the error to refuse a new task with, or None.
+    :param local_images: the images this server serves (``--images-dir``), and which task URLs name them.
     """
 
     def __init__(
-        self, store: TaskStore, config: ServerConfig, check_image: Callable[[str], str | None] | None = None
+        self,
+        store: TaskStore,
+        config: ServerConfig,
+        check_image: Callable[[str], str | None] | None = None,
+        check_task: Callable[[str, str], CrowdError | None] | None = None,
+        local_images: LocalImages | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.check_image = check_image
+        self.check_task = check_task
+        self.local_images = local_images or LocalImages(None, ())
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
         # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
         self._max_answers = min(config.max_answers_per_task, config.simulated_workers or config.max_answers_per_task)
@@ -119,10 +135,16 @@ class CrowdService:
                     f"Task {name!r} already exists with a different input; use another name or delete it when finished.",
                 )
             return 200, existing
+        if function == IMAGE_CONTAINS:
+            self._check_local_image(account, task_input["image"]["url"])  # type: ignore[index]
         if function == IMAGE_CONTAINS and self.check_image is not None:
             problem = self.check_image(task_input["image"]["url"])  # type: ignore[index]
             if problem is not None:
                 raise CrowdError(400, "InvalidInput", problem)
+        if function == IMAGE_CONTAINS and self.check_task is not None:
+            refusal = self.check_task(account, task_input["image"]["url"])  # type: ignore[index]
+            if refusal is not None:
+                raise refusal
         if self.store.count_processing(account) >= self.config.max_tasks_in_progress:
             raise CrowdError(
                 429,
@@ -135,6 +157,14 @@ class CrowdService:
         if function == IMAGE_CONTAINS:
             self._wake_workers()
         return 201, task
+
+    def _check_local_image(self, account: str, url: str) -> None:
+        """Refuse a task naming a local image that is not one of its account's (issue 24: another account's image
+        would be shown on this account's dashboard); a missing image gets the same answer."""
+        sole_account = len({known.account_id for known in self.config.accounts}) == 1
+        if self.local_images.account_image(url, account, sole_account=sole_account) is False:
+            folder = "the server's images folder" if sole_account else f"the folder {account}/ of the server's images"
+            raise CrowdError(400, "InvalidInput", f"Invalid image URL {url!r}: it names no image in {folder}.")
 
     def get_task(self, account: str, function: str, name: str) -> StoredTask:
         """Read a task, first expiring it or completing a test task when it is due."""
@@ -166,14 +196,18 @@ class CrowdService:
 
     # The workforce side: one answer at a time, the adjudicator decides after each
 
-    def next_assignment(self, worker: str) -> Assignment | None:
+    def next_assignment(
+        self, worker: str, accounts: Collection[str] | None = None, *, charge: bool = True
+    ) -> Assignment | None:
         """The next question for ``worker``: a gold question when the quality policy draws one, else the oldest
-        open image-contains task it has not answered (its account is charged the reward). None when there is no
+        open image-contains task it has not answered, of one of ``accounts`` when given (its account is charged
+        the reward unless ``charge`` is False: Prolific places are paid by the place). None when there is no
         open task, or when the worker is blocked.
         """
         if self.store.is_blocked(worker):
             return None
-        while (task := self.store.claim_next(worker, IMAGE_CONTAINS)) is not None:
+        reviewer = self._trusted_reviewer(worker)
+        while (task := self.store.claim_next(worker, IMAGE_CONTAINS, accounts, reviewer=reviewer)) is not None:
             if time.time() >= task.deadline_at:
                 self.store.finish(task.id, problem=EXPIRED)
                 continue
@@ -185,12 +219,21 @@ class CrowdService:
                     self.store.unclaim(task.id)
                     gold_id, image_url, label, _ = gold
                     return Assignment(gold_id, image_url, label, gold=True)
-            if not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
+            if charge and not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
                 continue
             task_input = json.loads(task.input)
             return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
         return None
+
+    def gold_assignment(self, worker: str) -> Assignment | None:
+        """A gold question ``worker`` has not answered (for a paid batch with no task left), else None."""
+        gold = self.store.next_gold(worker, self._random.random())
+        if gold is None:
+            return None
+        self.store.count_question(worker)
+        gold_id, image_url, label, _ = gold
+        return Assignment(gold_id, image_url, label, gold=True)
 
     def give_back(self, assignment: Assignment) -> None:
         """Let other workers take a question its worker left unanswered."""
@@ -209,13 +252,17 @@ class CrowdService:
         task = self.store.get_by_id(assignment.task_id)
         if task is None or task.state != PROCESSING:
             return
+        blocked: dict[str, str] = {}
         if contains_target is None:
-            self.store.add_answer(task.id, worker, None, time.time())
-            self.store.unclaim(task.id)
+            with self.store.transaction():
+                self._refund_non_answer_past_cap(task)
+                self.store.add_answer(task.id, worker, None, time.time())
+                blocked = self._count_non_answer(worker, "cant_tell")
+                self.store.unclaim(task.id)
+            self._announce_blocked(blocked)
             self._wake_workers()
             return
         prior = self.config.prior_worker_accuracy
-        blocked: dict[str, str] = {}
         with self.store.transaction():
             self.store.add_answer(task.id, worker, contains_target, time.time())
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
@@ -256,32 +303,97 @@ class CrowdService:
         return True
 
     def report_broken_image(self, assignment: Assignment, worker: str) -> None:
-        """Store that the image did not load for ``worker`` (no vote); fail the task ``ImageUnavailable`` once
-        ``broken_image_reports`` workers said so and nobody saw the image (no votes)."""
+        """Store that the image did not load for ``worker`` (no vote), and weigh the task's reports (issue 24).
+
+        A report on a gold question (its image is known to load) counts against the reporter; a report of a
+        reporter who made one, or past ``BROKEN_REPORTS_PER_HOUR``, is taken as "can't tell". Once the reports,
+        each weighed by its reporter's record (:func:`broken_report_weight`), reach ``broken_image_reports`` and
+        nobody saw the image (no votes), the image is reviewed: a local image is checked on disk (missing: the task
+        fails ``ImageUnavailable``), another host's goes to trusted reviewers only, and fails when one of them
+        reports it too.
+        """
         if assignment.gold:  # no vote, as "can't tell": the worker is not asked that gold question again
-            self._submit_gold(assignment, worker, None)
+            self._submit_gold(assignment, worker, None, non_answer="broken_gold")
             return
         task = self.store.get_by_id(assignment.task_id)
         if task is None or task.state != PROCESSING:
             return
+        now = time.time()
         with self.store.transaction():
-            self.store.add_broken_image_report(task.id, worker, time.time())
-            unavailable = self.store.broken_image_reports(task.id) >= self.config.broken_image_reports and not (
-                self.store.answers(task.id)
-            )
+            self._refund_non_answer_past_cap(task)
+            believed = self._broken_report_believed(worker, now)
+            if believed:
+                self.store.add_broken_image_report(task.id, worker, now)
+            else:
+                self.store.add_answer(task.id, worker, None, now)
+            blocked = self._count_non_answer(worker, "broken_image")
+            unavailable = believed and self._broken_image_confirmed(task, worker)
             if unavailable:
                 self.store.finish(task.id, problem=IMAGE_UNAVAILABLE)
             else:
                 self.store.unclaim(task.id)
+        self._announce_blocked(blocked)
         if not unavailable:
             self._wake_workers()
 
-    def _submit_gold(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
+    # Non-answers ("can't tell", broken-image reports): the worker's record, the requester's bill (issue 24)
+
+    def _broken_report_believed(self, worker: str, now: float) -> bool:
+        """Whether ``worker``'s report now counts as one: never after it called a gold image broken, nor past its
+        hourly allowance."""
+        if self.store.non_answers(worker).broken_gold:
+            return False
+        return self.store.broken_image_reports_since(worker, now - 3600.0) < BROKEN_REPORTS_PER_HOUR
+
+    def _broken_image_confirmed(self, task: StoredTask, reporter: str) -> bool:
+        """Whether the task's image is confirmed broken after ``reporter``'s report; starts its review when due."""
+        if self.store.answers(task.id):
+            return False  # somebody saw the image
+        reporters = self.store.broken_image_reporters(task.id)
+        models = self.store.worker_models(reporters)
+        weight = sum(
+            broken_report_weight(self.config, models.get(worker), self.store.non_answers(worker))
+            for worker in reporters
+        )
+        if weight < self.config.broken_image_reports:
+            return False
+        loads = self.local_images.loads(json.loads(task.input)["image"]["url"])
+        if loads is not None:
+            return not loads
+        if self.store.in_broken_image_review(task.id):
+            return self._trusted_reviewer(reporter)
+        self.store.start_broken_image_review(task.id)
+        return False
+
+    def _trusted_reviewer(self, worker: str) -> bool:
+        model = self.store.worker_models([worker]).get(worker)
+        return broken_report_weight(self.config, model, self.store.non_answers(worker)) == 1.0
+
+    def _count_non_answer(self, worker: str, kind: str) -> dict[str, str]:
+        """Count a non-answer in the worker's record and block the worker when they are too many (in the caller's
+        transaction); return the newly blocked worker and why."""
+        record = self.store.count_non_answer(worker, kind)
+        reason = non_answer_block_reason(self.config, record, self.store.questions_given(worker))
+        if reason is None or self.store.is_blocked(worker):
+            return {}
+        self.store.block(worker, reason, time.time())
+        return {worker: reason}
+
+    def _refund_non_answer_past_cap(self, task: StoredTask) -> None:
+        """Give the requester back a question it was charged for once the task had its share of non-answers."""
+        if self.store.non_answers_of_task(task.id) >= self.config.charged_non_answers_per_task:
+            self.store.refund(task.account, to_microdollars(self.config.reward_per_answer))
+
+    def _submit_gold(
+        self, assignment: Assignment, worker: str, contains_target: bool | None, non_answer: str = "cant_tell"
+    ) -> None:
         truth = self.store.gold_truth(assignment.image_url, assignment.label)
         blocked: dict[str, str] = {}
         with self.store.transaction():
             self.store.add_gold_answer(assignment.task_id, worker, contains_target, time.time())
-            if contains_target is not None and truth is not None:
+            if contains_target is None:
+                blocked = self._count_non_answer(worker, non_answer)
+            elif truth is not None:
                 model = self.store.worker_models([worker]).get(worker, WorkerModel())
                 learned = {worker: model.learned(float(truth), contains_target, gold=True)}
                 self.store.save_models(learned)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS answers (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task_id, worker);
+CREATE INDEX IF NOT EXISTS answers_by_worker ON answers (worker, answer, created_at);
 CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, microdollars INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS worker_models (
     worker TEXT PRIMARY KEY,
@@ -87,6 +89,12 @@ CREATE TABLE IF NOT EXISTS gold_answers (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gold_answers_by_worker ON gold_answers (worker, gold_id);
+CREATE TABLE IF NOT EXISTS worker_non_answers (
+    worker TEXT PRIMARY KEY,
+    cant_tell INTEGER NOT NULL DEFAULT 0,
+    broken_image INTEGER NOT NULL DEFAULT 0,
+    broken_gold INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS sessions (
     access_key_id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -96,7 +104,27 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+# Columns added to the tasks table since its first version: when a task went to broken-image review, and when it
+# finished (the dashboard's durations; NULL in rows finished before the column existed).
+_ADDED_TASK_COLUMNS = {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
 _MODEL_COLUMNS = ", ".join(MODEL_FIELDS)
+
+
+@dataclass(frozen=True)
+class NonAnswers:
+    """A worker's answers that were no vote: "can't tell", images reported broken, gold images reported broken
+    (gold images are known to load, so those reports were wrong)."""
+
+    cant_tell: int = 0
+    broken_image: int = 0
+    broken_gold: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.cant_tell + self.broken_image + self.broken_gold
+
+
+NON_ANSWER_KINDS = ("cant_tell", "broken_image", "broken_gold")
 _TASK_COLUMNS = "id, account, function, name, input, state, result, problem, created_at, deadline_at, get_count"
 
 
@@ -166,6 +194,10 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        task_columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, definition in _ADDED_TASK_COLUMNS.items():  # a database of an earlier version
+            if column not in task_columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -242,11 +274,13 @@ class TaskStore:
         """Complete (``result``) or fail (``problem``) a task that is still processing; False if it was not."""
         state = COMPLETED if problem is None else FAILED
         cursor = self._db.execute(
-            "UPDATE tasks SET state = ?, result = ?, problem = ?, claimed_by = NULL WHERE id = ? AND state = 'processing'",
+            "UPDATE tasks SET state = ?, result = ?, problem = ?, claimed_by = NULL, finished_at = ? "
+            "WHERE id = ? AND state = 'processing'",
             (
                 state,
                 None if result is None else canonical_json(result),
                 None if problem is None else canonical_json(problem),
+                time.time(),
                 task_id,
             ),
         )
@@ -255,19 +289,23 @@ class TaskStore:
     def expire_due(self, now: float, problem: dict[str, str]) -> int:
         """Fail every processing task whose deadline has passed; return how many."""
         cursor = self._db.execute(
-            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL "
+            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL, finished_at = deadline_at "
             "WHERE state = 'processing' AND deadline_at <= ?",
             (canonical_json(problem), now),
         )
         return cursor.rowcount
 
-    def claim_next(self, worker: str, function: str) -> StoredTask | None:
-        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet."""
+    def claim_next(
+        self, worker: str, function: str, accounts: Collection[str] | None = None, *, reviewer: bool = False
+    ) -> StoredTask | None:
+        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet (of one of
+        ``accounts``, when given); a task under broken-image review only to a ``reviewer``."""
+        of_accounts = "" if accounts is None else f"AND account IN ({','.join('?' * len(accounts))}) "
         row = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE function = ? AND state = 'processing' "  # noqa: S608
-            "AND claimed_by IS NULL AND NOT EXISTS "
+            f"AND claimed_by IS NULL {of_accounts}AND (broken_review = 0 OR ?) AND NOT EXISTS "
             "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.worker = ?) ORDER BY id LIMIT 1",
-            (function, worker),
+            (function, *(accounts or ()), reviewer, worker),
         ).fetchone()
         if row is None:
             return None
@@ -326,17 +364,63 @@ class TaskStore:
     def add_broken_image_report(self, task_id: int, worker: str, now: float) -> None:
         self._add(task_id, worker, BROKEN_IMAGE, now)
 
-    def broken_image_reports(self, task_id: int) -> int:
+    def broken_image_reporters(self, task_id: int) -> list[str]:
+        """The workers who reported the task's image broken."""
+        rows = self._db.execute("SELECT worker FROM answers WHERE task_id = ? AND answer = ?", (task_id, BROKEN_IMAGE))
+        return [worker for (worker,) in rows]
+
+    def broken_image_reports_since(self, worker: str, since: float) -> int:
+        """How many images ``worker`` reported broken (and was believed) since ``since``."""
         return int(
             self._db.execute(
-                "SELECT COUNT(*) FROM answers WHERE task_id = ? AND answer = ?", (task_id, BROKEN_IMAGE)
+                "SELECT COUNT(*) FROM answers WHERE worker = ? AND answer = ? AND created_at >= ?",
+                (worker, BROKEN_IMAGE, since),
             ).fetchone()[0]
         )
+
+    def non_answers_of_task(self, task_id: int) -> int:
+        """The task's "can't tell" answers and broken-image reports."""
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM answers WHERE task_id = ? AND answer < 0", (task_id,)).fetchone()[0]
+        )
+
+    def start_broken_image_review(self, task_id: int) -> None:
+        self._db.execute("UPDATE tasks SET broken_review = 1 WHERE id = ?", (task_id,))
+
+    def in_broken_image_review(self, task_id: int) -> bool:
+        row = self._db.execute("SELECT broken_review FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return bool(row and row[0])
+
+    def count_non_answer(self, worker: str, kind: str) -> NonAnswers:
+        """Count one more non-answer of ``kind`` (a ``NonAnswers`` field) in the worker's record; return the record."""
+        if kind not in NON_ANSWER_KINDS:
+            raise ValueError(f"Invalid non-answer kind {kind!r}.")
+        row = self._db.execute(
+            f"INSERT INTO worker_non_answers (worker, {kind}) VALUES (?, 1) ON CONFLICT (worker) "  # noqa: S608
+            f"DO UPDATE SET {kind} = {kind} + 1 RETURNING cant_tell, broken_image, broken_gold",
+            (worker,),
+        ).fetchone()
+        return NonAnswers(*row)
+
+    def non_answers(self, worker: str) -> NonAnswers:
+        row = self._db.execute(
+            "SELECT cant_tell, broken_image, broken_gold FROM worker_non_answers WHERE worker = ?", (worker,)
+        ).fetchone()
+        return NonAnswers(*row) if row else NonAnswers()
+
+    def questions_given(self, worker: str) -> int:
+        row = self._db.execute("SELECT questions FROM worker_models WHERE worker = ?", (worker,)).fetchone()
+        return int(row[0]) if row else 0
 
     def _add(self, task_id: int, worker: str, code: int, now: float) -> None:
         self._db.execute(
             "INSERT INTO answers (task_id, worker, answer, created_at) VALUES (?, ?, ?, ?)",
             (task_id, worker, code, now),
+        )
+
+    def refund(self, account: str, microdollars: int) -> None:
+        self._db.execute(
+            "UPDATE balances SET microdollars = microdollars + ? WHERE account = ?", (microdollars, account)
         )
 
     def charge(self, account: str, microdollars: int) -> bool:
@@ -432,11 +516,12 @@ class TaskStore:
         return (row[0], row[1], row[2], bool(row[3]))
 
     def gold_truth(self, image_url: str, label: str) -> bool | None:
-        row = self._db.execute(
-            "SELECT contains_target FROM gold_questions WHERE image_url = ? AND label = ?",
-            (image_url, label.casefold()),
-        ).fetchone()
-        return None if row is None else bool(row[0])
+        """The true answer of the gold question on ``image_url`` about ``label`` (compared case-insensitively)."""
+        rows = self._db.execute(
+            "SELECT label, contains_target FROM gold_questions WHERE image_url = ?", (image_url,)
+        ).fetchall()
+        wanted = label.casefold()
+        return next((bool(contains) for stored, contains in rows if stored.casefold() == wanted), None)
 
     def add_gold_answer(self, gold_id: int, worker: str, answer: bool | None, now: float) -> None:
         self._db.execute(

@@ -8,11 +8,12 @@ come from this server's own origin. Routes and decisions: docs/workforce.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import mimetypes
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from starlette.datastructures import FormData
 
-from imagecontains_gateway.guards import BodyRule
+from imagecontains_gateway.guards import BodyRule, FailureThrottle
 from imagecontains_gateway.human import DASHBOARD, WORKER, HumanWorkforce, Identity
+from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.wording import article
 
+log = logging.getLogger(__name__)
+
 # The URL paths the web pages own (the fault injector leaves them alone).
-UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/", "/prolific/")
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
@@ -39,7 +43,9 @@ WAIT_SECONDS = 10.0
 ANSWERS = {"yes": True, "no": False, "cant-tell": None}
 BROKEN_IMAGE_ANSWER = "broken-image"
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+# Unknown tokens one client may try per minute before sign-in answers it 429 (a token is 256 random bits: this
+# bounds the work and the log lines a guesser costs, not its odds).
+SIGNIN_FAILURES_PER_MINUTE = 10
 
 _HERE = Path(__file__).parent
 _SECURITY_HEADERS = {
@@ -54,9 +60,9 @@ _SECURITY_HEADERS = {
 }
 
 
-def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce) -> None:
+def mount_workforce_ui(api: FastAPI, workforce: HumanWorkforce, local_images: LocalImages) -> None:
     """Add the pages, their static files and their security headers to ``api``."""
-    api.include_router(WorkforcePages(workforce).router)
+    api.include_router(WorkforcePages(workforce, local_images).router)
     api.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     api.add_middleware(SecurityHeaders)
 
@@ -99,11 +105,13 @@ class WorkforcePages:
     """The routes of the web pages.
 
     :param workforce: the human workforce the pages serve.
+    :param local_images: the images of ``--images-dir``.
     """
 
-    def __init__(self, workforce: HumanWorkforce) -> None:
+    def __init__(self, workforce: HumanWorkforce, local_images: LocalImages) -> None:
         self.workforce = workforce
-        self.images_dir = Path(workforce.config.images_dir).resolve() if workforce.config.images_dir else None
+        self.local_images = local_images
+        self.signin_failures = FailureThrottle(SIGNIN_FAILURES_PER_MINUTE, 60.0)
         self.templates = Jinja2Templates(
             env=Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, auto_reload=False)
         )
@@ -127,10 +135,20 @@ class WorkforcePages:
     async def signin(self, request: Request) -> Response:
         if not _same_origin(request):
             return _refused(403, "Cross-site request refused.")
+        client = request.client.host if request.client else ""
+        retry_after = self.signin_failures.retry_after(client)
+        if retry_after is not None:
+            response = _refused(429, f"Too many unknown tokens; try again in {retry_after} seconds.")
+            response.headers["Retry-After"] = str(retry_after)
+            return response
         form = await request.form()
         token = str(form.get("token", "")).strip()
         identity = self.workforce.store.identify(token) if token else None
         if identity is None:
+            if self.signin_failures.failed(client):
+                log.warning(
+                    "Sign-in refused for a minute to %s after %d unknown tokens.", client, SIGNIN_FAILURES_PER_MINUTE
+                )
             return self._page(request, "signin.html", {"error": "Unknown token."}, status_code=401)
         seconds = self.workforce.config.web_session_seconds
         session_id = self.workforce.store.open_session(identity, seconds)
@@ -145,6 +163,9 @@ class WorkforcePages:
             return _refused(403, "Cross-site request refused.")
         session_id = request.cookies.get(SESSION_COOKIE)
         if session_id and self.workforce.running:
+            identity = self.workforce.store.session(session_id)
+            if identity is not None and identity.kind == WORKER:
+                self.workforce.release(identity.subject)  # the question it held goes to the others at once
             self.workforce.store.end_session(session_id)
         response = RedirectResponse("/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
@@ -157,6 +178,8 @@ class WorkforcePages:
         if identity is None:
             return RedirectResponse("/signin", status_code=303)
         assignment = self.workforce.question_for(identity.subject)
+        if assignment is not None:
+            assignment = dataclasses.replace(assignment, image_url=_absolute_url(assignment.image_url, request))
         context = {
             "worker": identity.subject,
             "assignment": assignment,
@@ -235,21 +258,18 @@ class WorkforcePages:
         identity = self._identity(request, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in with the account's dashboard token first.")
-        figures = self.workforce.store.dashboard(
+        page = request.query_params.get("page", "1")
+        figures = await self.workforce.dashboard_figures(
             identity.subject,
-            self.workforce.config.starting_balance,
-            time.time(),
-            name_prefix=request.query_params.get("prefix", ""),
+            request.query_params.get("prefix", ""),
+            int(page) if page.isascii() and page.isdigit() and len(page) < 9 else 1,
         )
-        for task in figures["tasks"]:
-            task["image"] = _image_shown(task["image_url"], request)
-        config = self.workforce.config
-        figures.update(
-            self.workforce.store.worker_quality(
-                identity.subject, config.prior_worker_accuracy, config.reward_per_answer
-            )
+        # The figures are shared by every request of the next seconds: the image names go on copies.
+        tasks = [{**task, "image": _image_shown(task["image_url"], request)} for task in figures["tasks"]]
+        return Response(
+            json.dumps({**figures, "tasks": tasks, "problems": self.workforce.problems()}),
+            media_type="application/json",
         )
-        return Response(json.dumps(figures), media_type="application/json")
 
     # Local images
 
@@ -257,7 +277,7 @@ class WorkforcePages:
         identity = self._identity(request, WORKER, DASHBOARD)
         if identity is None:
             return _refused(401, "Sign in first.")
-        file = self._image_file(path) if self._may_see(identity, path, request) else None
+        file = self.local_images.file(path) if self._may_see(identity, path, request) else None
         if file is None:
             return _refused(404, "No such image.")
         return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0])
@@ -266,24 +286,11 @@ class WorkforcePages:
         """Whether a task of theirs shows the image at ``path``: for a worker the question they hold, for a
         dashboard any task of its account."""
         if identity.kind == WORKER:
-            urls = [url] if (url := self.workforce.held_image_url(identity.subject)) else []
+            held = self.workforce.held_image_url(identity.subject)
+            urls = [_absolute_url(held, request)] if held else []
         else:
             urls = self.workforce.store.image_urls(identity.subject)
         return any(_image_shown(url, request) == path for url in urls)
-
-    def _image_file(self, path: str) -> Path | None:
-        """The file ``path`` names inside ``images_dir``, or None for anything else (missing, outside, not an image).
-
-        ``path`` arrives percent-decoded; it is resolved with symlinks followed and must stay inside the folder.
-        """
-        if self.images_dir is None or not path or "\0" in path or "\\" in path or path.startswith("/"):
-            return None
-        if any(part in ("", ".", "..") or part.startswith(".") for part in path.split("/")):
-            return None
-        file = Path(os.path.realpath(self.images_dir / path))
-        if not file.is_relative_to(self.images_dir) or not file.is_file():
-            return None
-        return file if mimetypes.guess_type(file.name)[0] in IMAGE_TYPES else None
 
     # Helpers
 
@@ -296,6 +303,13 @@ class WorkforcePages:
 
     def _page(self, request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _absolute_url(url: str, request: Request) -> str:
+    """``url`` as the worker page shows it: a gold question's own ``/images/...`` path on this server, as the
+    absolute URL a requester's task names its local image by (so nothing tells the two apart)."""
+    ours = url.startswith("/") and not url.startswith("//")
+    return f"{request.url.scheme}://{request.headers.get('host', '')}{url}" if ours else url
 
 
 def _image_shown(url: str | None, request: Request) -> str | None:

@@ -24,6 +24,9 @@ function percent(value) {
 }
 
 function render(data) {
+  const problems = document.getElementById("problems");
+  problems.textContent = data.problems.join(" ");
+  problems.hidden = data.problems.length === 0;
   document.getElementById("progress").textContent =
     `${data.finished} of ${data.total} finished (${percent(data.progress)})`;
   const bar = document.getElementById("progress-bar");
@@ -82,18 +85,36 @@ function render(data) {
     cell(row, task.workers.join(", "));
     return row;
   }));
+  page = data.page;  // the server keeps it within the pages there are
+  document.getElementById("page").textContent = `page ${data.page} of ${data.pages}`;
+  document.getElementById("newer").disabled = data.page <= 1;
+  document.getElementById("older").disabled = data.page >= data.pages;
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
-async function refresh(url) {
+// The task table shows one page of tasks, newest first.
+let page = 1;
+
+async function load(url) {
+  const pageUrl = new URL(url, window.location.origin);
+  pageUrl.searchParams.set("page", String(page));
   try {
-    const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) { window.location.assign("/signin"); return; }
+    const response = await fetch(pageUrl, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) { window.location.assign("/signin"); return false; }
     render(await response.json());
   } catch (error) {
     document.getElementById("updated").textContent = "(server unreachable, retrying)";
   }
-  setTimeout(() => refresh(url), REFRESH_MS);
+  return true;
 }
 
-document.addEventListener("DOMContentLoaded", () => refresh(document.getElementById("summary").dataset.url));
+async function refresh(url) {
+  if (await load(url)) setTimeout(() => refresh(url), REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const url = document.getElementById("summary").dataset.url;
+  document.getElementById("newer").addEventListener("click", () => { page -= 1; load(url); });
+  document.getElementById("older").addEventListener("click", () => { page += 1; load(url); });
+  refresh(url);
+});
