@@ -20,7 +20,6 @@ runs after every new dataset.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
 from example_io import as_records, batched, join_location, list_images, write_output
+from manifests import ground_truth_manifest, json_lines, label_records
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
@@ -46,74 +46,6 @@ TRAINING_DATASET = Asset(
         "IMAGECONTAINS_DATASET_URI", "file://" + os.path.join(AIRFLOW_HOME, "imagecontains", "training-dataset")
     ),
 )
-LABEL_ATTRIBUTE = "image-contains"
-
-
-def label_records(images: list[dict[str, str]], labels: list[str], answers: list[dict[str, Any]]) -> list[dict]:
-    """One record per image: the labels the crowd saw, and every label's answer (None if unanswered).
-
-    :param images: ``{"source", "url"}`` records, as listed.
-    :param labels: the labels asked about, in order.
-    :param answers: the sensor's answers, one per image and label.
-    """
-    by_question = {(answer["url"], answer["label"]): answer for answer in answers}
-    records = []
-    for image in images:
-        found, confidence, workers = {}, {}, {}
-        for label in labels:
-            answer = by_question.get((image["url"], label))
-            completed = answer is not None and answer["state"] == "completed"
-            found[label] = answer["contains_target"] if completed else None
-            confidence[label] = answer.get("confidence") if completed else None
-            workers[label] = answer.get("answers") if completed else None
-        records.append(
-            {
-                "source": image["source"],
-                "url": image["url"],
-                "labels": [label for label in labels if found[label]],
-                "answers": found,
-                "confidence": confidence,
-                "workers": workers,
-            }
-        )
-    return records
-
-
-def ground_truth_manifest(records: list[dict], labels: list[str], job_name: str, created: datetime) -> list[dict]:
-    """The records as Ground Truth multi-label classification output lines (fully answered images only).
-
-    :param records: what :func:`label_records` returned.
-    :param labels: the labels asked about; a label's class id is its position in this list.
-    :param job_name: recorded as ``labeling-job/<job_name>``.
-    :param created: the manifest's creation date.
-    """
-    lines = []
-    for record in records:
-        if None in record["answers"].values():
-            continue
-        class_ids = [labels.index(label) for label in record["labels"]]
-        metadata = {
-            "job-name": f"labeling-job/{job_name}",
-            "class-map": {str(class_id): labels[class_id] for class_id in class_ids},
-            "human-annotated": "yes",
-            "creation-date": created.strftime("%Y-%m-%dT%H:%M:%S.%f"),
-            "type": "groundtruth/image-classification-multilabel",
-        }
-        confidences = {str(i): record.get("confidence", {}).get(labels[i]) for i in class_ids}
-        if confidences and None not in confidences.values():
-            metadata["confidence-map"] = confidences
-        # Not a Ground Truth field (its consolidation records no worker count); named like confidence-map.
-        worker_counts = {str(i): record.get("workers", {}).get(labels[i]) for i in class_ids}
-        if worker_counts and None not in worker_counts.values():
-            metadata["worker-count-map"] = worker_counts
-        lines.append(
-            {"source-ref": record["source"], LABEL_ATTRIBUTE: class_ids, f"{LABEL_ATTRIBUTE}-metadata": metadata}
-        )
-    return lines
-
-
-def json_lines(items: list[dict]) -> bytes:
-    return "".join(json.dumps(item, sort_keys=True) + "\n" for item in items).encode()
 
 
 @dag(

@@ -249,7 +249,7 @@ def test_report_escapes_html_and_survives_a_missing_image(tmp_path):
 
 
 def test_manifest_records_and_ground_truth_form_follow_the_answers():
-    import training_data_etl
+    import manifests
 
     images = [{"source": f"s3://b/{n}.png", "url": f"s3://b/{n}.png"} for n in ("a", "b", "c")]
     labels = ["person", "car"]
@@ -261,12 +261,12 @@ def test_manifest_records_and_ground_truth_form_follow_the_answers():
         answer("s3://b/c.png", "person", True),
         answer("s3://b/c.png", "car", None, state="failed"),
     ]
-    records = training_data_etl.label_records(images, labels, answers)
+    records = manifests.label_records(images, labels, answers)
     assert [r["labels"] for r in records] == [["person", "car"], ["car"], ["person"]]
     assert records[2]["answers"] == {"person": True, "car": None}
 
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    manifest = training_data_etl.ground_truth_manifest(records, labels, "training_data_etl", created)
+    manifest = manifests.ground_truth_manifest(records, labels, "training_data_etl", created)
     assert [line["source-ref"] for line in manifest] == ["s3://b/a.png", "s3://b/b.png"]
     assert manifest[1]["image-contains"] == [1]
     assert manifest[1]["image-contains-metadata"] == {
@@ -279,17 +279,17 @@ def test_manifest_records_and_ground_truth_form_follow_the_answers():
 
 
 def test_manifest_carries_the_crowds_confidence_and_worker_count_the_ground_truth_way():
-    import training_data_etl
+    import manifests
 
     images = [{"source": "s3://b/a.png", "url": "s3://b/a.png"}]
     answers = [
         answer("s3://b/a.png", "person", True, confidence=0.9846, answers=3),
         answer("s3://b/a.png", "car", False, confidence=0.991, answers=4),
     ]
-    (record,) = training_data_etl.label_records(images, ["person", "car"], answers)
+    (record,) = manifests.label_records(images, ["person", "car"], answers)
     assert (record["confidence"], record["workers"]) == ({"person": 0.9846, "car": 0.991}, {"person": 3, "car": 4})
     created = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    (line,) = training_data_etl.ground_truth_manifest([record], ["person", "car"], "etl", created)
+    (line,) = manifests.ground_truth_manifest([record], ["person", "car"], "etl", created)
     assert line["image-contains-metadata"]["confidence-map"] == {"0": 0.9846}
     assert line["image-contains-metadata"]["worker-count-map"] == {"0": 3}
     assert line["image-contains-metadata"]["human-annotated"] == "yes"

@@ -33,12 +33,9 @@ from airflow_provider_imagecontains.exceptions import (
     ThrottledError,
 )
 from airflow_provider_imagecontains.hooks import imagecontains as hook_module
-from airflow_provider_imagecontains.hooks.base_crowd import (
-    WaitFullJitterOrRetryAfter,
-    parse_retry_after,
-    task_document_problem,
-)
+from airflow_provider_imagecontains.hooks.base_crowd import WaitFullJitterOrRetryAfter
 from airflow_provider_imagecontains.hooks.credentials import DEFAULT_ENDPOINT_URL, CrowdConnectionConfig
+from airflow_provider_imagecontains.hooks.crowd_errors import error_for, parse_retry_after, task_document_problem
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 
 ACCOUNT_ID = "123456789012"
@@ -632,3 +629,11 @@ def test_provider_info_lists_only_modules_that_hold_hooks() -> None:
                 if inspect.isclass(value) and issubclass(value, BaseHook) and value.__module__ == name
             ]
             assert hooks, f"{name} holds no hook"
+
+
+def test_error_mapping_is_its_own_module_and_names_the_hook_params_to_lower_concurrency() -> None:
+    error = error_for(
+        429, b'{"code": "ThrottlingException"}', "PUT", "image-contains", "t-1", max_attempts=3, conn_id="crowd"
+    )
+    assert isinstance(error, ThrottledError) and error.code == "ThrottlingException"
+    assert "for 3 attempt(s)" in error.message and "hook_params" in error.message

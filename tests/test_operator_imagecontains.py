@@ -220,7 +220,16 @@ def test_dry_run_counts_new_tasks_and_submits_nothing(crowd_server) -> None:
 
     summary = _operator(dry_run=True).execute({})
 
-    assert summary["new_tasks"] == 7 and summary["total_tasks"] == 10
+    assert summary.keys() == {
+        "function_name",
+        "imagecontains_conn_id",
+        "dry_run",
+        "total_tasks",
+        "new_tasks",
+        "existing_tasks",
+        "settled_by_model",
+    }  # the same keys with or without a pre-screen
+    assert summary["new_tasks"] == 7 and summary["total_tasks"] == 10 and summary["settled_by_model"] == 0
     assert summary["existing_tasks"] == {"processing": 3}
     assert _count(server, "PUT") == puts and len(server.tasks(function_name=TEST_FN)) == 3
 

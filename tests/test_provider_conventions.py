@@ -92,3 +92,18 @@ def test_one_max_listed_in_the_provider() -> None:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MAX_LISTED" for t in node.targets)
     ]
     assert defined == ["results.py"]
+
+
+def test_parsing_a_dag_that_uses_the_provider_does_not_import_aiohttp() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import airflow_provider_imagecontains.operators.imagecontains\n"
+        "import airflow_provider_imagecontains.sensors.imagecontains\n"
+        "import airflow_provider_imagecontains.triggers.imagecontains\n"
+        "print('aiohttp' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"

@@ -17,14 +17,11 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 from weakref import WeakKeyDictionary
 
-import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
@@ -34,38 +31,47 @@ from requests.adapters import HTTPAdapter
 from requests_aws4auth import AWS4Auth
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
-from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from airflow_provider_imagecontains.exceptions import (
-    AccessDeniedError,
     CrowdApiError,
     EndpointUnreachableError,
-    FunctionNotFoundError,
-    InvalidTaskError,
     ServiceError,
-    TaskInProgressError,
-    TaskNameConflictError,
-    TaskNotFoundError,
-    ThrottledError,
 )
 from airflow_provider_imagecontains.hooks.credentials import (
     CrowdConnectionConfig,
     caller_account_id,
     resolve_credentials,
 )
+from airflow_provider_imagecontains.hooks.crowd_errors import (
+    body_excerpt,
+    connect_failure,
+    error_for,
+    parse_retry_after,
+    task_document_problem,
+)
 
 if TYPE_CHECKING:
+    import aiohttp
     from airflow.providers.common.compat.sdk import Connection
 
 SIGNING_SERVICE_NAME = "crowd"
-TASK_STATES = frozenset({"processing", "completed", "failed"})
 RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 # Lower case: requests-aws4auth looks header names up in lower case when it signs a plain dict.
 JSON_HEADERS = {"content-type": "application/json"}
 # Connection-level failures after which the request may or may not have taken effect; retrying is
 # safe because PUT is idempotent by task name and GET/DELETE do not create anything.
 RETRYABLE_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-RETRYABLE_ASYNC_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+def retryable_async_transport_errors() -> tuple[type[Exception], ...]:
+    """The async client's counterpart of :data:`RETRYABLE_TRANSPORT_ERRORS`.
+
+    aiohttp is imported only where the async path runs (bulk calls, triggers), never when a DAG file that
+    imports the operator or sensor is parsed (docs/benchmarks.md, section ``import``).
+    """
+    import aiohttp
+
+    return (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
 
 
 class _TransientError(Exception):
@@ -342,6 +348,8 @@ class CrowdBaseHook(BaseHook):
                 await shared.session.close()
 
     def _new_client_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         connector = aiohttp.TCPConnector(
             limit=self.max_concurrency, ssl=self._aiohttp_ssl, keepalive_timeout=ASYNC_KEEPALIVE_SECONDS
         )
@@ -526,7 +534,7 @@ class CrowdBaseHook(BaseHook):
             try:
                 async with session.request(method, url, data=body, headers=headers, proxy=proxy) as response:
                     content = await response.read()
-            except RETRYABLE_ASYNC_TRANSPORT_ERRORS as err:
+            except retryable_async_transport_errors() as err:
                 raise self._transport_error(err, method, function_name, task_name) from None
             return self._answer(
                 response.status, response.headers.get("Retry-After"), content, method, function_name, task_name
@@ -618,138 +626,19 @@ class CrowdBaseHook(BaseHook):
         if problem:
             raise ServiceError(
                 f"{method} of task {task_name!r} ({function_name}) got HTTP {answer.status} but {problem} "
-                f"(body starts {_body_excerpt(answer.body)!r}). The endpoint may not be the crowd API; check endpoint_url.",
+                f"(body starts {body_excerpt(answer.body)!r}). The endpoint may not be the crowd API; check endpoint_url.",
                 status_code=answer.status,
             )
         return document
 
     def _error_for(self, answer: _Answer, method: str, function_name: str, task_name: str) -> CrowdApiError:
-        """Map an error answer to the exception that tells the caller what to do."""
-        status = answer.status
-        code, service_message = _service_error(answer.body)
-        said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {service_message}" if service_message else "")
-        task = f"task {task_name!r} of function {function_name!r}"
-        # The real service's codes are undocumented: trust the code when there is one, else known phrases.
-        code_said = (code or "").lower()
-        message_said = (service_message or "").lower()
-        error_class: type[CrowdApiError]
-        if status == 429:
-            error_class = ThrottledError
-            advice = (
-                f"the service kept throttling for {self.max_attempts} attempt(s); lower max_concurrency "
-                "(the operator's and sensor's hook_params) or retry later."
-            )
-        elif status >= 500:
-            error_class = ServiceError
-            advice = (
-                f"the service kept failing for {self.max_attempts} attempt(s); retry later (task names make this safe)."
-            )
-        elif status in (401, 403):
-            error_class = AccessDeniedError
-            advice = (
-                f"check the access key, secret, session token and region of connection {self.imagecontains_conn_id!r}, "
-                "and that this machine's clock is right."
-            )
-        elif status == 404 and (
-            "function" in code_said or (not code and "task" not in message_said and "function" in message_said)
-        ):
-            error_class = FunctionNotFoundError
-            advice = f"function {function_name!r} is unknown to the service; use e.g. 'image-contains' or 'image-contains-test'."
-        elif status == 404:
-            error_class = TaskNotFoundError
-            advice = "no such task: it was never created, was deleted, or expired 90 days after finishing."
-        elif method == "DELETE" and (status == 409 or "progress" in code_said or "processing" in message_said):
-            error_class = TaskInProgressError
-            advice = "the task is still processing; delete it once it is completed or failed."
-        elif method == "PUT" and (
-            status == 409
-            or any(word in code_said for word in ("alreadyexists", "conflict"))
-            or any(phrase in message_said for phrase in ("already exists", "different input"))
-        ):
-            error_class = TaskNameConflictError
-            advice = "the name is already used with a different input; use another task name, or delete the finished task first."
-        elif status in (400, 413, 422):
-            error_class = InvalidTaskError
-            advice = "the service rejected the request as invalid; fix the input."
-        else:
-            error_class = ServiceError
-            advice = "unexpected answer from the service; check endpoint_url."
-        return error_class(f"{method} of {task} failed ({said}): {advice}", status_code=status, code=code)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay in seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def task_document_problem(document: Any, task_name: str) -> str | None:
-    """Say what makes ``document`` not a task document for ``task_name``; None if it is one."""
-    if not isinstance(document, dict):
-        return "the body is not a JSON object"
-    missing = [key for key in ("taskName", "input", "state") if key not in document]
-    if missing:
-        return f"the body lacks {', '.join(missing)}"
-    if document["taskName"] != task_name:
-        return f"the body is about task {document['taskName']!r}"
-    if document["state"] not in TASK_STATES:
-        return f"the state {document['state']!r} is not one of {sorted(TASK_STATES)}"
-    if document["state"] == "completed" and not isinstance(document.get("result"), dict):
-        return "a completed task has no result"
-    if document["state"] == "failed" and not isinstance(document.get("problemDetails"), dict):
-        return "a failed task has no problemDetails"
-    return None
-
-
-def _service_error(body: bytes) -> tuple[str | None, str | None]:
-    """The service's error ``code`` and ``message`` from an AWS-style JSON body, else an excerpt of the body."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if isinstance(document, dict):
-        code = document.get("code") or document.get("Code") or document.get("__type")
-        message = document.get("message") or document.get("Message")
-        if isinstance(code, str) and "#" in code:
-            code = code.rsplit("#", 1)[1]  # e.g. "com.amazon.crowd#ThrottlingException"
-        if code is not None or message is not None:
-            return (str(code) if code is not None else None), (str(message) if message is not None else None)
-    excerpt = _body_excerpt(body)
-    return None, (f"non-JSON body {excerpt!r}" if excerpt else None)
-
-
-def _body_excerpt(body: bytes, limit: int = 120) -> str:
-    return " ".join(body[: limit * 4].decode("utf-8", "replace")[:limit].split())
-
-
-def connect_failure(err: Exception) -> str | None:
-    """Why ``err`` kept a request from connecting at all ("connection refused", ...), or ``None`` when the
-    connection was made and failed later (a dropped connection, a read timeout)."""
-    if isinstance(err, aiohttp.ClientSSLError):  # connected; the TLS handshake failed (see its own message)
-        return None
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
-        return "host name not found"
-    if isinstance(err, aiohttp.ClientConnectorError):
-        os_error: BaseException | None = err.os_error
-    elif isinstance(err, requests.exceptions.ConnectTimeout):
-        return "connect timed out"
-    elif isinstance(err, requests.ConnectionError) and isinstance(
-        reason := getattr(err.args[0] if err.args else None, "reason", None), NewConnectionError
-    ):
-        if isinstance(reason, NameResolutionError):
-            return "host name not found"
-        os_error = reason.__cause__ or reason.__context__
-    else:
-        return None
-    return "connection refused" if isinstance(os_error, ConnectionRefusedError) else "no connection could be made"
+        """Map an error answer to the exception that tells the caller what to do (see ``crowd_errors``)."""
+        return error_for(
+            answer.status,
+            answer.body,
+            method,
+            function_name,
+            task_name,
+            max_attempts=self.max_attempts,
+            conn_id=self.imagecontains_conn_id,
+        )

@@ -77,11 +77,15 @@ class ImageContainsOperator(BaseOperator):
     find the tasks they created before: nothing is paid for twice, and images already answered
     in the same namespace are reused. Every input is validated before the first request.
 
-    The XCom return value is the submission handle ``{"function_name", "imagecontains_conn_id",
-    "tasks": [{"task_name", "url", "label"}, ...]}`` for
-    :class:`~airflow_provider_imagecontains.sensors.imagecontains.ImageContainsSensor`; with
-    ``wait_for_completion=True`` it is the sensor's result records instead, and with
-    ``dry_run=True`` a count of the tasks a real run would create.
+    The XCom return value has one shape per mode (``records_path`` swaps lists for a small reference):
+
+    * by default, the submission handle ``{"function_name", "imagecontains_conn_id", "tasks": [{"task_name",
+      "url", "label"}, ...]}`` for :class:`~airflow_provider_imagecontains.sensors.imagecontains.ImageContainsSensor`
+      (with ``records_path``: ``"tasks_uri"``, ``"tasks_conn_id"`` and ``"task_count"`` instead of ``"tasks"``);
+    * with ``wait_for_completion=True``, the sensor's result records (with ``records_path``: the reference
+      :func:`~airflow_provider_imagecontains.storage.read_records` reads);
+    * with ``dry_run=True``, ``{"function_name", "imagecontains_conn_id", "dry_run": True, "total_tasks",
+      "new_tasks", "existing_tasks", "settled_by_model"}``.
 
     :param images: (templated) image URLs, or dicts ``{"url": ..., "label": ...}`` with their own
         label. ``s3://bucket/key`` URIs are sent as presigned HTTPS URLs; other schemes than
@@ -278,10 +282,7 @@ class ImageContainsOperator(BaseOperator):
         screened = self._prescreen(tasks, scorer) if scorer is not None else None
         crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
-            summary = self._count_new_tasks(crowd)
-            if screened:
-                summary["settled_by_model"] = len(tasks) - len(crowd)
-            return summary
+            return {**self._count_new_tasks(crowd), "settled_by_model": len(tasks) - len(crowd)}
         docs = self._submit(crowd, sent_urls) if crowd else {}
         if crowd:
             CrowdDashboardLink.persist(context, self.hook.config.endpoint_url, (task.task_name for task in crowd))
