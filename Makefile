@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 $(INSTALLED): pyproject.toml gateway/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e "./gateway[dev]" -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e "./gateway[dev]" -e ".[amazon,vision]" --group dev "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed*
 	touch $@
 
@@ -32,7 +32,7 @@ demo: $(INSTALLED)
 
 # Every benchmark, one after another (they share the machine's 2 cores); each rewrites its docs section.
 bench: $(INSTALLED)
-	for name in server_capacity adjudication quality hook trigger reliability prescreen people_scorer server_memory; do \
+	for name in server_capacity adjudication quality hook trigger reliability prescreen people_scorer server_memory prolific; do \
 		$(BIN)/python bench/bench_$$name.py || exit 1; \
 	done
 

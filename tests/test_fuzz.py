@@ -49,7 +49,7 @@ def total_requests(server: LocalCrowdServer) -> int:
 def operator(images: Any, label: Any = "person", **kwargs: Any) -> ImageContainsOperator:
     with DAG("fuzz", schedule=None, start_date=datetime(2026, 1, 1)):
         return ImageContainsOperator(
-            task_id="submit", images=images, label=label, function_name="image-contains-test", **kwargs
+            task_id="submit", images=images, target_label=label, function_name="image-contains-test", **kwargs
         )
 
 

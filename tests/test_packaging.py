@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from test_gateway_packaging import build_and_install, run
 
 from airflow_provider_imagecontains import __version__, get_provider_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UV = Path(sys.executable).with_name("uv")
 # What workers and the triggerer import.
 PROVIDER_MODULES = [
     "airflow_provider_imagecontains.hooks.imagecontains",
@@ -30,28 +28,13 @@ GATEWAY_DISTRIBUTIONS = ["imagecontains-gateway", "fastapi", "uvicorn", "jinja2"
 SERVER_STACK = {"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "httptools", "uvloop"}
 
 
-def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """Build sdist + wheel (the wheel from the sdist), install the wheel into a bare venv."""
+    """The provider's wheel (built from its sdist) in a bare venv, with an Airflow home of its own."""
     root = tmp_path_factory.mktemp("packaging")
-    run(UV, "build", "--quiet", "--out-dir", root / "dist", REPO_ROOT)
-    wheel = next((root / "dist").glob("*.whl"))
-    venv = root / "venv"
-    run(UV, "venv", "--quiet", venv, "--python", sys.executable)
-    run(UV, "pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel)
-    env = {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(root),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-    return {"wheel": wheel, "venv": venv, "env": env}
+    installed = build_and_install(REPO_ROOT, root)
+    installed["env"].update(AIRFLOW_HOME=str(root / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    return installed
 
 
 @pytest.mark.slow
@@ -118,13 +101,23 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 
 
 @pytest.mark.slow
-def test_the_provider_requires_nothing_of_the_gateway(installed) -> None:
+def test_the_provider_requires_nothing_of_the_gateway_and_publishes_no_dev_extra(installed) -> None:
+    dist_info = f"airflow_provider_imagecontains-{__version__}.dist-info"
     with zipfile.ZipFile(installed["wheel"]) as wheel:
-        metadata = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/METADATA").decode()
-    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+        metadata = wheel.read(f"{dist_info}/METADATA").decode()
+        names = set(wheel.namelist())
+    fields = [line.split(":", 1) for line in metadata.splitlines() if ":" in line and not line.startswith(" ")]
+    requires = [value.strip() for key, value in fields if key == "Requires-Dist"]
     assert "Provides-Extra: server" not in metadata
     for name in GATEWAY_DISTRIBUTIONS:
         assert not [r for r in requires if r.startswith(name)], f"the provider requires {name}"
+    # Development tools are a dependency group, not an extra that users could install.
+    assert "dev" not in [value.strip() for key, value in fields if key == "Provides-Extra"]
+    # What the code imports directly is declared.
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert {r.split(">")[0].split("=")[0] for r in runtime} >= {"requests", "urllib3", "aiohttp", "boto3"}
+    assert {f"{dist_info}/licenses/LICENSE", f"{dist_info}/licenses/NOTICE"} <= names
+    assert [value for key, value in fields if key == "License-File"] and any(key == "Project-URL" for key, _ in fields)
 
 
 BARE_RUN = """
@@ -140,7 +133,7 @@ from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsT
 
 images = [f"https://img.example.com/cam/{i}.jpg" for i in range(5)]
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
-    submit = ImageContainsOperator(task_id="submit", images=images, label="person", function_name="image-contains-test")
+    submit = ImageContainsOperator(task_id="submit", images=images, target_label="person", function_name="image-contains-test")
 handle = submit.execute({})
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
     wait = ImageContainsSensor(task_id="wait", submission=handle, poke_interval=0.2)

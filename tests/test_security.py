@@ -116,7 +116,7 @@ def test_no_secret_in_logs_errors_reprs_templates_or_xcom(crowd_server, monkeypa
         submit = ImageContainsOperator(
             task_id="submit",
             images=["https://img.example.com/{{ params.camera }}/1.jpg", "https://img.example.com/b.jpg"],
-            label="person",
+            target_label="person",
             function_name="image-contains-test",
             imagecontains_conn_id="with_token",
             params={"camera": "gate"},

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_imagecontains.exceptions import InvalidImagesError, InvalidTaskError
+from airflow_provider_imagecontains.results import listing
 from airflow_provider_imagecontains.validation import (
     MAX_IMAGE_URL_LENGTH,
     MAX_TASK_NAME_LENGTH,
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 # names collide is about 1.5e-21. The rest of the 64 characters holds a readable namespace slug.
 HASH_LENGTH = 32
 SLUG_LENGTH = MAX_TASK_NAME_LENGTH - HASH_LENGTH - 1
-# How many bad items an error message lists before summarising the rest.
-MAX_LISTED = 20
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -93,7 +92,7 @@ def plan_image_tasks(images: Any, label: str | list[str] | None, namespace: str,
                 seen.add((url, item_label))
                 tasks.append(ImageTask(task_name(namespace, function_name, url, item_label), url, item_label))
     if problems:
-        raise InvalidImagesError(_listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
+        raise InvalidImagesError(listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
     return tasks
 
 
@@ -129,7 +128,7 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
             else "the bucket and key are long"
         )
         raise InvalidImagesError(
-            _listing(
+            listing(
                 f"{len(too_long)} S3 image(s) exceed the API's {MAX_IMAGE_URL_LENGTH}-character URL limit once "
                 f"presigned, because {cause}. Presign with long-lived credentials (an aws_conn_id with an access "
                 "key and secret, no role), shorten the keys, or serve the images from a public or CDN URL with "
@@ -160,7 +159,7 @@ def public_s3_urls(tasks: list[ImageTask], url_template: str) -> dict[str, str]:
         except InvalidTaskError as err:
             problems.append(f"{uri}: {err.message}")
     if problems:
-        raise InvalidImagesError(_listing(f"{len(problems)} S3 image(s) have no valid public URL", problems))
+        raise InvalidImagesError(listing(f"{len(problems)} S3 image(s) have no valid public URL", problems))
     return urls
 
 
@@ -181,7 +180,7 @@ def _check_url(url: Any) -> str | None:
 
 def _check_label(label: Any) -> str | None:
     if label is None:
-        return "no label: pass label=... or give the image as {'url': ..., 'label': ...}"
+        return "no label: pass target_label=... or give the image as {'url': ..., 'label': ...}"
     try:
         validate_label(label)
     except InvalidTaskError as err:
@@ -192,10 +191,3 @@ def _check_label(label: Any) -> str | None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def _listing(headline: str, items: list[str]) -> str:
-    lines = [f"{headline}:", *(f"  - {item}" for item in items[:MAX_LISTED])]
-    if len(items) > MAX_LISTED:
-        lines.append(f"  ... and {len(items) - MAX_LISTED} more")
-    return "\n".join(lines)

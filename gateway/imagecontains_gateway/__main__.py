@@ -12,11 +12,14 @@ from typing import Any
 from imagecontains_gateway.app import build_uvicorn_server
 from imagecontains_gateway.config import DEMO_ACCOUNT, MTURK_CLOSED, Account, ServerConfig
 from imagecontains_gateway.human import token_main
+from imagecontains_gateway.prolific_client import DEFAULT_API_URL
 from imagecontains_gateway.protocol import raise_open_file_limit
 from imagecontains_gateway.quality import export_answers_main, gold_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
+# The Prolific API token: never a flag, for the same reason.
+PROLIFIC_TOKEN_ENV = "PROLIFIC_TOKEN"  # noqa: S105 -- the variable's name, not a token
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--test-function-seconds": ("test_function_seconds", float, "minimum age of a completed test task"),
     "--seed": ("seed", int, "seed of every random choice"),
     "--images-dir": ("images_dir", str, "directory of local images (for the workforce UI)"),
-    "--workforce": ("workforce", str, "simulated, human (worker page) or mixed; see docs/workforce.md"),
+    "--workforce": ("workforce", str, "simulated, human (worker page), mixed or prolific; see docs/workforce.md"),
     "--human-claim-seconds": ("human_claim_seconds", float, "seconds a person may hold a question"),
     "--broken-image-reports": (
         "broken_image_reports",
@@ -76,6 +79,15 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
         "charged_non_answers_per_task",
         int,
         "can't-tell and broken-image answers of a task the requester pays for (default 2)",
+    ),
+    "--prolific-api-url": ("prolific_api_url", str, f"Prolific's API (default {DEFAULT_API_URL})"),
+    "--public-url": ("public_url", str, "the https:// address Prolific participants reach this server at"),
+    "--prolific-batch-size": ("prolific_batch_size", int, "questions per Prolific participant place (default 20)"),
+    "--prolific-hourly-rate": ("prolific_hourly_rate", float, "pay per hour kept for participants (default 12.0)"),
+    "--prolific-project": (
+        "prolific_project",
+        str,
+        "Prolific project id studies are created in (default: the token's)",
     ),
 }
 # Faults a client's tests provoke on purpose; never set in production. Shown apart in --help.
@@ -108,6 +120,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help="a name clients reach the server by, besides loopback names and --host (repeatable); "
         "requests with any other Host header are refused",
+    )
+    parser.add_argument(
+        "--prolific-account",
+        action="append",
+        metavar="ACCOUNT_ID",
+        help=f"with --workforce prolific: an account whose tasks Prolific participants see (repeatable); the API "
+        f"token comes from ${PROLIFIC_TOKEN_ENV} or the --config file",
     )
     parser.add_argument(
         "--forwarded-allow-ips",
@@ -145,6 +164,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 "the --config file (readable by you only) or in $%s instead.",
                 ACCOUNTS_ENV,
             )
+    if token := os.environ.get(PROLIFIC_TOKEN_ENV, "").strip():
+        overrides["prolific_token"] = token
+    if args.prolific_account:
+        overrides["prolific_accounts"] = tuple(args.prolific_account)
     if args.forwarded_allow_ips:
         overrides["forwarded_allow_ips"] = tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip())
     if args.allowed_host:

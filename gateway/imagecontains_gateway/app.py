@@ -35,6 +35,8 @@ from imagecontains_gateway.guards import (
 from imagecontains_gateway.human import HumanWorkforce
 from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.logs import redact_server_logs
+from imagecontains_gateway.prolific import ProlificWorkforce, prolific_client
+from imagecontains_gateway.prolific_pages import ProlificPages
 from imagecontains_gateway.protocol import HardenedConfig, bounded_protocol
 from imagecontains_gateway.quality import AnswerKey
 from imagecontains_gateway.service import CrowdError, CrowdService
@@ -74,6 +76,11 @@ class CrowdServerApp:
         self.service: CrowdService | None = None
         # People answering on the worker page (docs/workforce.md), unless the workforce is all simulated.
         self.human = HumanWorkforce(config, db_path) if config.workforce != "simulated" else None
+        # Prolific participants (docs/prolific.md); the token is checked here so a refused one stops the start.
+        prolific = ProlificWorkforce(config, prolific_client(config)) if config.workforce == "prolific" else None
+        if self.human is not None and prolific is not None:
+            self.human.problem_sources.append(lambda: prolific.failure)  # the dashboard says when its loop died
+        self.prolific = prolific
         self.api = self._build_api()
         self.faults = FaultInjector(self.api, config)
         self._api_bodies = BodyRule(config.max_body_bytes)
@@ -84,11 +91,12 @@ class CrowdServerApp:
         store = TaskStore(self.db_path)
         store.open_accounts([a.account_id for a in self.config.accounts], round(self.config.starting_balance * 1e6))
         store.release_claims()
-        self.service = service = CrowdService(store, self.config, local_images=self.local_images)
+        check_task = self.prolific.check_task if self.prolific is not None else None
+        self.service = service = CrowdService(store, self.config, check_task=check_task, local_images=self.local_images)
         answer_key = AnswerKey.load(self.config.answer_key_path) if self.config.answer_key_path else None
         workforce = SimulatedWorkforce(
             service,
-            crowd=() if self.config.workforce == "human" else self.config.crowd_classes,
+            crowd=() if self.config.workforce in ("human", "prolific") else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
@@ -96,6 +104,8 @@ class CrowdServerApp:
         workforce.start()
         if self.human is not None:
             self.human.start(service)
+        if self.prolific is not None:
+            self.prolific.start(service)
         sweeper = asyncio.create_task(self._sweep_deadlines(service))
         try:
             yield
@@ -104,6 +114,8 @@ class CrowdServerApp:
             await workforce.stop()
             if self.human is not None:
                 await self.human.stop()
+            if self.prolific is not None:
+                await self.prolific.stop()
             store.close()
 
     @staticmethod
@@ -124,6 +136,8 @@ class CrowdServerApp:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
         if self.human is not None:
             mount_workforce_ui(api, self.human, self.local_images)
+        if self.prolific is not None:
+            api.include_router(ProlificPages(self.prolific, self.local_images).router)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
         api.add_exception_handler(RequestValidationError, _validation_exception)
         api.add_exception_handler(Exception, _unexpected_exception)

@@ -7,11 +7,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from imagecontains_gateway.prolific_client import DEFAULT_API_URL
 
 REGION_NAME = "us-east-1"
 SERVICE_NAME = "crowd"
-# Who answers production tasks: simulated workers, people on the worker page, or both.
-WORKFORCES = ("simulated", "human", "mixed")
+# Who answers production tasks: simulated workers, people on the worker page, both, or Prolific participants
+# (beside the staff on the worker page).
+WORKFORCES = ("simulated", "human", "mixed", "prolific")
+# Prolific's lowest allowed pay per hour in any workspace currency (£6.00; $8.00 in USD workspaces).
+PROLIFIC_MINIMUM_HOURLY_RATE = 6.0
 # The refusal of the retired workforce (or of a config file still holding its settings), on one line.
 MTURK_CLOSED = (
     "Amazon Mechanical Turk closed for good on 2026-09-30: the mturk workforce is gone; "
@@ -179,6 +185,18 @@ class ServerConfig:
         address and scheme count.
     :param allowed_hosts: names (or addresses) clients may reach the server by, besides loopback names and the
         listening address: any other ``Host`` header is refused (DNS rebinding).
+    :param prolific_accounts: with ``workforce="prolific"``, the accounts whose tasks Prolific participants see
+        (public crowds see the images); every other account's tasks stay with the staff on the worker page.
+    :param prolific_api_url: Prolific's API (the fake's address in tests).
+    :param prolific_token: the Prolific API token (from ``$PROLIFIC_TOKEN`` or the ``--config`` file; never a flag,
+        never logged).
+    :param public_url: the HTTPS base URL participants reach this server at (``http://`` only for loopback hosts).
+    :param prolific_batch_size: questions per participant place.
+    :param prolific_hourly_rate: the pay per hour, in the workspace's currency, that rewards and top-up bonuses keep.
+    :param prolific_project: the id of the Prolific project (inside a workspace) studies are created in; None:
+        the token's default workspace and project.
+    :param prolific_poll_seconds: how often submissions are read, places grown and studies paused or started.
+    :param prolific_seconds_per_answer: seconds per answer assumed until participants' answers are measured.
     """
 
     accounts: tuple[Account, ...] = (DEMO_ACCOUNT,)
@@ -218,6 +236,15 @@ class ServerConfig:
     max_non_answer_share: float = 0.5
     charged_non_answers_per_task: int = 2
     expose_stats: bool = False
+    prolific_accounts: tuple[str, ...] = ()
+    prolific_api_url: str = DEFAULT_API_URL
+    prolific_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    prolific_batch_size: int = 20
+    prolific_hourly_rate: float = 12.0
+    prolific_project: str | None = None
+    prolific_poll_seconds: float = 30.0
+    prolific_seconds_per_answer: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
     forwarded_allow_ips: tuple[str, ...] = ()
     request_read_timeout_seconds: float = 30.0
@@ -257,6 +284,8 @@ class ServerConfig:
             raise ValueError(f"Invalid workforce {self.workforce!r}: expected one of {', '.join(WORKFORCES)}.")
         if self.crowd is not None:
             parse_crowd(self.crowd)
+        if self.workforce == "prolific":
+            check_prolific_settings(self)
         for name in (
             "workforce_size",
             "max_answers_per_task",
@@ -287,6 +316,8 @@ class ServerConfig:
         """Return a copy with ``overrides`` applied; accounts may be given as Account, dict or text."""
         if "accounts" in overrides:
             overrides["accounts"] = tuple(_as_account(a) for a in overrides["accounts"])
+        if "prolific_accounts" in overrides:
+            overrides["prolific_accounts"] = tuple(overrides["prolific_accounts"])
         for name in ("allowed_hosts", "forwarded_allow_ips"):
             if name in overrides:
                 overrides[name] = tuple(overrides[name])
@@ -302,6 +333,33 @@ class ServerConfig:
     def from_json_file(cls, path: str | Path) -> ServerConfig:
         """Read a config written by :meth:`to_json` (the ``--config`` flag)."""
         return cls().replace(**json.loads(Path(path).read_text()))
+
+
+def check_prolific_settings(config: ServerConfig) -> None:
+    """Refuse Prolific settings that would spend money wrongly or send participants nowhere."""
+    known = {account.account_id for account in config.accounts}
+    if not config.prolific_accounts:
+        raise ValueError("Invalid prolific_accounts: list the accounts whose tasks Prolific participants may see.")
+    if unknown := sorted(set(config.prolific_accounts) - known):
+        raise ValueError(f"Invalid prolific_accounts {unknown!r}: not accounts of this server.")
+    public = urlsplit(config.public_url or "")
+    loopback = public.hostname in ("localhost", "127.0.0.1", "::1")
+    if public.scheme != "https" and not (public.scheme == "http" and loopback):
+        raise ValueError(
+            f"Invalid public_url {config.public_url!r}: give the https:// address participants reach this server at "
+            "(http:// only for a loopback host, in tests)."
+        )
+    if public.query or public.fragment:
+        raise ValueError(f"Invalid public_url {config.public_url!r}: no query or fragment.")
+    if config.prolific_batch_size < 1:
+        raise ValueError(f"Invalid prolific_batch_size {config.prolific_batch_size!r}: expected at least 1.")
+    if config.prolific_hourly_rate < PROLIFIC_MINIMUM_HOURLY_RATE:
+        raise ValueError(
+            f"Invalid prolific_hourly_rate {config.prolific_hourly_rate!r}: Prolific's minimum pay is £6.00 or $8.00 "
+            "an hour (researcher-help.prolific.com, read 2026-12-03)."
+        )
+    if config.prolific_poll_seconds <= 0 or config.prolific_seconds_per_answer <= 0:
+        raise ValueError("Invalid prolific_poll_seconds or prolific_seconds_per_answer: expected positive seconds.")
 
 
 def _as_account(value: Account | dict[str, str] | str) -> Account:

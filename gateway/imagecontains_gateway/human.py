@@ -15,7 +15,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -412,6 +412,8 @@ class HumanWorkforce:
         # Each worker's last answered question, so that a second click on it is not taken for a late answer.
         self._last_answered: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # What else the dashboard must say is wrong (e.g. a paid crowd's loop that died): each gives a reason or None.
+        self.problem_sources: list[Callable[[], str | None]] = []
         self._dashboards: DashboardFigures | None = None
 
     def start(self, service: CrowdService) -> None:
@@ -580,6 +582,9 @@ class HumanWorkforce:
 
     def answers_given(self, name: str) -> int:
         return self.store.answers_given(HUMAN_PREFIX + name)
+
+    def problems(self) -> list[str]:
+        return [problem for source in self.problem_sources if (problem := source())]
 
     def release_stale(self) -> None:
         """Give back questions held, or set aside, longer than ``human_claim_seconds`` (the worker left)."""

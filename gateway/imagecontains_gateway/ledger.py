@@ -12,8 +12,7 @@ looked up (``find`` is None, e.g. a non-idempotent payment) and may have been se
 A call of several remote steps is one intent per step, each stored before the next is sent: a Prolific bonus
 is set up (``find`` answering None: an unpaid bonus costs nothing, so setting it up again is safe), its id
 stored as that intent's result, then paid (no ``find``: Prolific's pay is not idempotent and cannot be looked
-up), as ``tests/test_prolific_restart.py`` does. :meth:`PaidCallLedger.note` keeps what a step returned
-within one intent, for a caller that drives the steps itself.
+up), as ``gateway/tests/test_prolific_restart.py`` does.
 
 The ledger shares the task store's connection, and with it the event loop thread: only ``send`` and ``find``
 run elsewhere (in threads, as they block on the network).
@@ -40,7 +39,6 @@ CREATE TABLE IF NOT EXISTS paid_calls (
     request TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    progress TEXT NOT NULL DEFAULT '{}',
     result TEXT,
     problem TEXT,
     account TEXT,
@@ -91,7 +89,6 @@ class PaidCall:
     :param request: what is sent (JSON-able).
     :param state: ``pending``, ``done`` or ``abandoned``.
     :param attempts: sends started; above 0 while pending, the call may have taken effect.
-    :param progress: what earlier steps of a several-step call returned (:meth:`PaidCallLedger.note`).
     :param result: what the service returned, once done.
     :param problem: why the call was abandoned.
     :param account: the account charged for it, if any.
@@ -103,7 +100,6 @@ class PaidCall:
     request: Json
     state: str
     attempts: int
-    progress: Json
     result: Json | None
     problem: str | None
     account: str | None
@@ -150,17 +146,11 @@ class PaidCallLedger:
         assert call is not None
         return call
 
-    def attempt(self, key: str) -> None:
+    def _attempt(self, key: str) -> None:
         """Note that a send starts now (from here on, the call may have taken effect)."""
         self._db.execute("UPDATE paid_calls SET attempts = attempts + 1 WHERE key = ? AND state = ?", (key, PENDING))
 
-    def note(self, key: str, **progress: Any) -> None:
-        """Keep what a step of a several-step call returned (e.g. the id of a bonus before it is paid)."""
-        call = self._require(key)
-        merged = {**call.progress, **progress}
-        self._db.execute("UPDATE paid_calls SET progress = ? WHERE key = ?", (json.dumps(merged), key))
-
-    def finish(self, key: str, result: Json) -> None:
+    def _finish(self, key: str, result: Json) -> None:
         """The service confirmed the call: mark it done with what it returned."""
         self._db.execute(
             "UPDATE paid_calls SET state = ?, result = ?, finished_at = ? WHERE key = ? AND state = ?",
@@ -192,13 +182,6 @@ class PaidCallLedger:
             (PENDING, kind, kind),
         ).fetchall()
         return [_call(row) for row in rows]
-
-    def spent(self, account: str | None = None) -> int:
-        """Microdollars charged through the ledger (refunds deducted), to ``account`` or to every account."""
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(microdollars), 0) FROM paid_calls WHERE ? IS NULL OR account = ?", (account, account)
-        ).fetchone()
-        return int(row[0])
 
     async def call_once(
         self,
@@ -254,11 +237,11 @@ class PaidCallLedger:
                 raise UnresolvedPaidCall(call)
             found = await run_blocking(find, call)
             if found is not None:
-                self.finish(key, found)
+                self._finish(key, found)
                 return found
-        self.attempt(key)
+        self._attempt(key)
         result = await run_blocking(send, call.request)
-        self.finish(key, result)
+        self._finish(key, result)
         return result
 
     def _require(self, key: str) -> PaidCall:
@@ -268,9 +251,7 @@ class PaidCallLedger:
         return call
 
 
-_SELECT = (
-    "SELECT key, kind, request, state, attempts, progress, result, problem, account, microdollars FROM paid_calls "
-)
+_SELECT = "SELECT key, kind, request, state, attempts, result, problem, account, microdollars FROM paid_calls "
 
 
 def _call(row: tuple[Any, ...]) -> PaidCall:
@@ -280,9 +261,8 @@ def _call(row: tuple[Any, ...]) -> PaidCall:
         request=json.loads(row[2]),
         state=row[3],
         attempts=row[4],
-        progress=json.loads(row[5]),
-        result=json.loads(row[6]) if row[6] is not None else None,
-        problem=row[7],
-        account=row[8],
-        microdollars=row[9],
+        result=json.loads(row[5]) if row[5] is not None else None,
+        problem=row[6],
+        account=row[7],
+        microdollars=row[8],
     )

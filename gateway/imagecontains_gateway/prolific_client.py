@@ -1,7 +1,7 @@
 """A thin client of Prolific's REST API (``https://api.prolific.com/api/v1/``), on ``requests``.
 
 Prolific has no official Python SDK. Every path, field and status below was checked on 2026-12-03 against
-Prolific's API reference (docs.prolific.com/api-reference: Studies, Submissions, Bonuses, Workspaces,
+Prolific's API reference (docs.prolific.com/api-reference: Studies, Submissions, Bonuses,
 Introduction) and its OpenAPI document (docs.prolific.com/openapi.json). What the reference leaves open is
 said where it is used (the pages of a list, the shape of an insufficient-funds refusal).
 
@@ -20,7 +20,7 @@ Errors (all :class:`ProlificError`):
 where sending the request twice cannot do a thing twice: a call that creates or pays something (create a
 study, create or pay bonuses) is sent again only after a 429 or a failed connection (the request never
 arrived); after any other failure its outcome is unknown and the caller's ledger must find out
-(``server/ledger.py``). The token is sent in the ``Authorization: Token <token>`` header only, and appears
+(``ledger.py``). The token is sent in the ``Authorization: Token <token>`` header only, and appears
 in no log, error or repr.
 """
 
@@ -267,10 +267,6 @@ class ProlificClient:
     def me(self) -> dict[str, Any]:
         """``GET /api/v1/users/me/``: the token's user; the start-up check of the token."""
         return self._call("GET", "/api/v1/users/me/")
-
-    def workspace_balance(self, workspace_id: str) -> dict[str, Any]:
-        """``GET /api/v1/workspaces/{id}/balance/``: ``currency_code``, ``total_balance``, ``available_balance``."""
-        return self._call("GET", f"/api/v1/workspaces/{workspace_id}/balance/")
 
     def study_cost(self, reward: float, total_available_places: int) -> float:
         """``POST /api/v1/study-cost-calculator/``: what ``total_available_places`` places at ``reward`` cents

@@ -8,7 +8,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from imagecontains_gateway.adjudication import WorkerModel, adjudicate, learn_from_task
@@ -90,6 +90,7 @@ class CrowdService:
     :param config: the server settings.
     :param check_image: returns why the workforce could not load an image URL (the PUT is then refused
         with 400 ``InvalidInput``), or None when it can.
+    :param check_task: given an account and an image URL, the error to refuse a new task with, or None.
     :param local_images: the images this server serves (``--images-dir``), and which task URLs name them.
     """
 
@@ -98,11 +99,13 @@ class CrowdService:
         store: TaskStore,
         config: ServerConfig,
         check_image: Callable[[str], str | None] | None = None,
+        check_task: Callable[[str, str], CrowdError | None] | None = None,
         local_images: LocalImages | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.check_image = check_image
+        self.check_task = check_task
         self.local_images = local_images or LocalImages(None, ())
         self._random = random.Random(config.seed)  # noqa: S311 -- simulation, not security
         # Each answer to a task comes from a different worker, so a small simulated workforce lowers the cap.
@@ -138,6 +141,10 @@ class CrowdService:
             problem = self.check_image(task_input["image"]["url"])  # type: ignore[index]
             if problem is not None:
                 raise CrowdError(400, "InvalidInput", problem)
+        if function == IMAGE_CONTAINS and self.check_task is not None:
+            refusal = self.check_task(account, task_input["image"]["url"])  # type: ignore[index]
+            if refusal is not None:
+                raise refusal
         if self.store.count_processing(account) >= self.config.max_tasks_in_progress:
             raise CrowdError(
                 429,
@@ -189,15 +196,18 @@ class CrowdService:
 
     # The workforce side: one answer at a time, the adjudicator decides after each
 
-    def next_assignment(self, worker: str) -> Assignment | None:
+    def next_assignment(
+        self, worker: str, accounts: Collection[str] | None = None, *, charge: bool = True
+    ) -> Assignment | None:
         """The next question for ``worker``: a gold question when the quality policy draws one, else the oldest
-        open image-contains task it has not answered (its account is charged the reward). None when there is no
+        open image-contains task it has not answered, of one of ``accounts`` when given (its account is charged
+        the reward unless ``charge`` is False: Prolific places are paid by the place). None when there is no
         open task, or when the worker is blocked.
         """
         if self.store.is_blocked(worker):
             return None
         reviewer = self._trusted_reviewer(worker)
-        while (task := self.store.claim_next(worker, IMAGE_CONTAINS, reviewer=reviewer)) is not None:
+        while (task := self.store.claim_next(worker, IMAGE_CONTAINS, accounts, reviewer=reviewer)) is not None:
             if time.time() >= task.deadline_at:
                 self.store.finish(task.id, problem=EXPIRED)
                 continue
@@ -209,12 +219,21 @@ class CrowdService:
                     self.store.unclaim(task.id)
                     gold_id, image_url, label, _ = gold
                     return Assignment(gold_id, image_url, label, gold=True)
-            if not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
+            if charge and not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
                 continue
             task_input = json.loads(task.input)
             return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
         return None
+
+    def gold_assignment(self, worker: str) -> Assignment | None:
+        """A gold question ``worker`` has not answered (for a paid batch with no task left), else None."""
+        gold = self.store.next_gold(worker, self._random.random())
+        if gold is None:
+            return None
+        self.store.count_question(worker)
+        gold_id, image_url, label, _ = gold
+        return Assignment(gold_id, image_url, label, gold=True)
 
     def give_back(self, assignment: Assignment) -> None:
         """Let other workers take a question its worker left unanswered."""

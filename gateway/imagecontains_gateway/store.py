@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -319,14 +319,17 @@ class TaskStore:
         )
         return cursor.rowcount
 
-    def claim_next(self, worker: str, function: str, *, reviewer: bool = False) -> StoredTask | None:
-        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet; a task
-        under broken-image review only to a ``reviewer``."""
+    def claim_next(
+        self, worker: str, function: str, accounts: Collection[str] | None = None, *, reviewer: bool = False
+    ) -> StoredTask | None:
+        """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet (of one of
+        ``accounts``, when given); a task under broken-image review only to a ``reviewer``."""
+        of_accounts = "" if accounts is None else f"AND account IN ({','.join('?' * len(accounts))}) "
         row = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE function = ? AND state = 'processing' "  # noqa: S608
-            "AND claimed_by IS NULL AND (broken_review = 0 OR ?) AND NOT EXISTS "
+            f"AND claimed_by IS NULL {of_accounts}AND (broken_review = 0 OR ?) AND NOT EXISTS "
             "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.worker = ?) ORDER BY id LIMIT 1",
-            (function, reviewer, worker),
+            (function, *(accounts or ()), reviewer, worker),
         ).fetchone()
         if row is None:
             return None

@@ -52,18 +52,20 @@ class LocalCrowdServer:
     ) -> None:
         self.db_path = str(db_path)
         self.subprocess = subprocess
+        self.port = _free_port()
+        self.endpoint_url = f"{'https' if tls else 'http'}://{_LOOPBACK}:{self.port}"
+        if config_overrides.get("workforce") == "prolific":  # participants reach this very server
+            config_overrides.setdefault("public_url", self.endpoint_url)
         # Tests and benchmarks measure the API itself: no per-account request rate unless they give one.
         self.config = ServerConfig().replace(
             **{"expose_stats": True, "account_requests_per_second": 0.0, **config_overrides}
         )
         self.account: Account = self.config.accounts[0]
-        self.port = _free_port()
         self._tls_dir = tempfile.TemporaryDirectory(prefix="imagecontains-tls-") if tls else None
         self.ca_bundle: str | None = None
         self._keyfile: str | None = None
         if self._tls_dir is not None:
             self.ca_bundle, self._keyfile = self_signed_certificate(Path(self._tls_dir.name))
-        self.endpoint_url = f"{'https' if tls else 'http'}://{_LOOPBACK}:{self.port}"
         self._thread: threading.Thread | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._process: sp.Popen[bytes] | None = None

@@ -34,7 +34,7 @@ from imagecontains_gateway.wording import article
 log = logging.getLogger(__name__)
 
 # The URL paths the web pages own (the fault injector leaves them alone).
-UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/")
+UI_PATHS = ("/signin", "/signout", "/work", "/dashboard", "/images/", "/static/", "/prolific/")
 # What a request to the pages may carry: the small url-encoded forms the pages themselves send.
 PAGE_BODIES = BodyRule(max_bytes=4096, content_types=("application/x-www-form-urlencoded",))
 SESSION_COOKIE = "imagecontains_session"
@@ -266,7 +266,10 @@ class WorkforcePages:
         )
         # The figures are shared by every request of the next seconds: the image names go on copies.
         tasks = [{**task, "image": _image_shown(task["image_url"], request)} for task in figures["tasks"]]
-        return Response(json.dumps({**figures, "tasks": tasks}), media_type="application/json")
+        return Response(
+            json.dumps({**figures, "tasks": tasks, "problems": self.workforce.problems()}),
+            media_type="application/json",
+        )
 
     # Local images
 

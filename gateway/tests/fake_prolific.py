@@ -122,7 +122,6 @@ class FakeProlific:
         # Money Prolific charged: (what, id, cents), in order.
         self.ledger: list[tuple[str, str, float]] = []
         self.faults: list[Fault] = []
-        self.workspace_id = "fake-workspace"
         self.project_id = "fake-project"
         self._lock = threading.RLock()
         self._server = LoopbackServer(self._answer)
@@ -275,16 +274,6 @@ class FakeProlific:
         match (method, route):
             case ("GET", ["users", "me"]):
                 return 200, {"id": "fake-researcher", "email": "researcher@example.com", "currency_code": self.currency}
-            case ("GET", ["workspaces", workspace_id, "balance"]):
-                if workspace_id != self.workspace_id:
-                    raise _ApiError(404, "Not Found", f"No workspace {workspace_id}.")
-                return 200, {
-                    "currency_code": self.currency,
-                    "total_balance": round(self.balance_cents),
-                    "available_balance": round(self.available_cents),
-                    "balance_breakdown": {},
-                    "available_balance_breakdown": {},
-                }
             case ("POST", ["study-cost-calculator"]):
                 reward, places = _number(body, "reward"), _number(body, "total_available_places")
                 return 200, {"total_cost": round(places * self.place_cost(reward), 6)}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,20 +33,24 @@ def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """Build sdist + wheel (the wheel from the sdist), install the wheel into a bare venv."""
+def build_and_install(source: Path, root: Path) -> dict[str, Any]:
+    """Build ``source``'s sdist and its wheel from it into ``root``, install the wheel into a bare venv there:
+    the wheel, the venv and an environment whose PATH starts with the venv's bin."""
     uv = UV if UV.exists() else shutil.which("uv")
     if uv is None:
         pytest.skip("uv is needed to build and install the wheel")
-    root = tmp_path_factory.mktemp("gateway-packaging")
-    run(uv, "build", "--quiet", "--out-dir", root / "dist", GATEWAY_ROOT)
+    run(uv, "build", "--quiet", "--out-dir", root / "dist", source)
     wheel = next((root / "dist").glob("*.whl"))
     venv = root / "venv"
     run(uv, "venv", "--quiet", venv, "--python", sys.executable)
     run(uv, "pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel)
     env = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(root)}
     return {"wheel": wheel, "venv": venv, "env": env}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    return build_and_install(GATEWAY_ROOT, tmp_path_factory.mktemp("gateway-packaging"))
 
 
 @pytest.mark.slow

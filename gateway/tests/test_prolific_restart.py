@@ -1,6 +1,6 @@
 """Every paid Prolific call exactly once when the gateway's process is killed in the middle of it.
 
-A child process makes the paid calls through the write-ahead ledger (``server/ledger.py``) and the Prolific
+A child process makes the paid calls through the write-ahead ledger (``ledger.py``) and the Prolific
 client, against the fake Prolific running in this test's process, and is killed (``os._exit``) right after
 Prolific did one of them and before the ledger heard back: the worst moment. Then the calls run again from
 the same database, as a restarted gateway would: no second study, no second publication, approval or bonus.

@@ -24,6 +24,9 @@ function percent(value) {
 }
 
 function render(data) {
+  const problems = document.getElementById("problems");
+  problems.textContent = data.problems.join(" ");
+  problems.hidden = data.problems.length === 0;
   document.getElementById("progress").textContent =
     `${data.finished} of ${data.total} finished (${percent(data.progress)})`;
   const bar = document.getElementById("progress-bar");
