@@ -54,7 +54,8 @@ def test_a_participant_goes_through_the_documented_nginx_proxy(
     proxy_port = free_port()
     public_url = f"https://127.0.0.1:{proxy_port}"
     with FakeProlific() as fake:
-        server = prolific_server(tmp_path, fake, public_url=public_url)
+        # As docs/prolific.md says to start it: X-Forwarded-* believed from the proxy on loopback only.
+        server = prolific_server(tmp_path, fake, public_url=public_url, forwarded_allow_ips=("127.0.0.1",))
         block = (
             documented_server_block()
             .replace("listen 443 ssl;", f"listen 127.0.0.1:{proxy_port} ssl;")
