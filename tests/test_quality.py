@@ -4,6 +4,7 @@ models that outweigh spammers, and what the requester sees (billing, task lists,
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import sqlite3
@@ -20,8 +21,8 @@ from imagecontains_gateway.adjudication import (
     ClassPrior,
     WorkerModel,
     adjudicate,
-    evidence,
     learn_from_task,
+    posterior,
 )
 from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
 
@@ -58,6 +59,15 @@ def worker_rows(db_path):
 
 # The model on its own
 
+# Even odds and no hard images: the posterior of the workers' models alone.
+EVEN = {"prior_accuracy": PRIOR, "share_yes": 0.5, "share_hard": 1e-9}
+
+
+def weight(models, worker, says_yes):
+    """The log-odds for "yes" that one answer of ``worker`` gives."""
+    probability_yes = posterior([(worker, says_yes)], models, **EVEN).probability_yes
+    return math.log(probability_yes / (1.0 - probability_yes))
+
 
 def test_a_yes_sayer_and_a_random_clicker_weigh_nothing_once_known():
     models = {
@@ -65,15 +75,19 @@ def test_a_yes_sayer_and_a_random_clicker_weigh_nothing_once_known():
         "clicker": WorkerModel(yes_said_yes=10, yes_said_no=10, no_said_no=10, no_said_yes=10),
         "careful": WorkerModel(yes_said_yes=18, yes_said_no=2, no_said_no=18, no_said_yes=2),
     }
-    careful = evidence(models["careful"], True, PRIOR)
-    assert evidence(models["yes-sayer"], True, PRIOR) < 0.1 * careful
-    assert max(abs(evidence(models["clicker"], says_yes, PRIOR)) for says_yes in (True, False)) < 0.1 * careful
-    # Three spammers saying "yes" lose to one careful "no".
-    answers = [("yes-sayer", True), ("clicker", True), ("careful", False)]
-    verdict = adjudicate(answers, models, confidence=0.8, max_answers=11, prior_accuracy=PRIOR)
+    careful = weight(models, "careful", True)
+    assert weight(models, "yes-sayer", True) < 0.1 * careful
+    assert max(abs(weight(models, "clicker", says_yes)) for says_yes in (True, False)) < 0.1 * careful
+    # Two spammers saying "yes" lose to two careful "no"s.
+    answers = [("yes-sayer", True), ("clicker", True), ("careful", False), ("careful-too", False)]
+    models["careful-too"] = models["careful"]
+    verdict = adjudicate(
+        answers, models, confidence=0.8, max_answers=11, prior_accuracy=PRIOR, class_prior=ClassPrior()
+    )
     assert verdict.contains_target is False
-    # Without the models (every worker new), the same answers would say "yes".
-    assert adjudicate(answers, {}, confidence=0.5001, max_answers=11, prior_accuracy=PRIOR).contains_target is True
+    # Without the models (every worker new), the same answers would be a tie.
+    assert adjudicate(answers, {}, confidence=0.5001, max_answers=11, prior_accuracy=PRIOR, class_prior=ClassPrior())
+    assert abs(posterior(answers, {}, **EVEN).probability_yes - 0.5) < 1e-9
 
 
 def test_agreement_teaches_the_model_that_a_yes_sayer_is_wrong_on_images_without_the_target():
@@ -86,18 +100,19 @@ def test_agreement_teaches_the_model_that_a_yes_sayer_is_wrong_on_images_without
         models.update(learned)
     assert models["yes-sayer"].accuracy_on_yes(PRIOR) > 0.9 and models["yes-sayer"].accuracy_on_no(PRIOR) < 0.2
     assert models["a"].balanced_accuracy(PRIOR) > 0.9
-    assert evidence(models["yes-sayer"], True, PRIOR) < 0.1 * evidence(models["a"], True, PRIOR)
+    assert weight(models, "yes-sayer", True) < 0.1 * weight(models, "a", True)
 
 
 def test_mostly_empty_images_keep_the_models_true_and_the_answers_right_on_both_kinds():
     """4,000 tasks, 10 % with the target, 30 workers right 80 % of the time on either kind, the server's defaults
     (confidence 0.95, at most 11 answers): the models must not drift (issue 12b: without a class prior they did,
-    to 0.84 accuracy, 0.80 on empty images, 10 % Inconclusive)."""
+    to 0.84 accuracy, 0.80 on empty images, 10 % Inconclusive, with completed tasks reported >= 0.95 sure)."""
     config = ServerConfig()
     rng = random.Random(7)
     models: dict[str, WorkerModel] = {}
     class_prior = ClassPrior()
     right = {True: 0, False: 0}
+    completed = {True: 0, False: 0}
     seen = {True: 0, False: 0}
     for _ in range(4000):
         truth = rng.random() < 0.1
@@ -111,21 +126,24 @@ def test_mostly_empty_images_keep_the_models_true_and_the_answers_right_on_both_
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
                 prior_accuracy=config.prior_worker_accuracy,
+                class_prior=class_prior,
             )
             if not verdict.needs_more_answers:
                 break
         seen[truth] += 1
-        if verdict.contains_target is not None:
-            right[truth] += verdict.contains_target == truth
+        completed[truth] += verdict.contains_target is not None
+        right[truth] += verdict.contains_target == truth
+        if not verdict.needs_more_answers:
             learned, class_prior = learn_from_task(
                 answers, models, class_prior, prior_accuracy=config.prior_worker_accuracy
             )
             models.update(learned)
-    accuracy = {kind: right[kind] / seen[kind] for kind in seen}
-    # An undecided task counts as wrong; Wald's bound gives each kind about 1 - confidence of errors.
-    assert sum(right.values()) / sum(seen.values()) >= config.confidence - 0.02, accuracy
-    assert min(accuracy.values()) >= config.confidence - 0.03, accuracy
-    assert abs(class_prior.share_yes - seen[True] / sum(seen.values())) < 0.02, (class_prior, seen)
+    accuracy = {kind: right[kind] / completed[kind] for kind in seen}
+    # Completed tasks of each kind are right as often as the confidence says (Wald's bound on each kind); about
+    # one task in ten fails Inconclusive, the price of allowing for hard images (issue 20).
+    assert min(accuracy.values()) >= config.confidence - 0.01, accuracy
+    assert sum(completed.values()) / sum(seen.values()) >= 0.88, completed
+    assert abs(class_prior.share_yes - seen[True] / sum(seen.values())) < 0.025, (class_prior, seen)
     # Early stopping scatters single workers' estimates; the crowd's stay near the truth, 0.8 on each kind.
     for kind in (WorkerModel.accuracy_on_yes, WorkerModel.accuracy_on_no):
         assert 0.75 < statistics.median(kind(model, PRIOR) for model in models.values()) < 0.85
