@@ -181,7 +181,8 @@ view) and a p99 of 282 ms (from 6) with five dashboards open on 16k tasks.
 | {args.dashboards} dashboards polling every {DASHBOARD_POLL_SECONDS:g} s | {figures["busy_p99"]:.1f} | {figures["busy_median"]:.1f} |
 
 `/dashboard/data` meanwhile: median {figures["dashboard_median"]:.1f} ms, slowest {figures["dashboard_max"]:.1f} ms
-(computed on the dashboard thread at most once every 2 s, shared by the dashboards asking meanwhile).
+(computed on the dashboard thread at most once every 2 s, shared by the dashboards asking meanwhile; the workers of an
+account are counted by triggers on the answers table, broken-image reports found through a partial index).
 """
     print(body)
     if not args.no_report:

@@ -646,3 +646,29 @@ def test_answer_and_undo_cycles_keep_a_question_no_longer_than_its_claim_and_sig
     assert carol.question() is None  # bob holds the only question
     assert bob.client.post("/signout").status_code == 303
     assert carol.question()[2].endswith("held.jpg")
+
+
+def test_a_question_not_charged_when_given_is_never_given_back(tmp_path):
+    """Prolific places are paid by the place, so their questions are given without a charge (``charge=False``):
+    their "can't tell" answers past a task's charged share must not credit the account either (issue 24 item 6)."""
+    from imagecontains_gateway.config import ServerConfig
+    from imagecontains_gateway.service import CrowdService
+    from imagecontains_gateway.store import TaskStore
+
+    config = ServerConfig(workforce="human", charged_non_answers_per_task=1)
+    account = config.accounts[0].account_id
+    store = TaskStore(str(tmp_path / "crowd.db"))
+    store.open_accounts([account], 1_000_000)
+    service = CrowdService(store, config)
+    body = {"input": {"image": {"url": "https://images.example.com/0.jpg"}, "target": {"label": "cat"}}}
+    service.put_task(account, "image-contains", "t0", json.dumps(body).encode())
+    service.submit_answer(service.next_assignment("d"), "d", None)  # charged, and within the task's share: paid
+    assert store.balance(account) == 1_000_000 - 10_000
+    for worker in ("a", "b", "c"):
+        assignment = service.next_assignment(worker, charge=False)
+        assert assignment is not None and not assignment.charged
+        service.submit_answer(assignment, worker, None)
+    assert store.balance(account) == 1_000_000 - 10_000, "credited for questions it never paid for"
+    service.submit_answer(service.next_assignment("e"), "e", None)  # charged, past the share: given back
+    assert store.balance(account) == 1_000_000 - 10_000
+    store.close()

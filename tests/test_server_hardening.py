@@ -26,7 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from airflow_provider_imagecontains.exceptions import CrowdApiError, InvalidTaskError
+from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from demo.frames import generate_frames
 from imagecontains_gateway import __main__ as server_cli
@@ -596,32 +596,29 @@ def test_sign_in_is_throttled_per_client_and_forwarded_headers_count_only_from_n
 # Issue 24: per-account quotas
 
 
-def test_each_account_has_a_request_rate_and_a_cap_on_tasks_in_progress(crowd_server, monkeypatch) -> None:
+def test_each_account_has_a_request_rate_and_a_cap_on_tasks_in_progress(crowd_server) -> None:
     defaults = ServerConfig()
     # Sane defaults for a deployment (were 1,000,000 tasks in progress and no rate at all).
     assert (defaults.max_tasks_in_progress, defaults.account_requests_per_second) == (50_000, 500.0)
     server = crowd_server(
         workforce_size=0,
         accounts=[DEMO_ACCOUNT, OTHER],
-        account_requests_per_second=2.0,
+        account_requests_per_second=0.2,  # a token every 5 s: none comes back during the test
         account_request_burst=10,
         max_tasks_in_progress=3,
     )
+    url = "https://img.example.com/a.jpg"
+    puts = [signed_put(server, f"t{n}", url, "person") for n in range(4)]
+    assert [put.status_code for put in puts] == [201, 201, 201, 429] and puts[-1].json()["code"] == "LimitExceeded"
     path = f"/{DEMO_ACCOUNT.account_id}/functions/image-contains/tasks/missing"
-    answers = [signed_get(server, path, f"127.0.0.1:{server.port}") for _ in range(12)]
-    assert [answer.status_code for answer in answers] == [404] * 10 + [429] * 2
-    assert answers[-1].json()["code"] == "Throttled" and 1 <= int(answers[-1].headers["Retry-After"]) <= 1
+    answers = [signed_get(server, path, f"127.0.0.1:{server.port}") for _ in range(8)]
+    assert [answer.status_code for answer in answers] == [404] * 6 + [429] * 2
+    assert answers[-1].json()["code"] == "Throttled" and 1 <= int(answers[-1].headers["Retry-After"]) <= 5
     # The other account's allowance is its own.
-    other = server.airflow_connection()
-    other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
-    other["extra"] = {**other["extra"], "account_id": OTHER.account_id, "max_attempts": 1}
-    monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
-    hook = ImageContainsHook("other")
-    for n in range(3):
-        hook.put_task("image-contains", f"t{n}", INPUT)
-    with pytest.raises(CrowdApiError, match="LimitExceeded"):
-        hook.put_task("image-contains", "t3", INPUT)
-    hook.close()
+    request = AWSRequest(method="GET", url=f"{server.endpoint_url}/{OTHER.account_id}/functions/image-contains/tasks/x")
+    SigV4Auth(Credentials(OTHER.access_key_id, OTHER.secret_access_key), "crowd", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    assert requests.get(prepared.url, headers=dict(prepared.headers), timeout=10).status_code == 404
 
 
 def test_assume_role_takes_duration_seconds_as_ascii_digits_within_aws_bounds(crowd_server) -> None:

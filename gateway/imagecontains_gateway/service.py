@@ -123,6 +123,8 @@ class Assignment:
     :param image_url: the image to look at.
     :param label: what to look for.
     :param gold: a gold question (known answer, never billed); the server's secret, never shown to the worker.
+    :param charged: the account was charged the reward when the question was given (not for a Prolific place,
+        paid by the place): only such a question can be given back (``charged_non_answers_per_task``).
     :param question_id: what the worker's answer names the question by: random per question, so that it
         tells nothing (gold questions and tasks have ids of their own, in ranges a worker could learn).
     """
@@ -131,6 +133,7 @@ class Assignment:
     image_url: str
     label: str
     gold: bool = False
+    charged: bool = True
     question_id: int = field(default_factory=lambda: secrets.randbits(53))
 
 
@@ -298,7 +301,7 @@ class CrowdService:
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
                 continue
             task_input = json.loads(task.input)
-            return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
+            return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"], charged=charge)
         return None
 
     def gold_assignment(self, worker: str) -> Assignment | None:
@@ -330,7 +333,7 @@ class CrowdService:
         blocked: dict[str, str] = {}
         if contains_target is None:
             with self.store.transaction():
-                self._refund_non_answer_past_cap(task)
+                self._refund_non_answer_past_cap(task, assignment)
                 self.store.add_answer(task.id, worker, None, time.time())
                 blocked = self._count_non_answer(worker, "cant_tell")
                 self.store.unclaim(task.id)
@@ -402,7 +405,7 @@ class CrowdService:
             return
         now = time.time()
         with self.store.transaction():
-            self._refund_non_answer_past_cap(task)
+            self._refund_non_answer_past_cap(task, assignment)
             believed = self._broken_report_believed(worker, now)
             if believed:
                 self.store.add_broken_image_report(task.id, worker, now)
@@ -461,9 +464,9 @@ class CrowdService:
         self.store.block(worker, reason, time.time())
         return {worker: reason}
 
-    def _refund_non_answer_past_cap(self, task: StoredTask) -> None:
+    def _refund_non_answer_past_cap(self, task: StoredTask, assignment: Assignment) -> None:
         """Give the requester back a question it was charged for once the task had its share of non-answers."""
-        if self.store.non_answers_of_task(task.id) >= self.config.charged_non_answers_per_task:
+        if assignment.charged and self.store.non_answers_of_task(task.id) >= self.config.charged_non_answers_per_task:
             self.store.refund(task.account, to_microdollars(self.config.reward_per_answer))
 
     def _submit_gold(

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task_id, worker);
 CREATE INDEX IF NOT EXISTS answers_by_worker ON answers (worker, answer, created_at);
+CREATE INDEX IF NOT EXISTS answers_broken_image ON answers (task_id) WHERE answer = -2;
 CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, microdollars INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS worker_models (
     worker TEXT PRIMARY KEY,
@@ -91,6 +92,21 @@ CREATE TABLE IF NOT EXISTS gold_answers (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS gold_answers_by_worker ON gold_answers (worker, gold_id);
+CREATE TABLE IF NOT EXISTS account_worker_answers (
+    account TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    answers INTEGER NOT NULL,
+    PRIMARY KEY (account, worker)
+);
+CREATE TRIGGER IF NOT EXISTS answer_counted AFTER INSERT ON answers WHEN NEW.answer >= 0 BEGIN
+    INSERT INTO account_worker_answers (account, worker, answers)
+    SELECT account, NEW.worker, 1 FROM tasks WHERE id = NEW.task_id
+    ON CONFLICT (account, worker) DO UPDATE SET answers = answers + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS answer_uncounted AFTER DELETE ON answers WHEN OLD.answer >= 0 BEGIN
+    UPDATE account_worker_answers SET answers = answers - 1
+    WHERE worker = OLD.worker AND account = (SELECT account FROM tasks WHERE id = OLD.task_id);
+END;
 CREATE TABLE IF NOT EXISTS worker_non_answers (
     worker TEXT PRIMARY KEY,
     cant_tell INTEGER NOT NULL DEFAULT 0,
@@ -198,7 +214,15 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        counted = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'account_worker_answers'"
+        ).fetchone()
         self._db.executescript(_SCHEMA)
+        if not counted:  # a database of an earlier version: count the votes it holds once
+            self._db.execute(
+                "INSERT OR IGNORE INTO account_worker_answers (account, worker, answers) SELECT t.account, a.worker, "
+                "COUNT(*) FROM answers a JOIN tasks t ON t.id = a.task_id WHERE a.answer >= 0 GROUP BY 1, 2"
+            )
         for table, added in _ADDED_COLUMNS.items():  # a database of an earlier version
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for column, definition in added.items():
