@@ -181,12 +181,14 @@ def test_two_workers_answer_a_batch_by_click_and_keyboard_and_the_dashboard_foll
 
 def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(chromium, crowd_server, tmp_path):
     generate_frames(tmp_path / "frames", 1)
-    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), task_deadline_seconds=3.0)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), task_deadline_seconds=5.0)
     url = f"{server.endpoint_url}/images/{frame_name(0)}"
-    ImageContainsHook().put_task("image-contains", "blurry", {"image": {"url": url}, "target": {"label": "car"}})
     dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
     worker_context, worker = sign_in(chromium, server, "worker", "carol", PHONE)
     try:
+        # The task's deadline runs from its PUT: put it once both pages are open, so a slow sign-in cannot use it up.
+        ImageContainsHook().put_task("image-contains", "blurry", {"image": {"url": url}, "target": {"label": "car"}})
+        worker.reload()
         assert shown_question(worker) == ("car", frame_name(0))
         with worker.expect_navigation():
             worker.keyboard.press(" ")
