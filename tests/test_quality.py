@@ -414,3 +414,61 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
 def balance(server):
     with sqlite3.connect(server.db_path) as db:
         return db.execute("SELECT microdollars FROM balances").fetchone()[0] / 1e6
+
+
+def dashboard(server):
+    """A client signed in to the account's dashboard."""
+    client = httpx.Client(base_url=server.endpoint_url, timeout=30)
+    assert (
+        client.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)}).status_code
+        == 303
+    )
+    return client
+
+
+@pytest.mark.parametrize(("accuracy", "below"), [(0.62, True), (0.97, False)])
+def test_gold_tasks_check_the_confidence_and_warn_when_results_are_right_less_often(
+    crowd_server, tmp_path, caplog, accuracy, below
+):
+    """Workers right 62 % of the time, taken for 80 % at first: three agreeing answers report 0.985 and are right
+    about 0.82 of the time. Gold tasks (gold questions adjudicated like tasks) show it, and the server warns."""
+    gold = {f"https://gold.example/{n}.jpg": (["person"] if n % 2 else ["car"]) for n in range(40)}
+    truth = {f"https://tasks.example/{n}.jpg": n % 2 == 0 for n in range(200)}
+    key = answer_key(tmp_path / "key.json", {url: ["person"] if yes else [] for url, yes in truth.items()})
+    server = crowd_server(
+        workforce="mixed",
+        crowd=f"worker:12:{accuracy}",
+        answer_key_path=key,
+        seed=3,
+        probation_questions=0,
+        gold_share=0.5,
+        gold_task_share=1.0,
+        block_below_accuracy=0.0,
+    )
+    main(["gold", "add", answer_key(tmp_path / "gold.json", gold), "--db", server.db_path])
+    caplog.set_level("WARNING", logger="airflow_provider_imagecontains.server.service")
+    ImageContainsHook().put_tasks(
+        "image-contains",
+        {f"t{n}": {"image": {"url": url}, "target": {"label": "person"}} for n, url in enumerate(truth)},
+    )
+    owner, started = dashboard(server), time.monotonic()
+    while (calibration := owner.get("/dashboard/data").json()["calibration"])["completed"] < 20:
+        assert time.monotonic() < started + 60, calibration
+        time.sleep(0.5)
+    print(f"{time.monotonic() - started:.1f} s")
+
+    assert calibration["predicted"] >= server.config.confidence
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Calibration:")]
+    if below:
+        assert calibration["observed"] < calibration["predicted"] - 0.05, calibration
+        assert warnings and all("below the confidence target 0.95 beyond chance" in text for text in warnings)
+    else:
+        assert calibration["observed"] >= 0.9 and not calibration["below_target"] and not warnings, calibration
+    # Gold tasks are gold: never billed (a worker may hold one charged question unanswered), never listed.
+    server.stop()
+    with sqlite3.connect(server.db_path) as db:
+        task_answers = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        gold_answers = db.execute("SELECT COUNT(*) FROM gold_answers").fetchone()[0]
+    spend = server.config.starting_balance - balance(server)
+    assert gold_answers > 100 and spend < (task_answers + 12 + 0.5) * server.config.reward_per_answer
+    assert not any("gold.example" in task["input"]["image"]["url"] for task in server.tasks())

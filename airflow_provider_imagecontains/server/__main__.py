@@ -33,6 +33,7 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),
     "--prior-accuracy": ("prior_worker_accuracy", float, "accuracy assumed of a worker not seen before"),
     "--gold-share": ("gold_share", float, "share of each worker's questions that are gold (after probation)"),
+    "--gold-task-share": ("gold_task_share", float, "share of gold asked as gold tasks (tests the confidence)"),
     "--probation-questions": ("probation_questions", int, "a new worker's first questions, mostly gold"),
     "--probation-gold-share": ("probation_gold_share", float, "share of gold among the probation questions"),
     "--block-after-gold": ("block_after_gold", int, "gold answers before a worker can be blocked"),

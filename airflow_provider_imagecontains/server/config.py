@@ -128,6 +128,8 @@ class ServerConfig:
         with and on images without the target alike).
     :param gold_share: the share of a worker's questions that are gold (once past probation), when gold
         questions are loaded (``imagecontains-server gold add``).
+    :param gold_task_share: the share of gold questions asked as gold tasks: several workers answer the same gold
+        question and the adjudicator decides it like a task, a running test of its confidence (docs/adjudication.md).
     :param probation_questions: a worker's first questions, of which ``probation_gold_share`` are gold.
     :param probation_gold_share: the share of gold among a new worker's first ``probation_questions``.
     :param block_after_gold: gold questions a worker answers before it can be blocked.
@@ -190,6 +192,7 @@ class ServerConfig:
     max_answers_per_task: int = 11
     prior_worker_accuracy: float = 0.8
     gold_share: float = 0.1
+    gold_task_share: float = 0.3
     probation_questions: int = 10
     probation_gold_share: float = 0.8
     block_after_gold: int = 8
@@ -239,6 +242,7 @@ class ServerConfig:
             "drop_rate",
             "worker_accuracy",
             "gold_share",
+            "gold_task_share",
             "probation_gold_share",
             "block_below_accuracy",
         ):

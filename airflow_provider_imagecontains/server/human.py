@@ -377,11 +377,11 @@ class HumanWorkforce:
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
         if held is not None:
-            if self._open(held[0]):
+            if self.service.is_open(held[0]):
                 return held[0]
             del self._held[worker]
         aside = self._set_aside.pop(worker, None)
-        if aside is not None and self._open(aside):
+        if aside is not None and self.service.is_open(aside):
             self._held[worker] = (aside, time.monotonic())
             return aside
         assignment = self.service.next_assignment(worker)
@@ -417,7 +417,7 @@ class HumanWorkforce:
         if last is None:
             return None
         left = UNDO_SECONDS - (time.monotonic() - last.at)
-        if left <= 0 or not self._open(last.assignment):
+        if left <= 0 or not self.service.is_open(last.assignment):
             return None
         return last, math.ceil(left)
 
@@ -478,13 +478,6 @@ class HumanWorkforce:
         del self._held[worker]
         self._last_answered[worker] = question_id
         return held[0]
-
-    def _open(self, assignment: Assignment) -> bool:
-        """True while the question's task is processing and before its deadline (a gold question always is)."""
-        if assignment.gold:
-            return True
-        task = self.service.store.get_by_id(assignment.task_id)
-        return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
 
     async def wait_for_question(self, name: str, timeout: float) -> bool:
         """Return True as soon as ``name`` holds a question, False after ``timeout`` seconds without one."""

@@ -4,14 +4,21 @@ Gold questions are images whose answers are known, mixed unannounced into every 
 worker sees them exactly like a paid task. New workers are on probation (most of their first questions
 are gold), so a spammer is found before it has answered many paid questions; a worker whose measured
 accuracy stays below a threshold after enough gold gets no more questions.
+
+Gold questions also test the adjudicator: a share of them become gold tasks, answered by several workers one at
+a time and decided by the same sequential rule as a requester's task, so that how often its confident verdicts
+are right can be compared with the confidence it reports (``Calibration``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
@@ -23,6 +30,30 @@ from airflow_provider_imagecontains.server.store import TaskStore
 DEFAULT_DB = "imagecontains-server.db"
 # Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.
 TASK_ANSWERS_PER_GOLD = 3
+# Observed accuracy is below the confidence target beyond chance when a one-sided exact binomial test at this
+# level says so: at most a 1 % chance that a calibrated adjudicator would do as badly.
+CALIBRATION_ALPHA = 0.01
+
+_GOLD_TASK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gold_tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gold_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    claimed_by TEXT,
+    contains_target INTEGER,
+    confidence REAL,
+    right INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gold_tasks_open ON gold_tasks (id) WHERE state = 'processing';
+CREATE TABLE IF NOT EXISTS gold_task_answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gold_task_id INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    answer INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gold_task_answers_by_task ON gold_task_answers (gold_task_id);
+"""
 
 
 class AnswerKey:
@@ -88,6 +119,174 @@ def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
         f"Estimated accuracy {accuracy:.3f} is below {config.block_below_accuracy} after {model.gold_answers} "
         f"gold questions ({model.gold_right} right) and {model.task_answers:.0f} answers to finished tasks."
     )
+
+
+def binomial_at_most(successes: int, trials: int, probability: float) -> float:
+    """P(X <= ``successes``) for X ~ Binomial(``trials``, ``probability``), summed exactly in log space."""
+    log_p, log_q = math.log(probability), math.log1p(-probability)
+    total = 0.0
+    for k in range(successes + 1):
+        log_term = (
+            math.lgamma(trials + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(trials - k + 1)
+            + k * log_p
+            + (trials - k) * log_q
+        )
+        total += math.exp(log_term)
+    return min(total, 1.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the adjudicator did on gold tasks: its verdicts against the known answers.
+
+    :param completed: gold tasks it completed (a verdict with the confidence target reached).
+    :param right: of those, how many verdicts were the known answer.
+    :param confidence_sum: the sum of the confidences it reported on them.
+    :param inconclusive: gold tasks that reached the answer cap without a verdict.
+    :param waiting: gold tasks still waiting for answers.
+    """
+
+    completed: int = 0
+    right: int = 0
+    confidence_sum: float = 0.0
+    inconclusive: int = 0
+    waiting: int = 0
+
+    @property
+    def predicted(self) -> float | None:
+        """The mean reported confidence: the share of verdicts the adjudicator expects to be right."""
+        return self.confidence_sum / self.completed if self.completed else None
+
+    @property
+    def observed(self) -> float | None:
+        """The share of verdicts that were right."""
+        return self.right / self.completed if self.completed else None
+
+    def p_value(self, target: float) -> float:
+        """How likely a result this bad or worse is if each verdict were right with probability ``target``."""
+        return binomial_at_most(self.right, self.completed, target) if self.completed else 1.0
+
+    def below_target(self, target: float) -> bool:
+        """Whether observed accuracy is below ``target`` by more than chance (the binomial test)."""
+        return self.p_value(target) < CALIBRATION_ALPHA
+
+    def report(self, target: float) -> dict[str, object]:
+        """The dashboard's figures."""
+        return {
+            "completed": self.completed,
+            "right": self.right,
+            "predicted": None if self.predicted is None else round(self.predicted, 4),
+            "observed": None if self.observed is None else round(self.observed, 4),
+            "inconclusive": self.inconclusive,
+            "waiting": self.waiting,
+            "target": target,
+            "p_value": round(self.p_value(target), 6),
+            "alpha": CALIBRATION_ALPHA,
+            "below_target": self.below_target(target),
+        }
+
+    def warning(self, target: float) -> str:
+        return (
+            f"Calibration: {self.right} of {self.completed} gold tasks decided right ({self.observed:.3f}, mean "
+            f"reported confidence {self.predicted:.3f}), below the confidence target {target} beyond chance "
+            f"(one-sided exact binomial test, p = {self.p_value(target):.2g} < {CALIBRATION_ALPHA}): results claim "
+            "more confidence than the answers support; see docs/adjudication.md."
+        )
+
+
+class GoldTasks:
+    """Gold tasks, in tables of their own in the server's SQLite file (see the module docstring).
+
+    A gold task is one gold question asked of several workers, each a gold question to them (unannounced, never
+    billed, not asked again): one worker at a time, like a task, until the adjudicator decides or gives up.
+
+    :param connection: the server's database connection (``TaskStore.connection``).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._db.executescript(_GOLD_TASK_SCHEMA)
+
+    def claim(self, worker: str, gold_id: int, now: float, deadline_seconds: float) -> tuple[int, int]:
+        """(gold task id, gold question id) for ``worker``: the oldest waiting gold task nobody holds on a gold
+        question it has not answered, else a new one on ``gold_id``.
+
+        A gold task waiting longer than ``deadline_seconds`` (like a task's deadline) is dropped, not counted.
+        """
+        self._db.execute(
+            "UPDATE gold_tasks SET state = 'failed', claimed_by = NULL WHERE state = 'processing' AND created_at <= ?",
+            (now - deadline_seconds,),
+        )
+        row = self._db.execute(
+            "SELECT t.id, t.gold_id FROM gold_tasks t WHERE t.state = 'processing' AND t.claimed_by IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM gold_answers a WHERE a.gold_id = t.gold_id AND a.worker = ?) "
+            "ORDER BY t.id LIMIT 1",
+            (worker,),
+        ).fetchone()
+        if row is not None:
+            self._db.execute("UPDATE gold_tasks SET claimed_by = ? WHERE id = ?", (worker, row[0]))
+            return row[0], row[1]
+        cursor = self._db.execute(
+            "INSERT INTO gold_tasks (gold_id, state, claimed_by, created_at) VALUES (?, 'processing', ?, ?)",
+            (gold_id, worker, now),
+        )
+        return cursor.lastrowid or 0, gold_id
+
+    def waiting_gold(self) -> list[int]:
+        """The gold questions of the gold tasks waiting for answers (a worker's plain gold leaves them alone)."""
+        return [row[0] for row in self._db.execute("SELECT gold_id FROM gold_tasks WHERE state = 'processing'")]
+
+    def unclaim(self, gold_task_id: int) -> None:
+        self._db.execute("UPDATE gold_tasks SET claimed_by = NULL WHERE id = ?", (gold_task_id,))
+
+    def is_open(self, gold_task_id: int) -> bool:
+        row = self._db.execute("SELECT state FROM gold_tasks WHERE id = ?", (gold_task_id,)).fetchone()
+        return row is not None and row[0] == "processing"
+
+    def add_vote(self, gold_task_id: int, worker: str, says_yes: bool) -> list[tuple[str, bool]]:
+        """Record a vote; return the task's votes in the order given."""
+        self._db.execute(
+            "INSERT INTO gold_task_answers (gold_task_id, worker, answer) VALUES (?, ?, ?)",
+            (gold_task_id, worker, int(says_yes)),
+        )
+        rows = self._db.execute(
+            "SELECT worker, answer FROM gold_task_answers WHERE gold_task_id = ? ORDER BY id", (gold_task_id,)
+        )
+        return [(who, bool(answer)) for who, answer in rows]
+
+    def delete_vote(self, gold_task_id: int, worker: str) -> bool:
+        """Take back ``worker``'s vote while the gold task waits; False once it was decided."""
+        if not self.is_open(gold_task_id):
+            return False
+        self._db.execute("DELETE FROM gold_task_answers WHERE gold_task_id = ? AND worker = ?", (gold_task_id, worker))
+        return True
+
+    def finish(self, gold_task_id: int, contains_target: bool | None, confidence: float, truth: bool) -> None:
+        """Record the adjudicator's verdict (None: the cap was reached without one) against the known answer."""
+        self._db.execute(
+            "UPDATE gold_tasks SET state = ?, claimed_by = NULL, contains_target = ?, confidence = ?, right = ? "
+            "WHERE id = ?",
+            (
+                "failed" if contains_target is None else "completed",
+                None if contains_target is None else int(contains_target),
+                confidence,
+                None if contains_target is None else int(contains_target == truth),
+                gold_task_id,
+            ),
+        )
+
+    def calibration(self) -> Calibration:
+        completed, right, confidence_sum = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(right), 0), COALESCE(SUM(confidence), 0) FROM gold_tasks "
+            "WHERE state = 'completed'"
+        ).fetchone()
+        inconclusive = self._db.execute(
+            "SELECT COUNT(*) FROM gold_tasks WHERE state = 'failed' AND confidence IS NOT NULL"
+        ).fetchone()[0]
+        waiting = self._db.execute("SELECT COUNT(*) FROM gold_tasks WHERE state = 'processing'").fetchone()[0]
+        return Calibration(completed, right, confidence_sum, inconclusive, waiting)
 
 
 def gold_from_answer_key(key: AnswerKey) -> list[GoldQuestion]:

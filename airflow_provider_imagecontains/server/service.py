@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
-from airflow_provider_imagecontains.server.adjudication import WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.adjudication import Verdict, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
-from airflow_provider_imagecontains.server.quality import block_reason, gold_due
+from airflow_provider_imagecontains.server.quality import GoldTasks, block_reason, gold_due
 from airflow_provider_imagecontains.server.store import (
     PROCESSING,
     StoredTask,
@@ -65,6 +65,7 @@ class Assignment:
     :param image_url: the image to look at.
     :param label: what to look for.
     :param gold: a gold question (known answer, never billed); the server's secret, never shown to the worker.
+    :param gold_task_id: the gold task this gold question is asked for (several workers, adjudicated), if any.
     :param question_id: what the worker's answer names the question by: random per question, so that it
         tells nothing (gold questions and tasks have ids of their own, in ranges a worker could learn).
     """
@@ -73,6 +74,7 @@ class Assignment:
     image_url: str
     label: str
     gold: bool = False
+    gold_task_id: int | None = None
     question_id: int = field(default_factory=lambda: secrets.randbits(53))
 
 
@@ -103,6 +105,9 @@ class CrowdService:
         self._idle_workers: set[asyncio.Event] = set()
         # Called with (worker, reason) when a worker is blocked, e.g. to block it on the crowd platform too.
         self.block_listeners: list[Callable[[str, str], None]] = []
+        self.gold_tasks = GoldTasks(store.connection)
+        self._calibration_below = False
+        self._watch_calibration()
 
     # The three REST operations
 
@@ -182,11 +187,10 @@ class CrowdService:
             # Gold only stands in for a real question, so a worker is never paid for gold while nothing waits.
             questions_before = self.store.count_question(worker)
             if gold_due(self.config, questions_before, self._random.random()):
-                gold = self.store.next_gold(worker, self._random.random())
+                gold = self._gold_question(worker, on_probation=questions_before < self.config.probation_questions)
                 if gold is not None:
                     self.store.unclaim(task.id)
-                    gold_id, image_url, label, _ = gold
-                    return Assignment(gold_id, image_url, label, gold=True)
+                    return gold
             if not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
                 continue
@@ -194,10 +198,37 @@ class CrowdService:
             return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"])
         return None
 
+    def _gold_question(self, worker: str, *, on_probation: bool) -> Assignment | None:
+        """A gold question ``worker`` has not answered: past probation, a share of them asked for a gold task (on
+        probation every gold answer teaches at once, so that a spammer is stopped soon). A worker who answers a
+        gold question alone cannot answer it for a gold task: plain gold leaves the waiting gold tasks' questions."""
+        gold = self.store.next_gold(worker, self._random.random(), avoid=self.gold_tasks.waiting_gold())
+        if gold is None:
+            return None
+        gold_id, image_url, label, _ = gold
+        if not on_probation and self._random.random() < self.config.gold_task_share:
+            gold_task_id, gold_id = self.gold_tasks.claim(
+                worker, gold_id, time.time(), self.config.task_deadline_seconds
+            )
+            image_url, label = self.store.gold_question(gold_id)
+            return Assignment(gold_id, image_url, label, gold=True, gold_task_id=gold_task_id)
+        return Assignment(gold_id, image_url, label, gold=True)
+
     def give_back(self, assignment: Assignment) -> None:
         """Let other workers take a question its worker left unanswered."""
-        if not assignment.gold:
+        if assignment.gold_task_id is not None:
+            self.gold_tasks.unclaim(assignment.gold_task_id)
+        elif not assignment.gold:
             self.store.unclaim(assignment.task_id)
+
+    def is_open(self, assignment: Assignment) -> bool:
+        """True while the question may still be answered: its task (or gold task) waits; a gold question always."""
+        if assignment.gold_task_id is not None:
+            return self.gold_tasks.is_open(assignment.gold_task_id)
+        if assignment.gold:
+            return True
+        task = self.store.get_by_id(assignment.task_id)
+        return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
 
     def submit_answer(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
         """Store ``worker``'s answer and let the adjudicator complete, fail or reopen the task.
@@ -222,9 +253,7 @@ class CrowdService:
             self.store.add_answer(task.id, worker, contains_target, time.time())
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
             models = self.store.worker_models({who for who, _ in answers})
-            verdict = adjudicate(
-                answers, models, confidence=self.config.confidence, max_answers=self._max_answers, prior_accuracy=prior
-            )
+            verdict = self._verdict(answers, models)
             if verdict.contains_target is not None:
                 result = {
                     "containsTarget": verdict.contains_target,
@@ -278,21 +307,72 @@ class CrowdService:
         if not unavailable:
             self._wake_workers()
 
+    def _verdict(self, answers: list[tuple[str, bool]], models: dict[str, WorkerModel]) -> Verdict:
+        """The adjudicator's decision on a task's (or a gold task's) answers so far."""
+        return adjudicate(
+            answers,
+            models,
+            confidence=self.config.confidence,
+            max_answers=self._max_answers,
+            prior_accuracy=self.config.prior_worker_accuracy,
+        )
+
     def _submit_gold(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
         truth = self.store.gold_truth(assignment.image_url, assignment.label)
         blocked: dict[str, str] = {}
+        decided = False
         with self.store.transaction():
             self.store.add_gold_answer(assignment.task_id, worker, contains_target, time.time())
-            if contains_target is not None and truth is not None:
+            if contains_target is None or truth is None:
+                learned: dict[str, WorkerModel] = {}
+                if assignment.gold_task_id is not None:
+                    self.gold_tasks.unclaim(assignment.gold_task_id)
+            elif assignment.gold_task_id is not None:
+                learned = self._vote_on_gold_task(assignment.gold_task_id, worker, contains_target, truth)
+                decided = bool(learned)
+            else:
                 model = self.store.worker_models([worker]).get(worker, WorkerModel())
                 learned = {worker: model.learned(float(truth), contains_target, gold=True)}
-                self.store.save_models(learned)
-                blocked = self._block_if_due(learned)
+            self.store.save_models(learned)
+            blocked = self._block_if_due(learned)
         self._announce_blocked(blocked)
+        if decided:
+            self._watch_calibration()
+
+    def _vote_on_gold_task(self, gold_task_id: int, worker: str, says_yes: bool, truth: bool) -> dict[str, WorkerModel]:
+        """Adjudicate a gold task after one more vote, as a task; once it ends, every vote teaches its worker's
+        model as a gold answer (not before: a verdict must not be weighed with what its own answers taught)."""
+        votes = self.gold_tasks.add_vote(gold_task_id, worker, says_yes)
+        models = self.store.worker_models({who for who, _ in votes})
+        verdict = self._verdict(votes, models)
+        if verdict.needs_more_answers:
+            self.gold_tasks.unclaim(gold_task_id)
+            self._wake_workers()
+            return {}
+        self.gold_tasks.finish(gold_task_id, verdict.contains_target, verdict.confidence, truth)
+        return {who: (models.get(who) or WorkerModel()).learned(float(truth), yes, gold=True) for who, yes in votes}
+
+    def _watch_calibration(self) -> None:
+        """Warn, once each time it happens, when gold tasks show results right less often than the target."""
+        calibration = self.gold_tasks.calibration()
+        below = calibration.below_target(self.config.confidence)
+        if below and not self._calibration_below:
+            log.warning(calibration.warning(self.config.confidence))
+        self._calibration_below = below
+
+    def calibration_report(self) -> dict[str, object]:
+        """Predicted against observed accuracy on gold tasks (the dashboard's calibration panel)."""
+        return self.gold_tasks.calibration().report(self.config.confidence)
 
     def _retract_gold(self, assignment: Assignment, worker: str) -> bool:
         if self.store.is_blocked(worker):
             return False
+        if assignment.gold_task_id is not None:  # nothing learned yet: the vote goes, while the gold task waits
+            with self.store.transaction():
+                if not self.gold_tasks.delete_vote(assignment.gold_task_id, worker):
+                    return False
+                self.store.delete_gold_answer(assignment.task_id, worker)
+            return True
         truth = self.store.gold_truth(assignment.image_url, assignment.label)
         with self.store.transaction():
             answer = self.store.delete_gold_answer(assignment.task_id, worker)

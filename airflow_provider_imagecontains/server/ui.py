@@ -249,6 +249,7 @@ class WorkforcePages:
                 identity.subject, config.prior_worker_accuracy, config.reward_per_answer
             )
         )
+        figures["calibration"] = self.workforce.service.calibration_report()
         return Response(json.dumps(figures), media_type="application/json")
 
     # Local images
