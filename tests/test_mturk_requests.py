@@ -357,7 +357,7 @@ def test_put_refuses_images_mturk_workers_cannot_load(tmp_path: Any) -> None:
 
 def test_a_worker_blocked_by_quality_control_is_blocked_on_mturk_too(tmp_path: Any, mturk: Any) -> None:
     client, stubber = mturk
-    workforce, service = make_workforce(tmp_path, client, block_after_gold=3, block_below_accuracy=0.7)
+    workforce, service = make_workforce(tmp_path, client, block_below_accuracy=0.7)
     service.block_listeners.append(workforce.block_soon)  # as the server wires it
     service.store.add_gold([(f"https://gold.example/{n}.jpg", "person", n % 2 == 0) for n in range(3)])
 

@@ -217,9 +217,8 @@ def test_spammers_are_blocked_and_outweighed_gold_is_never_billed_nor_listed(cro
         answer_key_path=key,
         seed=7,
         reward_per_answer=REWARD,
-        probation_questions=20,
+        probation_questions=36,
         probation_gold_share=1.0,
-        block_after_gold=16,
         block_below_accuracy=0.75,
     )
     main(["gold", "add", gold_key, "--db", server.db_path])
@@ -321,7 +320,6 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
         probation_questions=4,
         probation_gold_share=1.0,
         gold_share=0.0,
-        block_after_gold=4,
         block_below_accuracy=0.7,
         seed=1,
     )
@@ -377,13 +375,12 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
     assert worker_rows(server.db_path)["human:carol"][1:3] == (1, 0)
 
     # Mallory gets every gold question wrong: blocked, she sees no more questions while tasks wait.
-    mallory = Worker(server, "mallory")
-    for _ in range(4):
-        page = mallory.page()
-        question = question_on(page)
-        assert is_gold(question)
+    mallory, mallory_gold = Worker(server, "mallory"), 0
+    while (question := question_on(page := mallory.page())) is not None:
+        assert is_gold(question) and mallory_gold < 4
         mallory.answer(page, not gold_truth(question))
-    assert "No questions right now" in mallory.page()
+        mallory_gold += 1
+    assert "No questions right now" in page and mallory_gold >= 3
     assert question_on(Worker(server, "bob").page()) is not None  # there are questions for others
     assert worker_rows(server.db_path)["human:mallory"][3] is not None
     assert not any(worker == "human:mallory" for t in server.tasks() for worker, _ in t["answers"])
@@ -397,12 +394,12 @@ def test_people_cannot_tell_gold_and_one_who_fails_it_gets_no_more_questions(cro
     assert workers["mallory"]["blocked"].startswith("Estimated accuracy")
     assert (workers["mallory"]["gold_right"], workers["mallory"]["gold_answers"], workers["mallory"]["answers"]) == (
         0,
-        4,
+        mallory_gold,
         0,
     )
     assert workers["alice"]["blocked"] is None and workers["alice"]["gold_right"] == 4
     assert workers["alice"]["accuracy"] > workers["mallory"]["accuracy"]
-    gold_answers = 4 + 1 + 4  # alice, carol, mallory
+    gold_answers = 4 + 1 + mallory_gold  # alice, carol, mallory
     assert figures["gold"] == {
         "answers": gold_answers,
         "cost": pytest.approx(gold_answers * server.config.reward_per_answer),
@@ -472,3 +469,59 @@ def test_gold_tasks_check_the_confidence_and_warn_when_results_are_right_less_of
     spend = server.config.starting_balance - balance(server)
     assert gold_answers > 100 and spend < (task_answers + 12 + 0.5) * server.config.reward_per_answer
     assert not any("gold.example" in task["input"]["image"]["url"] for task in server.tasks())
+
+
+def replay_crowd(service, crowd, tasks, seed):
+    """Answer ``tasks`` tasks (random truths) and the gold questions mixed in with simulated workers asking in a
+    random order, as the worker page does; return each worker's answers given before it was blocked."""
+    rng = random.Random(seed)
+    account = service.config.accounts[0].account_id
+    truths = {}
+    for n in range(tasks):
+        url = f"https://tasks.example/{n}.jpg"
+        truths[url] = rng.random() < 0.5
+        body = json.dumps({"input": {"image": {"url": url}, "target": {"label": "person"}}}).encode()
+        service.put_task(account, "image-contains", f"t{n}", body)
+    answered = dict.fromkeys(crowd, 0)
+    active = list(crowd)
+    while active:
+        worker = rng.choice(active)
+        assignment = service.next_assignment(worker)
+        if assignment is None:
+            active.remove(worker)
+            continue
+        if assignment.gold:
+            truth = service.store.gold_truth(assignment.image_url, assignment.label)
+        else:
+            truth = truths[assignment.image_url]
+        service.submit_answer(assignment, worker, crowd[worker].says_yes(truth, rng.random()))
+        answered[worker] += 1
+    return answered
+
+
+@pytest.mark.parametrize(("seed", "gold"), [(1, True), (2, True), (1, False), (2, False)])
+def test_a_bad_worker_is_blocked_before_24_answers_and_good_ones_never(tmp_path, seed, gold):
+    """Workers right 70 to 95 % of the time, and one right 20 % of the time, as people on the worker page.
+
+    With gold (probation: 8 of the first 10 questions), the bad worker is blocked before its 8th gold answer and
+    its 12th answer (the old rule waited for 8 gold answers, or 24 answers to finished tasks). Without gold, workers are judged only by the
+    answers before theirs to the tasks they answered, never by verdicts their own answers helped reach: the bad
+    one is still blocked, and no good worker ever is."""
+    from airflow_provider_imagecontains.server.service import CrowdService
+    from airflow_provider_imagecontains.server.store import TaskStore
+
+    crowd = {f"good-{n}": CrowdClass("good", 1, 0.7 + 0.05 * (n % 6)) for n in range(12)}
+    crowd["contrarian"] = CrowdClass("contrarian", 1, 0.2)
+    store = TaskStore(str(tmp_path / "crowd.db"))
+    store.open_accounts(["123456789012"], 10**12)
+    if gold:
+        store.add_gold([(f"https://gold.example/{n}.jpg", "person", n % 2 == 0) for n in range(40)])
+    service = CrowdService(store, ServerConfig(workforce="human", seed=seed))
+    answered = replay_crowd(service, crowd, 300, seed)
+    blocked = {worker for worker in crowd if store.is_blocked(worker)}
+    gold_answers = store.connection.execute("SELECT COUNT(*) FROM gold_answers WHERE worker = 'contrarian'")
+    gold_answers = gold_answers.fetchone()[0]
+    store.close()
+    assert blocked == {"contrarian"}, (blocked, answered)
+    if gold:
+        assert gold_answers < 8 and answered["contrarian"] < 12, (gold_answers, answered)

@@ -36,7 +36,6 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--gold-task-share": ("gold_task_share", float, "share of gold asked as gold tasks (tests the confidence)"),
     "--probation-questions": ("probation_questions", int, "a new worker's first questions, mostly gold"),
     "--probation-gold-share": ("probation_gold_share", float, "share of gold among the probation questions"),
-    "--block-after-gold": ("block_after_gold", int, "gold answers before a worker can be blocked"),
     "--block-below": ("block_below_accuracy", float, "estimated accuracy under which a worker is blocked"),
     "--task-deadline": ("task_deadline_seconds", float, "seconds before a processing task fails Expired"),
     "--reward": ("reward_per_answer", float, "dollars charged per worker answer"),

@@ -2,8 +2,9 @@
 
 Gold questions are images whose answers are known, mixed unannounced into every worker's questions: a
 worker sees them exactly like a paid task. New workers are on probation (most of their first questions
-are gold), so a spammer is found before it has answered many paid questions; a worker whose measured
-accuracy stays below a threshold after enough gold gets no more questions.
+are gold), so a spammer is found before it has answered many paid questions. A worker is blocked on evidence it
+cannot hide (``WorkerRecord``): gold answers, and answers to tasks whose earlier answers alone were sure of the
+truth; never on the adjudicator's verdicts that its own answer helped reach.
 
 Gold questions also test the adjudicator: a share of them become gold tasks, answered by several workers one at
 a time and decided by the same sequential rule as a requester's task, so that how often its confident verdicts
@@ -17,19 +18,21 @@ import json
 import math
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_imagecontains.server.adjudication import WorkerModel
+from airflow_provider_imagecontains.server.adjudication import WorkerModel, evidence
 from airflow_provider_imagecontains.server.config import ServerConfig
 from airflow_provider_imagecontains.server.store import TaskStore
 
 DEFAULT_DB = "imagecontains-server.db"
-# Answers to finished tasks worth one gold answer when judging a worker: the task's verdict stands in for the truth.
-TASK_ANSWERS_PER_GOLD = 3
+# An answer to a task is judged against the answers before it only when they alone are this sure of the truth.
+PEER_CONFIDENCE = 0.9
+# A worker is blocked once the one-sided 99 % upper bound of its balanced accuracy is below the bar.
+BLOCK_Z = 2.326
 # Observed accuracy is below the confidence target beyond chance when a one-sided exact binomial test at this
 # level says so: at most a 1 % chance that a calibrated adjudicator would do as badly.
 CALIBRATION_ALPHA = 0.01
@@ -103,22 +106,120 @@ def gold_due(config: ServerConfig, questions_answered: int, draw: float) -> bool
     return draw < share
 
 
-def block_reason(config: ServerConfig, model: WorkerModel) -> str | None:
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What gold and the other workers show of one worker, per kind of image: answers right and wrong, each
+    weighed by the probability of the truth it is judged against (1 for gold).
+
+    :param yes_right: "yes" to images that contain the target.
+    :param yes_wrong: "no" to images that contain the target.
+    :param no_right: "no" to images that do not.
+    :param no_wrong: "yes" to images that do not.
+    :param gold: gold answers among them.
+    """
+
+    yes_right: float = 0.0
+    yes_wrong: float = 0.0
+    no_right: float = 0.0
+    no_wrong: float = 0.0
+    gold: int = 0
+
+    def learned(self, truth_yes: float, says_yes: bool, *, gold: bool, weight: float = 1.0) -> WorkerRecord:
+        """The record after one more answer judged against ``truth_yes`` (``weight=-1`` takes one back)."""
+        on_yes, on_no = weight * truth_yes, weight * (1.0 - truth_yes)
+        return WorkerRecord(
+            self.yes_right + (on_yes if says_yes else 0.0),
+            self.yes_wrong + (0.0 if says_yes else on_yes),
+            self.no_right + (0.0 if says_yes else on_no),
+            self.no_wrong + (on_no if says_yes else 0.0),
+            self.gold + round(weight) * int(gold),
+        )
+
+    @property
+    def answers(self) -> float:
+        return self.yes_right + self.yes_wrong + self.no_right + self.no_wrong
+
+    def balanced_accuracy(self) -> tuple[float, float]:
+        """Mean and standard deviation of the balanced accuracy (the mean of the two accuracies), each accuracy a
+        Beta(1, 1) posterior: a worker without a record is 0.5 +- 0.2, and nothing is assumed of it."""
+        moments = [
+            _beta_moments(right, wrong)
+            for right, wrong in ((self.yes_right, self.yes_wrong), (self.no_right, self.no_wrong))
+        ]
+        mean = (moments[0][0] + moments[1][0]) / 2.0
+        return mean, math.sqrt(moments[0][1] + moments[1][1]) / 2.0
+
+
+def _beta_moments(right: float, wrong: float) -> tuple[float, float]:
+    a, b = right + 1.0, wrong + 1.0
+    return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1.0))
+
+
+def block_reason(config: ServerConfig, record: WorkerRecord) -> str | None:
     """Why the worker must get no more questions, or None while it may keep answering.
 
-    Judged after ``block_after_gold`` gold answers, or after ``TASK_ANSWERS_PER_GOLD`` times as many answers to
-    finished tasks for a worker who gets no gold (a paid crowd's worker answers only the tasks posted there).
+    Blocked once the one-sided 99 % upper bound of its balanced accuracy is below ``block_below_accuracy``: as
+    soon as the evidence says so, whatever the number of answers (a worker wrong on every gold question goes
+    within a few), and a good worker's record keeps the bound above the bar.
     """
-    measured = model.gold_answers >= config.block_after_gold
-    if not measured and model.task_answers < TASK_ANSWERS_PER_GOLD * config.block_after_gold:
-        return None
-    accuracy = model.balanced_accuracy(config.prior_worker_accuracy)
-    if accuracy >= config.block_below_accuracy:
+    mean, deviation = record.balanced_accuracy()
+    upper = mean + BLOCK_Z * deviation
+    if upper >= config.block_below_accuracy:
         return None
     return (
-        f"Estimated accuracy {accuracy:.3f} is below {config.block_below_accuracy} after {model.gold_answers} "
-        f"gold questions ({model.gold_right} right) and {model.task_answers:.0f} answers to finished tasks."
+        f"Estimated accuracy {mean:.3f} (at most {upper:.3f} at 99 %) is below {config.block_below_accuracy}, from "
+        f"{record.gold} gold answers and {record.answers - record.gold:.1f} answers judged by other workers' answers."
     )
+
+
+def peer_truths(
+    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], prior_accuracy: float
+) -> dict[str, float]:
+    """For each answer of a finished task that came after answers already ``PEER_CONFIDENCE`` sure: the probability
+    that the image contains the target from those earlier answers alone (even prior odds), to judge it by.
+
+    Only earlier answers: whether a task asks for more answers after this one depends on what this one said (a
+    dissent is always outvoted by the answers it brings, an agreement often ends the task), so judging it by the
+    later ones too would count every dissent and few agreements. Its own answer never stands in for the truth.
+    """
+    truths = {}
+    log_odds = 0.0
+    for worker, says_yes in answers:
+        probability_yes = 1.0 / (1.0 + math.exp(-log_odds))
+        if max(probability_yes, 1.0 - probability_yes) >= PEER_CONFIDENCE:
+            truths[worker] = probability_yes
+        log_odds += evidence(models.get(worker), says_yes, prior_accuracy)
+    return truths
+
+
+class WorkerRecords:
+    """Each worker's ``WorkerRecord``, in a table of its own in the server's SQLite file.
+
+    :param connection: the server's database connection (``TaskStore.connection``).
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS worker_records (worker TEXT PRIMARY KEY, yes_right REAL NOT NULL, "
+            "yes_wrong REAL NOT NULL, no_right REAL NOT NULL, no_wrong REAL NOT NULL, gold INTEGER NOT NULL)"
+        )
+
+    def get(self, workers: Iterable[str]) -> dict[str, WorkerRecord]:
+        workers = list(workers)
+        rows = self._db.execute(
+            "SELECT worker, yes_right, yes_wrong, no_right, no_wrong, gold FROM worker_records "  # noqa: S608
+            f"WHERE worker IN ({','.join('?' * len(workers))})",
+            workers,
+        )
+        return {row[0]: WorkerRecord(*row[1:]) for row in rows}
+
+    def save(self, records: Mapping[str, WorkerRecord]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO worker_records (worker, yes_right, yes_wrong, no_right, no_wrong, gold) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(worker, r.yes_right, r.yes_wrong, r.no_right, r.no_wrong, r.gold) for worker, r in records.items()],
+        )
 
 
 def binomial_at_most(successes: int, trials: int, probability: float) -> float:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
 from airflow_provider_imagecontains.server.adjudication import Verdict, WorkerModel, adjudicate, learn_from_task
 from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
-from airflow_provider_imagecontains.server.quality import GoldTasks, block_reason, gold_due
+from airflow_provider_imagecontains.server.quality import (
+    GoldTasks,
+    WorkerRecord,
+    WorkerRecords,
+    block_reason,
+    gold_due,
+    peer_truths,
+)
 from airflow_provider_imagecontains.server.store import (
     PROCESSING,
     StoredTask,
@@ -106,6 +113,7 @@ class CrowdService:
         # Called with (worker, reason) when a worker is blocked, e.g. to block it on the crowd platform too.
         self.block_listeners: list[Callable[[str, str], None]] = []
         self.gold_tasks = GoldTasks(store.connection)
+        self.worker_records = WorkerRecords(store.connection)
         self._calibration_below = False
         self._watch_calibration()
 
@@ -266,7 +274,8 @@ class CrowdService:
                 learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
                 self.store.save_models(learned)
                 self.store.save_class_prior(task.account, task.function, label, class_prior)
-                blocked = self._block_if_due(learned)
+                judged = peer_truths(answers, models, prior)
+                blocked = self._judge([(who, judged[who], yes, False) for who, yes in answers if who in judged])
             elif verdict.exhausted:
                 self.store.finish(task.id, problem=INCONCLUSIVE)
             else:
@@ -324,33 +333,39 @@ class CrowdService:
         with self.store.transaction():
             self.store.add_gold_answer(assignment.task_id, worker, contains_target, time.time())
             if contains_target is None or truth is None:
-                learned: dict[str, WorkerModel] = {}
+                votes: list[tuple[str, bool]] = []
                 if assignment.gold_task_id is not None:
                     self.gold_tasks.unclaim(assignment.gold_task_id)
             elif assignment.gold_task_id is not None:
-                learned = self._vote_on_gold_task(assignment.gold_task_id, worker, contains_target, truth)
-                decided = bool(learned)
+                votes = self._vote_on_gold_task(assignment.gold_task_id, worker, contains_target, truth)
+                decided = bool(votes)
             else:
-                model = self.store.worker_models([worker]).get(worker, WorkerModel())
-                learned = {worker: model.learned(float(truth), contains_target, gold=True)}
-            self.store.save_models(learned)
-            blocked = self._block_if_due(learned)
+                votes = [(worker, contains_target)]
+            if votes and truth is not None:
+                models = self.store.worker_models({who for who, _ in votes})
+                self.store.save_models(
+                    {
+                        who: (models.get(who) or WorkerModel()).learned(float(truth), yes, gold=True)
+                        for who, yes in votes
+                    }
+                )
+                blocked = self._judge([(who, float(truth), yes, True) for who, yes in votes])
         self._announce_blocked(blocked)
         if decided:
             self._watch_calibration()
 
-    def _vote_on_gold_task(self, gold_task_id: int, worker: str, says_yes: bool, truth: bool) -> dict[str, WorkerModel]:
-        """Adjudicate a gold task after one more vote, as a task; once it ends, every vote teaches its worker's
-        model as a gold answer (not before: a verdict must not be weighed with what its own answers taught)."""
+    def _vote_on_gold_task(self, gold_task_id: int, worker: str, says_yes: bool, truth: bool) -> list[tuple[str, bool]]:
+        """Adjudicate a gold task after one more vote, as a task; once it ends, return its votes, which then teach
+        their workers' models as gold answers (not before: a verdict must not be weighed with what its own answers
+        taught). An empty list while it waits for more."""
         votes = self.gold_tasks.add_vote(gold_task_id, worker, says_yes)
-        models = self.store.worker_models({who for who, _ in votes})
-        verdict = self._verdict(votes, models)
+        verdict = self._verdict(votes, self.store.worker_models({who for who, _ in votes}))
         if verdict.needs_more_answers:
             self.gold_tasks.unclaim(gold_task_id)
             self._wake_workers()
-            return {}
+            return []
         self.gold_tasks.finish(gold_task_id, verdict.contains_target, verdict.confidence, truth)
-        return {who: (models.get(who) or WorkerModel()).learned(float(truth), yes, gold=True) for who, yes in votes}
+        return votes
 
     def _watch_calibration(self) -> None:
         """Warn, once each time it happens, when gold tasks show results right less often than the target."""
@@ -379,13 +394,20 @@ class CrowdService:
             if answer is not None and truth is not None:
                 model = self.store.worker_models([worker]).get(worker, WorkerModel())
                 self.store.save_models({worker: model.learned(float(truth), answer, gold=True, weight=-1.0)})
+                record = self.worker_records.get([worker]).get(worker, WorkerRecord())
+                self.worker_records.save({worker: record.learned(float(truth), answer, gold=True, weight=-1.0)})
         return True
 
-    def _block_if_due(self, models: dict[str, WorkerModel]) -> dict[str, str]:
-        """Block the workers whose model is now below the bar (inside the caller's transaction)."""
+    def _judge(self, answers: list[tuple[str, float, bool, bool]]) -> dict[str, str]:
+        """Add answers (worker, probability the image contains the target, says yes, gold) to their workers'
+        records and block those now below the bar (inside the caller's transaction); return who was blocked."""
+        records = self.worker_records.get({worker for worker, *_ in answers})
+        for worker, truth_yes, says_yes, gold in answers:
+            records[worker] = records.get(worker, WorkerRecord()).learned(truth_yes, says_yes, gold=gold)
+        self.worker_records.save(records)
         blocked = {}
-        for worker, model in models.items():
-            reason = block_reason(self.config, model)
+        for worker, record in records.items():
+            reason = block_reason(self.config, record)
             if reason is not None and not self.store.is_blocked(worker):
                 self.store.block(worker, reason, time.time())
                 blocked[worker] = reason
