@@ -525,3 +525,41 @@ def test_a_bad_worker_is_blocked_before_24_answers_and_good_ones_never(tmp_path,
     assert blocked == {"contrarian"}, (blocked, answered)
     if gold:
         assert gold_answers < 8 and answered["contrarian"] < 12, (gold_answers, answered)
+
+
+def test_a_small_team_is_told_it_cannot_finish_tasks_and_two_people_measured_on_gold_can(
+    crowd_server, tmp_path, gold_key, caplog
+):
+    """One or two people not yet measured can never reach the 0.95 target (issue 25: 0 of 11 completed, silently):
+    the server says so at start and the dashboard says so with the remedy. Two people whose gold answers measured
+    them complete tasks; their results' confidence is what those measured accuracies support."""
+    caplog.set_level("WARNING", logger="airflow_provider_imagecontains.server.human")
+    server = crowd_server(workforce="human", seed=1)
+    assert any("This workforce cannot complete tasks: 0 workers" in r.getMessage() for r in caplog.records)
+    owner = dashboard(server)
+    teams = []
+    for name in ("alice", "bob", "carol"):
+        server.issue_token("worker", name)
+        teams.append(owner.get("/dashboard/data").json()["team"])
+    assert [(team["workers"], team["completes"]) for team in teams] == [(1, False), (2, False), (3, True)]
+    assert "Load gold questions" in teams[1]["message"] and teams[2]["message"] is None
+
+    # A new server, two people, gold: after their probation they complete every task by agreeing.
+    server = crowd_server(workforce="human", seed=1)
+    main(["gold", "add", gold_key, "--db", server.db_path])
+    gold = json.loads(open(gold_key).read())["images"]
+    truth = {f"https://tasks.example/{n}.jpg": n % 3 == 0 for n in range(11)}
+    ImageContainsHook().put_tasks(
+        "image-contains",
+        {f"t{n}": {"image": {"url": url}, "target": {"label": "person"}} for n, url in enumerate(truth)},
+    )
+    for name in ("alice", "bob"):
+        person = Worker(server, name)
+        while (question := question_on(page := person.page())) is not None:
+            image, label = question
+            person.answer(page, label in gold[image] if image in gold else truth[image])
+    documents = ImageContainsHook().get_tasks("image-contains", [f"t{n}" for n in range(11)])
+    completed = [d for d in documents.values() if d["state"] == "completed"]
+    assert len(completed) == 11, documents
+    assert all(d["result"]["answers"] == 2 and d["result"]["confidence"] >= 0.95 for d in completed)
+    assert dashboard(server).get("/dashboard/data").json()["team"]["completes"]

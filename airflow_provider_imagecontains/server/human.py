@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import secrets
 import time
@@ -23,6 +24,8 @@ from airflow_provider_imagecontains.server.adjudication import MODEL_FIELDS, Wor
 from airflow_provider_imagecontains.server.config import ServerConfig
 from airflow_provider_imagecontains.server.service import Assignment, CrowdService
 from airflow_provider_imagecontains.server.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
+
+log = logging.getLogger(__name__)
 
 WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
@@ -172,6 +175,10 @@ class WorkforceStore:
             (account,),
         )
         return [url for (url,) in rows]
+
+    def worker_names(self) -> list[str]:
+        """The people who hold a worker token."""
+        return [name for (name,) in self._db.execute("SELECT subject FROM sign_in_tokens WHERE kind = ?", (WORKER,))]
 
     def answers_given(self, worker: str) -> int:
         """Answers to tasks and to gold questions alike: a worker's count must not tell which was which."""
@@ -340,12 +347,15 @@ class HumanWorkforce:
         # Each worker's last answered question, so that a second click on it is not taken for a late answer.
         self._last_answered: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._team_completes: bool | None = None
 
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
         for state in (self._held, self._set_aside, self._last, self._notices, self._last_answered):
             state.clear()
+        self._team_completes = None
+        self._check_team()
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -503,10 +513,51 @@ class HumanWorkforce:
                 if aside is not None:
                     self.service.give_back(aside)
 
+    def team(self) -> dict[str, Any]:
+        """Whether the people with a worker token (and, ``mixed``, the simulated workers), those not blocked, can
+        complete a task at the confidence target: the dashboard's figures, with what to do when they cannot."""
+        people = [HUMAN_PREFIX + name for name in self.store.worker_names()]
+        simulated = [f"{c.name}-{n + 1}" for c in self.config.crowd_classes for n in range(c.count)]
+        workers = [
+            w
+            for w in people + (simulated if self.config.workforce == "mixed" else [])
+            if not self.service.store.is_blocked(w)
+        ]
+        verdict = self.service.reach(workers)
+        completes = verdict.contains_target is not None
+        target = self.config.confidence
+        message = None
+        if not completes:
+            message = (
+                f"This workforce cannot complete tasks: {len(workers)} workers who may answer, and even when all of "
+                f"them agree a task reaches {verdict.confidence:.3f} confidence, short of the target {target} (a person "
+                f"not measured yet counts as {self.config.prior_worker_accuracy} accurate; one answer never settles a "
+                "task). Load gold questions (imagecontains-server gold add) so that people's accuracy is measured, "
+                "add people, or lower --confidence; docs/workforce.md, 'Small teams'."
+            )
+        return {
+            "workers": len(workers),
+            "completes": completes,
+            "confidence": round(verdict.confidence, 4),
+            "target": target,
+            "message": message,
+        }
+
+    def _check_team(self) -> None:
+        """Log when the workforce becomes unable (or able again) to complete tasks: at start, then on each change."""
+        team = self.team()
+        if team["completes"] != self._team_completes:
+            if team["message"] is not None:
+                log.warning(team["message"])
+            elif self._team_completes is not None:
+                log.info("The workforce can complete tasks again (%d workers).", team["workers"])
+        self._team_completes = team["completes"]
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
             self.release_stale()
+            self._check_team()
 
 
 def token_main(argv: Sequence[str]) -> None:

@@ -8,11 +8,17 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from airflow_provider_imagecontains.exceptions import InvalidTaskError
-from airflow_provider_imagecontains.server.adjudication import Verdict, WorkerModel, adjudicate, learn_from_task
+from airflow_provider_imagecontains.server.adjudication import (
+    Verdict,
+    WorkerModel,
+    adjudicate,
+    evidence,
+    learn_from_task,
+)
 from airflow_provider_imagecontains.server.config import MTURK_MAX_ASSIGNMENTS, ServerConfig
 from airflow_provider_imagecontains.server.quality import (
     GoldTasks,
@@ -325,6 +331,18 @@ class CrowdService:
             max_answers=self._max_answers,
             prior_accuracy=self.config.prior_worker_accuracy,
         )
+
+    def reach(self, workers: Collection[str]) -> Verdict:
+        """What the adjudicator decides when the strongest ``max_answers`` of ``workers`` all give the same answer,
+        on the kind of image where that weighs less: whether these workers can complete a task at all (a verdict
+        without ``contains_target`` says they cannot, and ``confidence`` how far they get)."""
+        models = self.store.worker_models(workers)
+        prior = self.config.prior_worker_accuracy
+        verdicts = []
+        for says_yes in (True, False):
+            strongest = sorted(workers, key=lambda w: abs(evidence(models.get(w), says_yes, prior)), reverse=True)
+            verdicts.append(self._verdict([(w, says_yes) for w in strongest[: self._max_answers]], models))
+        return min(verdicts, key=lambda verdict: (verdict.contains_target is not None, verdict.confidence))
 
     def _submit_gold(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
         truth = self.store.gold_truth(assignment.image_url, assignment.label)

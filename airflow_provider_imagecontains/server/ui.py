@@ -250,6 +250,7 @@ class WorkforcePages:
             )
         )
         figures["calibration"] = self.workforce.service.calibration_report()
+        figures["team"] = self.workforce.team()
         return Response(json.dumps(figures), media_type="application/json")
 
     # Local images

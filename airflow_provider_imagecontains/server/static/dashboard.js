@@ -56,6 +56,9 @@ function render(data) {
     `${data.gold.answers} gold answers to check the workers, not billed to you`;
 
   renderCalibration(data.calibration);
+  const teamWarning = document.getElementById("team-warning");
+  teamWarning.hidden = data.team.completes;
+  teamWarning.textContent = data.team.message || "";
 
   const workers = document.getElementById("workers");
   workers.replaceChildren(...data.workers.map((worker) => {
