@@ -121,7 +121,7 @@ def main() -> None:
 
 Recorded answers of real workers replayed through the server (`bench_real_crowds`'s in-process replay, confidence
 0.95), {args.seeds} seeds each; a worker's true balanced accuracy is measured over all its recorded answers. Without
-gold, workers are judged only by the other workers' answers to tasks they did not decide alone; with gold,
+gold, workers are judged only by the answers before theirs to the same tasks, when those alone were 0.9 sure; with gold,
 {GOLD_SHARE:.0%} of the items are held out of the tasks as gold questions (answered with the worker's recorded answer,
 or "can't tell" for an item it never saw). Bad: below {BAD_BELOW} (the server's bar), good: {GOOD_FROM} or more.
 "Answers before" is the mean number of task answers a bad worker gave before it was blocked.
