@@ -9,19 +9,19 @@ INSTALLED := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 
 .PHONY: venv test lint demo bench clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml gateway/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e "./gateway[dev]" -e ".[amazon,vision]" --group dev "apache-airflow==$(AIRFLOW_VERSION)"
 	rm -f $(VENV)/.installed*
 	touch $@
 
 venv: $(INSTALLED)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check airflow_provider_imagecontains tests bench example_dags demo
-	$(BIN)/ruff format --check airflow_provider_imagecontains tests bench example_dags demo
-	$(BIN)/mypy airflow_provider_imagecontains
+	$(BIN)/ruff check airflow_provider_imagecontains gateway tests bench example_dags demo
+	$(BIN)/ruff format --check airflow_provider_imagecontains gateway tests bench example_dags demo
+	$(BIN)/mypy airflow_provider_imagecontains gateway/imagecontains_gateway
 
 test: lint
 	$(BIN)/pytest
@@ -32,7 +32,7 @@ demo: $(INSTALLED)
 
 # Every benchmark, one after another (they share the machine's 2 cores); each rewrites its docs section.
 bench: $(INSTALLED)
-	for name in server_capacity adjudication quality real_crowds blocking hook trigger reliability prescreen people_scorer server_memory mturk; do \
+	for name in server_capacity adjudication quality real_crowds blocking hook trigger reliability prescreen people_scorer server_memory prolific; do \
 		$(BIN)/python bench/bench_$$name.py || exit 1; \
 	done
 

@@ -27,7 +27,6 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "MTurk Crowd Image Contains",
                 "python-modules": [
-                    "airflow_provider_imagecontains.hooks.credentials",
                     "airflow_provider_imagecontains.hooks.base_crowd",
                     "airflow_provider_imagecontains.hooks.imagecontains",
                 ],

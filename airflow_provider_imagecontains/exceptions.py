@@ -6,6 +6,8 @@ never carries credentials, request headers or signatures.
 
 from __future__ import annotations
 
+from airflow.providers.common.compat.sdk import AirflowFailException
+
 
 class CrowdApiError(Exception):
     """Base class of every error the provider raises about the crowd API.
@@ -24,6 +26,15 @@ class CrowdApiError(Exception):
 
 class InvalidTaskError(CrowdApiError, ValueError):
     """The task name or input breaks the API's rules (found locally, or a 400 from the service)."""
+
+
+# status_code is the crowd response's (None here: no request was made), not AirflowException's HTTP 500.
+class InvalidImagesError(InvalidTaskError, AirflowFailException):  # type: ignore[misc]
+    """The operator's images or labels break the API's rules; nothing was submitted.
+
+    An :class:`AirflowFailException`, so Airflow fails the task without retrying: a retry would meet
+    the same input.
+    """
 
 
 class TaskNameConflictError(CrowdApiError):

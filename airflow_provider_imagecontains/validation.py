@@ -1,6 +1,6 @@
-"""The crowd API's input rules, shared by the hook (checked before any request) and the local server.
+"""The crowd API's input rules, checked by the hook before any request.
 
-Kept free of Airflow imports so the local server starts quickly.
+The gateway enforces the same rules with its own code (``imagecontains_gateway.validation``).
 """
 
 from __future__ import annotations
@@ -56,14 +56,22 @@ def validate_image_url(url: Any) -> str:
         )
     if url != url.strip() or any(ch.isspace() for ch in url):
         raise InvalidTaskError(f"Invalid image URL {url!r}: it contains white space.")
-    if has_control_characters(url):
-        raise InvalidTaskError(f"Invalid image URL {url!r}: it contains control characters.")
+    if has_control_characters(url) or has_hidden_characters(url):
+        raise InvalidTaskError(
+            f"Invalid image URL {url!r}: it contains control characters or invisible formatting characters."
+        )
     try:
         parts = urlsplit(url)
     except ValueError as err:
         raise InvalidTaskError(f"Invalid image URL {url!r}: {err}.") from None
     if parts.scheme.lower() not in ALLOWED_URL_SCHEMES or not parts.hostname:
         raise InvalidTaskError(f"Invalid image URL {url!r}: only absolute http:// and https:// URLs are accepted.")
+    if "@" in parts.netloc:
+        # Workers' browsers load the URL, and pages show it: a user name or password in it would reach them all.
+        raise InvalidTaskError(
+            f"Invalid image URL {parts.scheme}://...@{parts.hostname}: it carries a user name or password; "
+            "give the image a URL without them (for S3, a presigned URL)."
+        )
     return url
 
 
@@ -72,10 +80,25 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
+def has_hidden_characters(text: str) -> bool:
+    """Whether ``text`` holds a character that changes how text around it shows without showing itself: format
+    characters (bidirectional overrides such as U+202E, zero-width ones), line or paragraph separators, private-use,
+    surrogate or unassigned code points. Shown to workers, U+202E turned a question around on screen (issue 24)."""
+    return any(unicodedata.category(ch) in _HIDDEN_CATEGORIES for ch in text)
+
+
+_HIDDEN_CATEGORIES = frozenset({"Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+
+
 def validate_label(label: Any) -> str:
-    """Return ``label`` if it is a non-blank string of at most 256 characters."""
+    """Return ``label`` if it is a non-blank string of at most 256 characters, without control or hidden characters."""
     if not isinstance(label, str) or not label.strip():
         raise InvalidTaskError(f"Invalid label {label!r}: give a non-empty text such as 'person'.")
+    if has_control_characters(label) or has_hidden_characters(label):
+        raise InvalidTaskError(
+            f"Invalid label {label!r}: it contains control characters or invisible formatting characters "
+            "(such as right-to-left overrides or zero-width spaces); give plain text such as 'person'."
+        )
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidTaskError(
             f"Invalid label {label[:40]!r}...: it has {len(label)} characters, at most {MAX_LABEL_LENGTH} are allowed."

@@ -17,7 +17,7 @@ import statistics
 from report import write_section
 from simulated_adjudication import SequentialAdjudicator
 
-from airflow_provider_imagecontains.server.config import ServerConfig
+from imagecontains_gateway.config import ServerConfig
 
 WORKER_ACCURACIES = (0.7, 0.8, 0.9)
 POOL_SIZE = 30

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench_real_crowds import DATASETS, IMAGE_URL, Crowd, InProcessReplay, label, load_crowd, replay, server_config
 from report import write_section
 
-from airflow_provider_imagecontains.server.human import HUMAN_PREFIX
+from imagecontains_gateway.human import HUMAN_PREFIX
 
 GOLD_SHARE = 0.2
 BAD_BELOW = 0.6  # the server's block_below_accuracy: these workers should be blocked
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["bluebird", "possent", "rte"])
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    logging.getLogger("airflow_provider_imagecontains.server.service").setLevel(logging.ERROR)
+    logging.getLogger("imagecontains_gateway.service").setLevel(logging.ERROR)
     rows = [row for name in args.only for row in bench(load_crowd(args.datasets / name), args.seeds)]
     text = f"""## Blocking on real crowds (`bench/bench_blocking.py`)
 

@@ -37,7 +37,7 @@ from botocore.credentials import Credentials, RefreshableCredentials
 from report import write_section
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 FUNCTION_NAME = "image-contains"
 SECTION = "hook"

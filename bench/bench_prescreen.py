@@ -30,7 +30,7 @@ from simulated_adjudication import SequentialAdjudicator
 
 from airflow_provider_imagecontains.prescreen import calibrate_thresholds, is_audited
 from airflow_provider_imagecontains.prescreen.screening import model_verdict
-from airflow_provider_imagecontains.server.config import ServerConfig
+from imagecontains_gateway.config import ServerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "example_dags"))
 import surveillance_triage  # the DAG's own pair keeping and defaults

@@ -25,9 +25,9 @@ import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene
 from report import write_section
 
-from airflow_provider_imagecontains.server.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
-from airflow_provider_imagecontains.server.config import CrowdClass, ServerConfig, parse_crowd
-from airflow_provider_imagecontains.server.quality import WorkerRecord, block_reason, gold_due, peer_truths
+from imagecontains_gateway.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
+from imagecontains_gateway.quality import WorkerRecord, block_reason, gold_due, peer_truths
 
 # 20% experts, 60% average workers, 20% spammers (half of them yes-sayers), as in issue 12.
 CROWD = "expert:10:0.95,average:30:0.75,spammer:5:0.5,yes-sayer:5:0.5:yes"

@@ -48,11 +48,11 @@ import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene
 from report import write_section
 
-from airflow_provider_imagecontains.server.config import ServerConfig
-from airflow_provider_imagecontains.server.human import HUMAN_PREFIX
-from airflow_provider_imagecontains.server.service import CrowdService
-from airflow_provider_imagecontains.server.store import TaskStore
-from airflow_provider_imagecontains.validation import IMAGE_CONTAINS
+from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.human import HUMAN_PREFIX
+from imagecontains_gateway.service import CrowdService
+from imagecontains_gateway.store import TaskStore
+from imagecontains_gateway.validation import IMAGE_CONTAINS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets" / "real-crowds"
@@ -176,7 +176,7 @@ class HttpReplay:
 
     def __init__(self, crowd: Crowd, config: ServerConfig, directory: str) -> None:
         from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-        from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+        from imagecontains_gateway.testing import LocalCrowdServer
 
         self.crowd = crowd
         overrides = {name: getattr(config, name) for name in ("workforce", "confidence", "max_answers_per_task")}
@@ -518,7 +518,7 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="also replay each crowd once over HTTP and compare")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    logging.getLogger("airflow_provider_imagecontains.server.service").setLevel(logging.ERROR)  # blocked workers
+    logging.getLogger("imagecontains_gateway.service").setLevel(logging.ERROR)  # blocked workers
     names = args.only or ["bluebird", "possent", "rte", "simulated"]
     crowds = [simulated_crowd(0) if name == "simulated" else load_crowd(args.datasets / name) for name in names]
     results = {crowd.name: bench_crowd(crowd, args.seeds, tuple(args.targets), args.http) for crowd in crowds}

@@ -26,7 +26,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from report import write_section
 
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 INPUT = {"image": {"url": "https://images.example.com/cam1.jpg"}, "target": {"label": "person"}}
 

@@ -25,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from report import DOCS, write_section
 
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 GiB = 1024**3
 MiB = 1024**2

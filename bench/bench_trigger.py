@@ -49,11 +49,11 @@ from pathlib import Path
 from report import write_section
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.store import COMPLETED, PROCESSING, TaskStore
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers import imagecontains as trigger_module
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway.store import COMPLETED, PROCESSING, TaskStore
+from imagecontains_gateway.testing import LocalCrowdServer
 
 SECTION = "trigger"
 TRIGGERER_SECTION = "trigger-triggerer"
@@ -434,7 +434,7 @@ def many_triggers_in_this_process(
 
 def insert_processing_tasks(db: Path, count: int) -> list[str]:
     """Create ``count`` processing tasks straight in the server's database (100,000 PUTs would take minutes)."""
-    from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
+    from imagecontains_gateway.config import DEMO_ACCOUNT
 
     names = task_names(count)
     store = TaskStore(str(db))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from airflow_provider_imagecontains.server.adjudication import (
+from imagecontains_gateway.adjudication import (
     ClassPrior,
     Verdict,
     WorkerModel,
     adjudicate,
     learn_from_task,
 )
-from airflow_provider_imagecontains.server.config import ServerConfig
+from imagecontains_gateway.config import ServerConfig
 
 
 class SequentialAdjudicator:

@@ -27,8 +27,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
+from imagecontains_gateway.testing import LocalCrowdServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "example_dags"

@@ -397,7 +397,7 @@ def surveillance_triage():
     ).expand(images=batches)
     answers = (
         ImageContainsSensor.partial(
-            task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS
+            task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS, deferrable=True
         )
         .expand(submission=submissions.output)
         .output

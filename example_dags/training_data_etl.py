@@ -155,7 +155,7 @@ def training_data_etl():
     ).expand(images=make_questions(images))
     answers = (
         ImageContainsSensor.partial(
-            task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS
+            task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS, deferrable=True
         )
         .expand(submission=submissions.output)
         .output

@@ -19,7 +19,7 @@ import pytest  # noqa: E402  (after the Airflow environment above)
 def crowd_server(tmp_path, monkeypatch):
     """Factory: ``crowd_server(**config_overrides)`` starts a local crowd server (in-process) and
     points the ``imagecontains_default`` connection at it; ``crowd_server.current`` is the last one."""
-    from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+    from imagecontains_gateway.testing import LocalCrowdServer
 
     servers = []
 

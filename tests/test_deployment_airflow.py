@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 IMAGES = [f"https://img.example.com/deploy/{i:03d}.jpg" for i in range(6)]

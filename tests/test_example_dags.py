@@ -282,8 +282,8 @@ def example_dags():
     return bag.dags
 
 
-def test_only_the_two_example_dags_are_parsed(example_dags):
-    assert sorted(example_dags) == ["surveillance_triage", "training_data_etl"]
+def test_only_the_three_example_dags_are_parsed(example_dags):
+    assert sorted(example_dags) == ["example_imagecontains", "surveillance_triage", "training_data_etl"]
 
 
 def test_surveillance_triage_runs_hourly_over_the_past_hour_in_mapped_batches(example_dags):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_imagecontains.prescreen import is_audited
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
 from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder, stamp_arrivals
+from imagecontains_gateway.config import DEMO_ACCOUNT
+from imagecontains_gateway.testing import LocalCrowdServer
 
 
 def child_pids() -> set[int]:
@@ -277,3 +277,34 @@ def test_surveillance_triage_asks_the_teams_reviewers_about_the_frames_the_crowd
         assert (reviews[name]["crowd_problem"], reviews[name]["reviewed_by"]) == ("Inconclusive", "ana")
         assert reviews[name]["review"] == reviewed[name]
     assert [reviews[name]["contains_target"] for name in names] == [*("person" in key[n] for n in names[:3]), None]
+
+
+def test_example_imagecontains_runs_every_snippet_against_a_gateway(airflow_db, tmp_path):
+    import subprocess
+    import sys
+
+    generate_frames(tmp_path / "frames", 6)
+    records = tmp_path / "records"
+    with (
+        LocalCrowdServer(tmp_path / "crowd.db", subprocess=True) as server,
+        serve_folder(tmp_path / "frames") as frames_url,
+    ):
+        env = {
+            **os.environ,
+            **server.airflow_connection_env(),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parent.parent / "example_dags"),
+            "IMAGECONTAINS_EXAMPLE_IMAGES_URL": frames_url,
+            "IMAGECONTAINS_EXAMPLE_RECORDS_PATH": f"file://{records}",
+        }
+        airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+        run = subprocess.run(
+            [airflow, "dags", "test", "example_imagecontains"], env=env, capture_output=True, text=True, timeout=300
+        )
+        tasks = server.tasks(function_name="image-contains-test")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "state=success" in output.replace("DagRunState.SUCCESS", "success"), output[-3000:]
+    by_label = {label: sum(1 for t in tasks if t["input"]["target"]["label"] == label) for label in ("person", "car")}
+    # The dry run (person and car) created nothing; the mapped batches made the 6 car tasks.
+    assert by_label == {"person": 6, "car": 6}
+    [stored] = list(records.rglob("*.records.jsonl"))
+    assert len(stored.read_text().splitlines()) == 6

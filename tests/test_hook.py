@@ -28,7 +28,7 @@ from airflow_provider_imagecontains.exceptions import (
     ThrottledError,
 )
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 FAST_RETRIES = {"max_attempts": 8, "retry_base_delay": 0.001, "max_retry_delay": 0.02}
 

@@ -605,3 +605,30 @@ def test_connection_verify_and_proxies_are_checked() -> None:
         CrowdConnectionConfig.from_connection(make_connection(extra={"verify": 3}))
     with pytest.raises(ValueError, match="Invalid proxies"):
         CrowdConnectionConfig.from_connection(make_connection(extra={"proxies": "http://proxy:3128"}))
+
+
+@pytest.mark.parametrize(("given", "expected"), [("false", False), (" False ", False), ("true", True), (False, False)])
+def test_trust_env_given_as_text_by_a_form_is_read_as_a_boolean(given: Any, expected: bool) -> None:
+    assert CrowdConnectionConfig.from_connection(make_connection(extra={"trust_env": given})).trust_env is expected
+
+
+def test_a_trust_env_that_is_not_a_boolean_is_refused() -> None:
+    with pytest.raises(ValueError, match="Invalid trust_env 'no'"):
+        CrowdConnectionConfig.from_connection(make_connection(extra={"trust_env": "no"}))
+
+
+def test_provider_info_lists_only_modules_that_hold_hooks() -> None:
+    import importlib
+    import inspect
+
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    for entry in get_provider_info()["hooks"]:
+        for name in entry["python-modules"]:
+            module = importlib.import_module(name)
+            hooks = [
+                value
+                for value in vars(module).values()
+                if inspect.isclass(value) and issubclass(value, BaseHook) and value.__module__ == name
+            ]
+            assert hooks, f"{name} holds no hook"

@@ -45,7 +45,11 @@ def test_operator_and_sensor_report_the_image_folders_as_inputs(crowd_server, s3
     s3.create_bucket(Bucket="frames")
     with DAG("lineage_dag", schedule=None, start_date=datetime(2026, 1, 1)):
         submit = ImageContainsOperator(
-            task_id="submit", images=IMAGES, label="person", function_name="image-contains-test", aws_conn_id="aws_test"
+            task_id="submit",
+            images=IMAGES,
+            target_label="person",
+            function_name="image-contains-test",
+            aws_conn_id="aws_test",
         )
     handle = submit.execute({})
     with DAG("lineage_dag", schedule=None, start_date=datetime(2026, 1, 1)):

@@ -37,7 +37,7 @@ IMAGES = [f"https://img.example.com/cam/{i:04d}.jpg" for i in range(10)]
 
 def _operator(**kwargs) -> ImageContainsOperator:
     with DAG("ops_dag", schedule=None, start_date=datetime(2026, 1, 1)):
-        settings = {"task_id": "submit", "images": IMAGES, "label": "person", "function_name": TEST_FN, **kwargs}
+        settings = {"task_id": "submit", "images": IMAGES, "target_label": "person", "function_name": TEST_FN, **kwargs}
         return ImageContainsOperator(**settings)
 
 
@@ -160,14 +160,57 @@ def test_invalid_input_is_refused_before_any_request(crowd_server) -> None:
         _operator(images=[*IMAGES, "gs://bucket/a.jpg", IMAGES[0]]).execute({})
     assert isinstance(raised.value, InvalidTaskError)
     with pytest.raises(AirflowFailException, match="20 crowd tasks, more than max_tasks=10"):
-        _operator(label=["person", "car"], max_tasks=10).execute({})
+        _operator(target_label=["person", "car"], max_tasks=10).execute({})
     assert _count(server, "PUT") == 0 and _count(server, "GET") == 0
 
 
 def test_a_label_list_creates_one_task_per_image_and_label(crowd_server) -> None:
     server = crowd_server()
-    handle = _operator(images=IMAGES[:3], label=["person", "car"]).execute({})
+    handle = _operator(images=IMAGES[:3], target_label=["person", "car"]).execute({})
     assert len(handle["tasks"]) == 6 == len(server.tasks(function_name=TEST_FN))
+
+
+def test_the_deprecated_label_argument_still_sets_target_label_with_a_warning() -> None:
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="use target_label"):
+        deprecated = ImageContainsOperator(task_id="old", images=IMAGES, label=["person", "car"], namespace="n")
+    assert deprecated.target_label == ["person", "car"]
+    assert (
+        deprecated._plan()
+        == _operator(target_label=["person", "car"], namespace="n", function_name="image-contains")._plan()
+    )
+    with pytest.raises(ValueError, match="target_label only"):
+        ImageContainsOperator(task_id="both", images=IMAGES, label="person", target_label="person")
+
+
+class _MappedInstance:
+    """A mapped task instance whose ``xcom_pull`` without ``map_indexes`` sees only its own value, as on some
+    Airflow releases, and with them every instance's (the documented behaviour of an explicit list)."""
+
+    def __init__(self, xcom: dict, map_index: int, count_instances: bool = True) -> None:
+        self.xcom, self.map_index, self.dag_id, self.run_id = xcom, map_index, "ops_dag", "r1"
+        if count_instances:
+            self.get_ti_count = lambda **kwargs: 2
+
+    def xcom_push(self, key: str, value) -> None:
+        self.xcom[key, self.map_index] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes=None):
+        if map_indexes is None:
+            return self.xcom.get((key, self.map_index))
+        return [self.xcom.get((key, index)) for index in map_indexes]
+
+
+def test_max_run_tasks_counts_every_mapped_instance_or_refuses(crowd_server) -> None:
+    server = crowd_server()
+    xcom: dict[tuple[str, int], object] = {}
+    _operator(images=IMAGES[:3], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 0)})
+    with pytest.raises(AirflowFailException, match="plan 6 crowd tasks with this one"):
+        _operator(images=IMAGES[3:6], max_run_tasks=4).execute({"ti": _MappedInstance(xcom, 1)})
+    with pytest.raises(AirflowFailException, match="cannot be enforced"):
+        _operator(images=IMAGES[6:8], max_run_tasks=4).execute({"ti": _MappedInstance({}, 1, count_instances=False)})
+    assert len(server.tasks(function_name=TEST_FN)) == 3
 
 
 def test_dry_run_counts_new_tasks_and_submits_nothing(crowd_server) -> None:
@@ -200,6 +243,32 @@ def test_wait_for_completion_defers_to_the_trigger_and_returns_records(crowd_ser
     assert [docs[r["task_name"]]["result"]["containsTarget"] for r in records] == [
         r["contains_target"] for r in records
     ]
+
+
+def test_hook_params_and_the_poll_failure_limit_reach_the_deferred_trigger(crowd_server) -> None:
+    server = crowd_server(workforce_size=0)  # nobody answers: the tasks stay processing
+    operator = _operator(
+        images=IMAGES[:2],
+        function_name="image-contains",
+        wait_for_completion=True,
+        deferrable=True,
+        hook_params={"max_attempts": 1, "timeout": 5},
+        max_consecutive_poll_failures=1,
+    )
+    assert operator.hook.max_attempts == 1
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    kwargs = deferred.value.trigger.serialize()[1]
+    trigger = type(deferred.value.trigger)(**kwargs)  # as the triggerer rebuilds it
+    server.stop()
+
+    async def events() -> list[dict]:
+        return [event.payload async for event in trigger.run()]
+
+    (event,) = asyncio.run(events())
+
+    assert event["status"] == "error"
+    assert "for 1 poll cycles in a row" in event["message"] and "after 1 attempt(s)" in event["message"]
 
 
 def test_waiting_without_deferring_gives_the_same_records(crowd_server) -> None:
@@ -357,7 +426,9 @@ def test_waiting_with_records_path_returns_a_reference_to_the_stored_records(cro
     from airflow_provider_imagecontains.storage import read_records
 
     crowd_server()
-    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r1", task_id="submit", map_index=-1)}
+    context = {
+        "ti": SimpleNamespace(dag_id="ops_dag", run_id="r1", task_id="submit", map_index=-1, xcom_push=lambda **_: None)
+    }
     operator = _operator(
         wait_for_completion=True, deferrable=False, poll_interval=0.05, records_path=f"file://{tmp_path}"
     )
@@ -374,7 +445,9 @@ def test_a_deferred_wait_with_records_path_gives_the_trigger_a_reference_not_nam
     from airflow_provider_imagecontains.storage import read_records
 
     crowd_server()
-    context = {"ti": SimpleNamespace(dag_id="ops_dag", run_id="r2", task_id="submit", map_index=3)}
+    context = {
+        "ti": SimpleNamespace(dag_id="ops_dag", run_id="r2", task_id="submit", map_index=3, xcom_push=lambda **_: None)
+    }
     operator = _operator(
         wait_for_completion=True, deferrable=True, poll_interval=0.05, records_path=f"file://{tmp_path}"
     )

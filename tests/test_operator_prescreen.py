@@ -53,7 +53,7 @@ def _operator(image_urls, **kwargs) -> ImageContainsOperator:
         settings = {
             "task_id": "submit",
             "images": image_urls,
-            "label": "person",
+            "target_label": "person",
             "function_name": TEST_FN,
             "prescreen": ByteScorer(),
             "accept_above": 0.9,
@@ -130,12 +130,22 @@ def test_a_missing_image_and_a_raising_scorer_end_in_the_crowd_with_the_reason_l
     assert "gone.jpg (label 'person'): fetch failed: HTTPError: 404" in log
 
 
-def test_a_scorer_that_cannot_be_loaded_sends_everything_to_the_crowd(crowd_server, images, capsys) -> None:
+class NeedsAMissingLibrary:
+    def __init__(self) -> None:
+        import no_such_vision_library  # noqa: F401  (as a scorer whose extra is not installed)
+
+
+@pytest.mark.parametrize(
+    "prescreen", ["no_such_module.Scorer", f"{__name__}.NoSuchClass", f"{__name__}.NeedsAMissingLibrary"]
+)
+def test_a_scorer_that_cannot_be_loaded_fails_the_task_before_anything_is_paid(crowd_server, images, prescreen) -> None:
     server = crowd_server()
     urls = [images(f"{n}.jpg", "0.99") for n in range(3)]
-    _operator(urls, prescreen="no_such_module.Scorer").execute({})
-    assert _crowd_urls(server) == sorted(urls)
-    assert "The pre-screen model could not be loaded (ModuleNotFoundError" in capsys.readouterr().out
+    for dry_run in (False, True):
+        with pytest.raises(AirflowFailException, match=r"could not be loaded .*nothing was fetched or submitted"):
+            _operator(urls, prescreen=prescreen, dry_run=dry_run).execute({})
+    assert server.tasks(function_name=TEST_FN) == []
+    assert not [key for key in server.request_counts() if key[0] in ("PUT", "GET")]
 
 
 def test_a_scorer_given_by_import_path_is_built_when_the_task_runs(crowd_server, images) -> None:

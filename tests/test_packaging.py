@@ -1,21 +1,21 @@
 """The package as users get it: built from a clean sdist, installed into a bare virtualenv with only
-its declared dependencies, and seen by Airflow as a provider with its hook and connection type."""
+its declared dependencies, and seen by Airflow as a provider with its hook and connection type. The gateway
+is a distribution of its own (gateway/tests/test_gateway_packaging.py): nothing of it is in this wheel."""
 
 from __future__ import annotations
 
+import ast
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from test_gateway_packaging import build_and_install, run
 
 from airflow_provider_imagecontains import __version__, get_provider_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UV = Path(sys.executable).with_name("uv")
 # What workers and the triggerer import.
 PROVIDER_MODULES = [
     "airflow_provider_imagecontains.hooks.imagecontains",
@@ -23,54 +23,38 @@ PROVIDER_MODULES = [
     "airflow_provider_imagecontains.sensors.imagecontains",
     "airflow_provider_imagecontains.triggers.imagecontains",
 ]
-MODULES = [*PROVIDER_MODULES, "airflow_provider_imagecontains.server.testing"]
-# The `[server]` extra and what it brings along.
-SERVER_EXTRA = ["fastapi", "uvicorn", "jinja2", "python-multipart"]
+# The gateway and what it brings along.
+GATEWAY_DISTRIBUTIONS = ["imagecontains-gateway", "fastapi", "uvicorn", "jinja2", "python-multipart"]
 SERVER_STACK = {"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "httptools", "uvloop"}
-
-
-def run(*command: str | Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """Build sdist + wheel (the wheel from the sdist), install the wheel into a bare venv."""
+    """The provider's wheel (built from its sdist) in a bare venv, with an Airflow home of its own."""
     root = tmp_path_factory.mktemp("packaging")
-    run(UV, "build", "--quiet", "--out-dir", root / "dist", REPO_ROOT)
-    wheel = next((root / "dist").glob("*.whl"))
-    venv = root / "venv"
-    run(UV, "venv", "--quiet", venv, "--python", sys.executable)
-    run(UV, "pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel)
-    env = {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(root),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-    return {"wheel": wheel, "venv": venv, "env": env}
+    installed = build_and_install(REPO_ROOT, root)
+    installed["env"].update(AIRFLOW_HOME=str(root / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    return installed
 
 
 @pytest.mark.slow
-def test_wheel_holds_the_package_typed_with_its_server_assets(installed):
+def test_wheel_holds_the_typed_provider_and_nothing_of_the_gateway(installed):
     with zipfile.ZipFile(installed["wheel"]) as wheel:
         names = set(wheel.namelist())
         entry_points = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/entry_points.txt").decode()
     assert "airflow_provider_imagecontains/py.typed" in names
-    assert {f"{module.replace('.', '/')}.py" for module in MODULES} <= names
-    assert not {name for name in names if name.startswith(("tests/", "demo/", "example_dags/", "bench/"))}
+    assert {f"{module.replace('.', '/')}.py" for module in PROVIDER_MODULES} <= names
+    assert not {name for name in names if name.startswith(("tests/", "demo/", "example_dags/", "bench/", "gateway/"))}
+    assert not {name for name in names if "imagecontains_gateway" in name or "/server/" in name}
     assert "[apache_airflow_provider]" in entry_points
     assert "provider_info = airflow_provider_imagecontains:get_provider_info" in entry_points
-    assert "imagecontains-server = airflow_provider_imagecontains.server.__main__:main" in entry_points
+    assert "imagecontains-server" not in entry_points
 
 
 @pytest.mark.slow
 def test_every_module_imports_with_only_the_declared_dependencies(installed):
     python = installed["venv"] / "bin" / "python"
-    run(python, "-c", "; ".join(f"import {module}" for module in MODULES), env=installed["env"])
-    assert "usage" in run(installed["venv"] / "bin" / "imagecontains-server", "--help", env=installed["env"]).lower()
+    run(python, "-c", "; ".join(f"import {module}" for module in PROVIDER_MODULES), env=installed["env"])
 
 
 @pytest.mark.slow
@@ -87,6 +71,19 @@ def test_airflow_lists_the_provider_its_hook_and_connection_type(installed):
     assert hook["package_name"] == "airflow-provider-imagecontains"
 
 
+def test_no_provider_module_imports_the_gateway() -> None:
+    # The provider reaches the gateway over HTTP only; its tests may start one (the gateway is their dev dependency).
+    package = REPO_ROOT / "airflow_provider_imagecontains"
+    found = [
+        str(path.relative_to(REPO_ROOT))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "imagecontains_gateway")
+        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "imagecontains_gateway" for a in node.names))
+    ]
+    assert found == []
+
+
 def test_importing_the_provider_imports_none_of_the_servers_stack() -> None:
     # Airflow's own base classes load some of the same libraries (jinja2 for templates): only what ours add counts.
     script = f"""
@@ -99,21 +96,28 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
     added = json.loads(run(sys.executable, "-c", script).strip().splitlines()[-1])
     assert "airflow_provider_imagecontains.operators.imagecontains" in added
-    assert [name for name in added if name.startswith("airflow_provider_imagecontains.server")] == []
+    assert [name for name in added if name.startswith("imagecontains_gateway")] == []
     assert [name for name in added if name.split(".")[0] in SERVER_STACK] == []
 
 
 @pytest.mark.slow
-def test_the_servers_dependencies_are_the_server_extra_which_dev_includes(installed) -> None:
+def test_the_provider_requires_nothing_of_the_gateway_and_publishes_no_dev_extra(installed) -> None:
+    dist_info = f"airflow_provider_imagecontains-{__version__}.dist-info"
     with zipfile.ZipFile(installed["wheel"]) as wheel:
-        metadata = wheel.read(f"airflow_provider_imagecontains-{__version__}.dist-info/METADATA").decode()
-    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+        metadata = wheel.read(f"{dist_info}/METADATA").decode()
+        names = set(wheel.namelist())
+    fields = [line.split(":", 1) for line in metadata.splitlines() if ":" in line and not line.startswith(" ")]
+    requires = [value.strip() for key, value in fields if key == "Requires-Dist"]
+    assert "Provides-Extra: server" not in metadata
+    for name in GATEWAY_DISTRIBUTIONS:
+        assert not [r for r in requires if r.startswith(name)], f"the provider requires {name}"
+    # Development tools are a dependency group, not an extra that users could install.
+    assert "dev" not in [value.strip() for key, value in fields if key == "Provides-Extra"]
+    # What the code imports directly is declared.
     runtime = [r for r in requires if "extra ==" not in r]
-    server = [r for r in requires if 'extra == "server"' in r]
-    for name in SERVER_EXTRA:
-        assert not [r for r in runtime if r.startswith(name)], f"{name} is a runtime dependency"
-        assert [r for r in server if r.startswith(name)], f"{name} is missing from the [server] extra"
-    assert [r for r in requires if r.startswith("airflow-provider-imagecontains[server]") and 'extra == "dev"' in r]
+    assert {r.split(">")[0].split("=")[0] for r in runtime} >= {"requests", "urllib3", "aiohttp", "boto3"}
+    assert {f"{dist_info}/licenses/LICENSE", f"{dist_info}/licenses/NOTICE"} <= names
+    assert [value for key, value in fields if key == "License-File"] and any(key == "Project-URL" for key, _ in fields)
 
 
 BARE_RUN = """
@@ -129,7 +133,7 @@ from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsT
 
 images = [f"https://img.example.com/cam/{i}.jpg" for i in range(5)]
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
-    submit = ImageContainsOperator(task_id="submit", images=images, label="person", function_name="image-contains-test")
+    submit = ImageContainsOperator(task_id="submit", images=images, target_label="person", function_name="image-contains-test")
 handle = submit.execute({})
 with DAG("bare_install", schedule=None, start_date=datetime(2026, 1, 1)):
     wait = ImageContainsSensor(task_id="wait", submission=handle, poke_interval=0.2)
@@ -152,7 +156,7 @@ trigger = ImageContainsTrigger(
     poll_interval=0.2,
 )
 event = asyncio.run(first_event(trigger))
-loaded = sorted(m for m in sys.modules if m.startswith("airflow_provider_imagecontains.server"))
+loaded = sorted(m for m in sys.modules if m.startswith("imagecontains_gateway"))
 print(json.dumps({"records": records, "event": event, "server_modules": loaded}))
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_imagecontains.server.store import TaskStore
+from imagecontains_gateway.store import TaskStore
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -31,8 +31,8 @@ from loopback import LoopbackServer
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway.testing import LocalCrowdServer
 
 TEST_FN = "image-contains-test"
 PROD_FN = "image-contains"
@@ -116,7 +116,7 @@ def image_urls(count: int, prefix: str = "cam") -> list[str]:
 def operator(images: list[str], function_name: str = PROD_FN, **kwargs: Any) -> ImageContainsOperator:
     with DAG("reliability", schedule=None, start_date=datetime(2026, 1, 1)):
         return ImageContainsOperator(
-            task_id="submit", images=images, label="person", function_name=function_name, **kwargs
+            task_id="submit", images=images, target_label="person", function_name=function_name, **kwargs
         )
 
 

@@ -29,10 +29,10 @@ from airflow_provider_imagecontains.exceptions import AccessDeniedError, CrowdAp
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
-from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.app import build_uvicorn_server, is_loopback
-from airflow_provider_imagecontains.server.config import Account, ServerConfig
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway import __main__ as server_cli
+from imagecontains_gateway.app import build_uvicorn_server, is_loopback
+from imagecontains_gateway.config import Account, ServerConfig
 
 INPUT = {"image": {"url": "https://img.example.com/secure/1.jpg"}, "target": {"label": "person"}}
 
@@ -116,7 +116,7 @@ def test_no_secret_in_logs_errors_reprs_templates_or_xcom(crowd_server, monkeypa
         submit = ImageContainsOperator(
             task_id="submit",
             images=["https://img.example.com/{{ params.camera }}/1.jpg", "https://img.example.com/b.jpg"],
-            label="person",
+            target_label="person",
             function_name="image-contains-test",
             imagecontains_conn_id="with_token",
             params={"camera": "gate"},

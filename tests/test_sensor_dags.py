@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import dashboard_url
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
+from imagecontains_gateway.testing import LocalCrowdServer
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 IMAGES = [f"https://img.example.com/dag/{i:03d}.jpg" for i in range(6)]
@@ -55,8 +55,9 @@ def _assert_match_server(records: list[dict], server) -> None:
 def test_mapped_submit_and_deferred_sensor_in_a_dag_run(airflow_db, dag_server, tmp_path) -> None:
     records = _dags_test(dag_server, tmp_path, "imagecontains_mapped")
     _assert_match_server(records, dag_server)
-    # Only a simulated workforce: the server has no dashboard, so no link is stored.
-    assert _extra_links("imagecontains_mapped", "_link_CrowdDashboardLink") == {"submit": "", "wait": ""}
+    # The link comes from the connection alone (this server, with only simulated workers, has no such page).
+    link = f"{dag_server.endpoint_url}/dashboard?prefix=tests-mapped-"
+    assert set(_extra_links("imagecontains_mapped", "_link_CrowdDashboardLink").values()) == {link}
     # A second run of the DAG reuses every task and answer.
     assert _dags_test(dag_server, tmp_path, "imagecontains_mapped") == records
     assert len(dag_server.tasks(function_name="image-contains-test")) == len(IMAGES)

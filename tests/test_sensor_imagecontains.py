@@ -31,7 +31,7 @@ def _dag() -> DAG:
 def _submit(images=IMAGES, function_name=TEST_FN) -> dict:
     with _dag():
         return ImageContainsOperator(
-            task_id="submit", images=images, label="person", function_name=function_name
+            task_id="submit", images=images, target_label="person", function_name=function_name
         ).execute({})
 
 
@@ -50,7 +50,7 @@ def _deferred_result(sensor: ImageContainsSensor):
 def test_defers_to_one_trigger_for_all_tasks_and_returns_records(crowd_server) -> None:
     crowd_server()
     handle = _submit()
-    deferred, event = _deferred_result(_sensor(handle, timeout=90))
+    deferred, event = _deferred_result(_sensor(handle, deferrable=True, timeout=90))
 
     assert isinstance(deferred.trigger, ImageContainsTrigger)
     assert deferred.trigger.task_names == [t["task_name"] for t in handle["tasks"]]
@@ -66,7 +66,7 @@ def test_defers_to_one_trigger_for_all_tasks_and_returns_records(crowd_server) -
 def test_non_deferrable_modes_give_the_same_results(crowd_server, mode) -> None:
     crowd_server()
     handle = _submit()
-    _, event = _deferred_result(_sensor(handle))
+    _, event = _deferred_result(_sensor(handle, deferrable=True))
     deferred_records = _sensor(handle).execute_complete({}, event)
 
     sensor = _sensor(handle, deferrable=False, mode=mode)
@@ -103,7 +103,7 @@ def failed_handle(crowd_server):
 
 
 def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
-    _, event = _deferred_result(_sensor(failed_handle))
+    _, event = _deferred_result(_sensor(failed_handle, deferrable=True))
     with pytest.raises(AirflowFailException, match="3 of 3 crowd task") as caught:  # final: no Airflow retry
         _sensor(failed_handle).execute_complete({}, event)
     assert IMAGES[0] in str(caught.value) and "Expired" in str(caught.value)
@@ -111,7 +111,7 @@ def test_failed_policy_fail_lists_the_failed_tasks(failed_handle) -> None:
 
 
 def test_failed_policy_skip_and_report(failed_handle) -> None:
-    _, event = _deferred_result(_sensor(failed_handle))
+    _, event = _deferred_result(_sensor(failed_handle, deferrable=True))
     with pytest.raises(AirflowSkipException, match="3 of 3 crowd task"):
         _sensor(failed_handle, failed_policy="skip").execute_complete({}, event)
     records = _sensor(failed_handle, failed_policy="report").execute_complete({}, event)
@@ -160,7 +160,7 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     server = crowd_server()
     with _dag():
         summary = ImageContainsOperator(
-            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, dry_run=True
+            task_id="submit", images=IMAGES, target_label="person", function_name=TEST_FN, dry_run=True
         ).execute({})
 
     for submission, counts in ((summary, "8 of 8"), (str(summary), "8 of 8"), ([summary, summary], "16 of 16")):
@@ -173,17 +173,25 @@ def test_a_dry_run_result_skips_the_sensor_saying_so(crowd_server) -> None:
     assert not server.tasks(function_name=TEST_FN)
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, True), ("False", False), ("True", True)])
-def test_deferrable_defaults_to_the_deployments_default_deferrable_else_true(monkeypatch, setting, expected) -> None:
-    if setting is None:
-        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
-    else:
-        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
-    with _dag():
-        sensor = ImageContainsSensor(task_id="wait", submission={})
-        explicit = ImageContainsSensor(task_id="wait_explicitly", submission={}, deferrable=not expected)
-    assert sensor.deferrable is expected
-    assert explicit.deferrable is (not expected)
+def test_one_hook_for_all_pokes_on_the_sensors_own_connection_with_its_hook_params(crowd_server, monkeypatch) -> None:
+    server = crowd_server(workforce_size=0)  # nobody answers: the tasks stay processing
+    handle = _submit(images=IMAGES[:2], function_name="image-contains")
+    with_role = server.airflow_connection()
+    with_role["extra"] = {**with_role["extra"], "role_arn": f"arn:aws:iam::{server.account.account_id}:role/wait"}
+    monkeypatch.setenv("AIRFLOW_CONN_WITH_ROLE", json.dumps(with_role))
+    sensor = _sensor(handle, imagecontains_conn_id="with_role", hook_params={"max_attempts": 2}, deferrable=False)
+
+    for _ in range(3):
+        assert sensor.poke({}).is_done is False
+    sensor.deferrable = True
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+
+    assert sensor.hook.imagecontains_conn_id == "with_role" and sensor.hook.max_attempts == 2
+    sts_calls = sum(n for (method, _status), n in server.request_counts().items() if method == "POST")
+    assert sts_calls == 1  # one AssumeRole for all pokes, not one per poke
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["imagecontains_conn_id"] == "with_role" and kwargs["hook_params"] == {"max_attempts": 2}
 
 
 def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_server, tmp_path) -> None:
@@ -193,7 +201,7 @@ def test_records_go_to_object_storage_with_a_small_reference_in_xcom(crowd_serve
 
     crowd_server()
     handle = _submit()
-    _, event = _deferred_result(_sensor(handle))
+    _, event = _deferred_result(_sensor(handle, deferrable=True))
     in_xcom = _sensor(handle).execute_complete({}, event)
     folder = f"file://{tmp_path}/results"
     contexts = [{"ti": SimpleNamespace(dag_id="d", run_id="r1", task_id="wait", map_index=i)} for i in (0, 1)]
@@ -218,17 +226,21 @@ def test_a_stored_handle_keeps_xcom_and_the_trigger_kwargs_small(crowd_server, t
 
     crowd_server()
     folder = f"file://{tmp_path}/handles"
-    context = {"ti": SimpleNamespace(dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1)}
+    context = {
+        "ti": SimpleNamespace(
+            dag_id="sensor_dag", run_id="r1", task_id="submit", map_index=-1, xcom_push=lambda **_: None
+        )
+    }
     with _dag():
         submit = ImageContainsOperator(
-            task_id="submit", images=IMAGES, label="person", function_name=TEST_FN, records_path=folder
+            task_id="submit", images=IMAGES, target_label="person", function_name=TEST_FN, records_path=folder
         )
     stored = submit.execute(context)
     in_xcom = _submit()
 
     assert stored["tasks_uri"] == f"{folder}/sensor_dag/r1/submit.tasks.jsonl" and stored["task_count"] == 8
     assert "tasks" not in stored and len(json.dumps(stored)) < 300
-    deferred, event = _deferred_result(_sensor(stored))
+    deferred, event = _deferred_result(_sensor(stored, deferrable=True))
     kwargs = deferred.trigger.serialize()[1]
     assert kwargs["task_names"] is None and kwargs["tasks_uri"] == stored["tasks_uri"]
     assert len(json.dumps(kwargs)) < 400  # whatever the number of images

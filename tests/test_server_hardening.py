@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import socket
 import stat
 import subprocess
@@ -25,12 +26,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from airflow_provider_imagecontains.exceptions import CrowdApiError, InvalidTaskError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server import __main__ as server_cli
-from airflow_provider_imagecontains.server.config import DEMO_ACCOUNT, Account
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
-from airflow_provider_imagecontains.server.ui import SESSION_COOKIE
 from demo.frames import generate_frames
+from imagecontains_gateway import __main__ as server_cli
+from imagecontains_gateway.config import DEMO_ACCOUNT, Account, ServerConfig
+from imagecontains_gateway.testing import LocalCrowdServer
+from imagecontains_gateway.ui import SESSION_COOKIE
 
 MiB = 1024 * 1024
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
@@ -67,6 +69,18 @@ def chunked_upload(port: int, method: str, path: str, total: int, headers: str =
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server stopped reading and hung up: what a bounded server does
         return sent, read_answer(sock)
+
+
+def signed_put(server: LocalCrowdServer, name: str, url: str, label: str) -> requests.Response:
+    """PUT an image-contains task signed with the server's account, exactly as given (no client-side checks)."""
+    account = server.account
+    body = json.dumps({"input": {"image": {"url": url}, "target": {"label": label}}})
+    request = AWSRequest(
+        method="PUT", url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}", data=body
+    )
+    SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
 
 
 def read_answer(sock: socket.socket) -> bytes:
@@ -163,7 +177,7 @@ def test_a_client_leaving_mid_body_is_one_debug_line(crowd_server, caplog, monke
     caplog.set_level(logging.DEBUG)
     # uvicorn's loggers do not propagate to the root logger, and Airflow's logging set-up disables loggers
     # that existed before it: listen to both directly.
-    monkeypatch.setattr(logging.getLogger("airflow_provider_imagecontains.server.guards"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("imagecontains_gateway.guards"), "disabled", False)
     monkeypatch.setattr(logging.getLogger("uvicorn"), "handlers", [caplog.handler])
     for _ in range(2):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -279,35 +293,50 @@ def test_a_copied_session_cookie_stops_working_at_sign_out_expiry_and_token_repl
 
 
 def test_images_are_served_only_to_who_has_a_task_showing_them(crowd_server, tmp_path, monkeypatch) -> None:
+    # With several accounts, each account's images live in <images-dir>/<account id>/ (issue 24).
     frames = tmp_path / "frames"
-    generate_frames(frames, 3)
+    generate_frames(frames / DEMO_ACCOUNT.account_id, 2)
+    generate_frames(frames / OTHER.account_id, 3)
     server = crowd_server(workforce="human", images_dir=str(frames), accounts=[DEMO_ACCOUNT, OTHER])
     other = server.airflow_connection()
     other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
     other["extra"] = {**other["extra"], "account_id": OTHER.account_id}
     monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
 
-    def put(conn_id: str, name: str, frame: int) -> None:
-        url = f"{server.endpoint_url}/images/frame_{frame:04d}.png"
+    def put(conn_id: str, name: str, image: str) -> None:
+        url = f"{server.endpoint_url}/images/{image}"
         hook = ImageContainsHook(conn_id)
-        hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": "person"}})
-        hook.close()
+        try:
+            hook.put_task("image-contains", name, {"image": {"url": url}, "target": {"label": "person"}})
+        finally:
+            hook.close()
 
-    put("imagecontains_default", "first", 0)
-    put("imagecontains_default", "second", 1)
-    put("other", "others", 2)
+    demo, others = DEMO_ACCOUNT.account_id, OTHER.account_id
+    put("imagecontains_default", "first", f"{demo}/frame_0000.png")
+    put("imagecontains_default", "second", f"{demo}/frame_0001.png")
+    put("other", "others", f"{others}/frame_0002.png")
+    # Naming another account's image, or one that does not exist, is refused at PUT with one answer for both:
+    # the image never reaches this account's dashboard, and the PUT tells nothing of the folder.
+    refusals = []
+    for image in (f"{demo}/frame_0000.png", f"{others}/frame_0099.png", "frame_0000.png"):
+        with pytest.raises(InvalidTaskError) as refused:
+            put("other", "take", image)
+        refusals.append(str(refused.value).replace(image, "…"))
+    assert len(set(refusals)) == 1 and "no image in the folder 210987654321/" in refusals[0], refusals
 
     def client(kind: str, subject: str) -> httpx.Client:
         signed_in = httpx.Client(base_url=server.endpoint_url)
         assert signed_in.post("/signin", data={"token": server.issue_token(kind, subject)}).status_code == 303
         return signed_in
 
+    images = [f"{demo}/frame_0000.png", f"{demo}/frame_0001.png", f"{others}/frame_0002.png"]
+
     def visible(signed_in: httpx.Client) -> list[int]:
-        return [n for n in range(3) if signed_in.get(f"/images/frame_{n:04d}.png").status_code == 200]
+        return [n for n, image in enumerate(images) if signed_in.get(f"/images/{image}").status_code == 200]
 
     alice = client("worker", "alice")
     assert visible(alice) == [], "no question held yet"
-    assert 'src="' + f"{server.endpoint_url}/images/frame_0000.png" in alice.get("/work").text
+    assert 'src="' + f"{server.endpoint_url}/images/{images[0]}" in alice.get("/work").text
     assert visible(alice) == [0], "only the image of the question she holds"
     assert visible(client("dashboard", DEMO_ACCOUNT.account_id)) == [0, 1]
     assert visible(client("dashboard", OTHER.account_id)) == [2]
@@ -320,7 +349,7 @@ def test_account_secrets_from_the_environment_stay_out_of_ps_and_query_credentia
     own = Account("111122223333", "AKIAOWNKEY0000000001", "own-secret-never-in-ps-or-logs")
     port = free_port()
     log_file = tmp_path / "server.log"
-    command = [sys.executable, "-m", "airflow_provider_imagecontains.server", "--db", str(tmp_path / "crowd.db")]
+    command = [sys.executable, "-m", "imagecontains_gateway", "--db", str(tmp_path / "crowd.db")]
     command += ["--port", str(port), "--log-level", "info"]
     environment = {
         **os.environ,
@@ -401,11 +430,12 @@ def seconds_until_closed(sock: socket.socket, trickle: bytes, limit: float) -> t
 
 
 def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crowd_server) -> None:
-    server = crowd_server(workforce="human", request_read_timeout_seconds=1.5, max_connections=3)
+    server = crowd_server(
+        workforce="human", request_read_timeout_seconds=1.5, first_byte_timeout_seconds=1.0, max_connections=3
+    )
     port = server.port
     head = f"POST /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
     trickles = {
-        "idle": b"",
         "headers trickled": (head + "X-Padding: " + "x" * 200).encode(),
         "body trickled": (
             head + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\n"
@@ -424,8 +454,21 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crow
             sock.sendall(f"GET /signin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Padding: {'x' * 100_000}{end}".encode())
             assert read_answer(sock).startswith(b"HTTP/1.1 431 "), repr(end)
 
+    # Issue 24: connections that never send a byte are closed after the first-byte timeout without an answer,
+    # and do not count against max_connections; requests being handled do.
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+    try:
+        assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+        seconds, answer = seconds_until_closed(idle[0], b"", limit=8.0)
+        assert seconds < 3.0 and answer == b"", f"idle: still open after {seconds:.1f} s"
+    finally:
+        for sock in idle:
+            sock.close()
     holders = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
     try:
+        for holder in holders:  # a request whose body is still on its way is being handled
+            holder.sendall(f"PUT /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 10\r\n\r\n".encode())
+        time.sleep(0.2)
         assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 503
     finally:
         for holder in holders:
@@ -434,24 +477,57 @@ def test_slow_and_idle_clients_are_disconnected_and_connections_are_bounded(crow
     assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
 
 
+def test_a_tls_connection_that_never_shakes_hands_is_closed_at_the_first_byte_timeout(crowd_server) -> None:
+    server = crowd_server(tls=True, workforce="human", first_byte_timeout_seconds=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        seconds, answer = seconds_until_closed(sock, b"", limit=8.0)
+    assert seconds < 3.0 and answer == b"", f"still open after {seconds:.1f} s (asyncio's default is 60 s)"
+    assert requests.get(server.endpoint_url + "/signin", timeout=10, verify=server.ca_bundle).status_code == 200
+
+
+def open_file_limit(pid: int) -> tuple[int, int]:
+    """The process's (soft, hard) open-file limit, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit")
+
+
+def test_idle_connections_cannot_use_up_the_open_files_and_the_operator_is_told(crowd_server, capfd) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the server inherits a low soft limit...
+    try:
+        server = crowd_server(subprocess=True, workforce="human", first_byte_timeout_seconds=30.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert open_file_limit(server.pid)[0] == hard  # ...and raises it at start
+
+    # A process whose limit cannot be raised further: 300 idle connections pass what it can hold.
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (200, 200))
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        time.sleep(0.5)
+        for _ in range(3):
+            assert requests.get(server.endpoint_url + "/signin", timeout=10).status_code == 200
+        assert len(os.listdir(f"/proc/{server.pid}/fd")) <= 200
+    finally:
+        for sock in idle:
+            sock.close()
+    assert "closed" in capfd.readouterr().err.split("the most this process can hold", 1)[-1]
+
+
 # Held before issue 14, tried again here: SQL injection
 
 
 def test_sql_in_names_labels_tokens_and_worker_names_is_only_data(crowd_server) -> None:
     server = crowd_server(workforce="human")
-    account = server.account
-    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "crowd", "us-east-1")
 
     def put(name: str, label: str) -> requests.Response:
-        body = json.dumps({"input": {"image": {"url": "https://img.example.com/a'b.jpg"}, "target": {"label": label}}})
-        request = AWSRequest(
-            method="PUT",
-            url=f"{server.endpoint_url}/{account.account_id}/functions/image-contains/tasks/{name}",
-            data=body,
-        )
-        signer.add_auth(request)
-        prepared = request.prepare()
-        return requests.put(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+        return signed_put(server, name, "https://img.example.com/a'b.jpg", label)
 
     injected = "x'%20OR%20'1'='1"
     assert put(injected, "person").json()["code"] == "InvalidInput"
@@ -467,3 +543,149 @@ def test_sql_in_names_labels_tokens_and_worker_names_is_only_data(crowd_server) 
     with httpx.Client(base_url=server.endpoint_url) as worker:
         assert worker.post("/signin", data={"token": server.issue_token("worker", name)}).status_code == 303
         assert "DROP TABLE" in worker.get("/work").text.replace("&#34;", '"').replace("&#39;", "'")
+
+
+# Issue 24: sign-in throttle per client, and proxy headers believed only from --forwarded-allow-ips
+
+
+def failed_sign_ins(server: LocalCrowdServer, times: int, headers: dict[str, str] | None = None) -> list[int]:
+    """Statuses of ``times`` sign-ins with an unknown token, each from a new X-Forwarded-For address."""
+    return [
+        requests.post(
+            server.endpoint_url + "/signin",
+            data={"token": "guess"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}", **(headers or {})},
+            timeout=10,
+        ).status_code
+        for n in range(times)
+    ]
+
+
+def test_sign_in_is_throttled_per_client_and_forwarded_headers_count_only_from_named_proxies(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    # No proxy named: X-Forwarded-For is the client's own say, so every guess comes from one client.
+    assert failed_sign_ins(server, 11) == [401] * 10 + [429]
+    token = server.issue_token("worker", "ada")
+    refused = requests.post(server.endpoint_url + "/signin", data={"token": token}, timeout=10)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+
+    # Nor is X-Forwarded-Proto believed: a form claiming to come from https://<this server> is cross-site.
+    def https_origin(server: LocalCrowdServer) -> dict[str, str]:
+        return {"Origin": f"https://127.0.0.1:{server.port}", "X-Forwarded-Proto": "https"}
+
+    other = crowd_server(workforce="human")
+    token = other.issue_token("worker", "ada")
+    claimed = requests.post(
+        other.endpoint_url + "/signin", data={"token": token}, headers=https_origin(other), timeout=10
+    )
+    assert claimed.status_code == 403
+
+    proxied = crowd_server(workforce="human", forwarded_allow_ips=("127.0.0.1",))
+    assert failed_sign_ins(proxied, 11) == [401] * 11  # eleven clients behind the named proxy
+    token = proxied.issue_token("worker", "ada")
+    believed = requests.post(
+        proxied.endpoint_url + "/signin",
+        data={"token": token},
+        headers=https_origin(proxied),
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert believed.status_code == 303
+
+
+# Issue 24: per-account quotas
+
+
+def test_each_account_has_a_request_rate_and_a_cap_on_tasks_in_progress(crowd_server, monkeypatch) -> None:
+    defaults = ServerConfig()
+    # Sane defaults for a deployment (were 1,000,000 tasks in progress and no rate at all).
+    assert (defaults.max_tasks_in_progress, defaults.account_requests_per_second) == (50_000, 500.0)
+    server = crowd_server(
+        workforce_size=0,
+        accounts=[DEMO_ACCOUNT, OTHER],
+        account_requests_per_second=2.0,
+        account_request_burst=10,
+        max_tasks_in_progress=3,
+    )
+    path = f"/{DEMO_ACCOUNT.account_id}/functions/image-contains/tasks/missing"
+    answers = [signed_get(server, path, f"127.0.0.1:{server.port}") for _ in range(12)]
+    assert [answer.status_code for answer in answers] == [404] * 10 + [429] * 2
+    assert answers[-1].json()["code"] == "Throttled" and 1 <= int(answers[-1].headers["Retry-After"]) <= 1
+    # The other account's allowance is its own.
+    other = server.airflow_connection()
+    other.update(login=OTHER.access_key_id, password=OTHER.secret_access_key)
+    other["extra"] = {**other["extra"], "account_id": OTHER.account_id, "max_attempts": 1}
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps(other))
+    hook = ImageContainsHook("other")
+    for n in range(3):
+        hook.put_task("image-contains", f"t{n}", INPUT)
+    with pytest.raises(CrowdApiError, match="LimitExceeded"):
+        hook.put_task("image-contains", "t3", INPUT)
+    hook.close()
+
+
+def test_assume_role_takes_duration_seconds_as_ascii_digits_within_aws_bounds(crowd_server) -> None:
+    server = crowd_server(workforce_size=0)
+    account = server.account
+    signer = SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "sts", "us-east-1")
+
+    def assume_role(duration: str) -> requests.Response:
+        body = (
+            "Action=AssumeRole&Version=2011-06-15&RoleSessionName=s&DurationSeconds="
+            + requests.utils.quote(duration)
+            + f"&RoleArn=arn%3Aaws%3Aiam%3A%3A{account.account_id}%3Arole%2Fpipeline"
+        )
+        request = AWSRequest(
+            method="POST",
+            url=server.endpoint_url + "/",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        signer.add_auth(request)
+        prepared = request.prepare()
+        return requests.post(prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=10)
+
+    for duration in ("²", "9" * 5000, "899", "43201", "-1", "3600.0", "\uff11\uff12\uff13\uff14"):  # fullwidth 1234
+        answer = assume_role(duration)
+        assert answer.status_code == 400 and "<Code>ValidationError</Code>" in answer.text, (duration[:9], answer.text)
+        assert "Traceback" not in answer.text
+    assert assume_role("3600").status_code == 200
+
+
+def test_export_answers_writes_an_owner_only_file_and_never_through_a_symlink(crowd_server, tmp_path) -> None:
+    from imagecontains_gateway.__main__ import main
+
+    server = crowd_server(worker_accuracy=1.0)
+    ImageContainsHook().put_task("image-contains", "t", INPUT)
+    deadline = time.monotonic() + 30
+    while server.tasks()[0]["state"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    export = tmp_path / "answers.jsonl"
+    export.write_text("old\n")
+    export.chmod(0o644)  # an earlier export, readable by everyone
+    main(["export-answers", "--db", server.db_path, "--output", str(export)])
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600 and export.read_text().count("\n") >= 2
+    fresh = tmp_path / "fresh.jsonl"
+    main(["export-answers", "--db", server.db_path, "--output", str(fresh)])
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    target, link = tmp_path / "someone-elses.txt", tmp_path / "link.jsonl"
+    target.write_text("kept\n")
+    link.symlink_to(target)
+    with pytest.raises(SystemExit, match="symbolic link"):
+        main(["export-answers", "--db", server.db_path, "--output", str(link)])
+    assert target.read_text() == "kept\n"
+
+
+def test_a_put_with_a_hidden_character_label_or_credentials_in_its_url_is_refused(crowd_server) -> None:
+    server = crowd_server(workforce="human")
+    url = "https://img.example.com/a.jpg"
+    for name, image, label in [
+        ("reversed", url, "\u202enosrep"),
+        ("zero-width", url, "per\u200bson"),
+        ("credentials", "https://user:secret@img.example.com/a.jpg", "person"),
+    ]:
+        answer = signed_put(server, name, image, label)
+        assert answer.status_code == 400 and answer.json()["code"] == "InvalidInput", (name, answer.text)
+        assert "secret" not in answer.text
+    assert server.tasks() == []

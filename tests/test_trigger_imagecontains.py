@@ -12,10 +12,10 @@ from functools import partial
 import pytest
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
-from airflow_provider_imagecontains.server.testing import LocalCrowdServer
 from airflow_provider_imagecontains.triggers import imagecontains as trigger_module
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
+from imagecontains_gateway.testing import LocalCrowdServer
 
 TEST_FN = "image-contains-test"
 
@@ -45,13 +45,15 @@ def _gets(server) -> int:
 
 
 def test_serializes_to_classpath_and_plain_kwargs() -> None:
-    trigger = _trigger(["a", "b"], max_consecutive_poll_failures=7)
+    trigger = _trigger(["a", "b"], max_consecutive_poll_failures=7, hook_params={"max_concurrency": 3, "timeout": 5})
     classpath, kwargs = trigger.serialize()
     module_name, class_name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["task_names"] == ["a", "b"] and kwargs["max_consecutive_poll_failures"] == 7
-    assert all(v is None or isinstance(v, (str, int, float, list)) for v in kwargs.values())
+    assert all(v is None or isinstance(v, (str, int, float, list, dict)) for v in kwargs.values())
+    hook = rebuilt.hook()  # the hook the deferred half polls with has the settings of the half that deferred
+    assert (hook.max_concurrency, hook.timeout, hook.max_attempts) == (3, 5, ImageContainsHook().max_attempts)
 
 
 def test_one_event_with_every_result_and_only_unfinished_tasks_polled(crowd_server) -> None:

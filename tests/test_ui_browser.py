@@ -321,8 +321,13 @@ def test_a_broken_image_can_only_be_reported_or_not_told_and_fails_the_task_once
     chromium, crowd_server, tmp_path, screenshots
 ):
     generate_frames(tmp_path / "frames", 1)
-    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
-    put_questions(server, ["gone"], image="cam9/deleted.png")
+    # Two new workers' reports weigh one whole report (issue 24): then the local image is checked on disk.
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"), broken_image_reports=1)
+    deleted = tmp_path / "frames" / "cam9" / "deleted.png"
+    deleted.parent.mkdir()
+    deleted.write_bytes((tmp_path / "frames" / frame_name(0)).read_bytes())
+    put_questions(server, ["gone"], image="cam9/deleted.png")  # a PUT names only images that exist (issue 24)
+    deleted.unlink()  # ... and then the frame is cleaned up
     dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP)
     contexts = [dashboard_context]
     try:

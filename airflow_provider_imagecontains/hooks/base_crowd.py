@@ -631,7 +631,8 @@ class CrowdBaseHook(BaseHook):
         if status == 429:
             error_class = ThrottledError
             advice = (
-                f"the service kept throttling for {self.max_attempts} attempt(s); lower max_concurrency or retry later."
+                f"the service kept throttling for {self.max_attempts} attempt(s); lower max_concurrency "
+                "(the operator's and sensor's hook_params) or retry later."
             )
         elif status >= 500:
             error_class = ServiceError

@@ -28,12 +28,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "endpoint_url": {
         "label": "Endpoint URL",
-        "description": "Crowd API base URL (also used for STS unless service_config.sts.endpoint_url is set).",
-        "schema": {
-            "type": ["string", "null"],
-            "format": "url",
-            "default": "https://crowd.us-east-1.amazonaws.com",
-        },
+        "description": (
+            "Base URL of the gateway (imagecontains-server), e.g. http://crowd.internal:8787. Never used for STS: "
+            "that is service_config.sts.endpoint_url, else boto3's own endpoint."
+        ),
+        "schema": {"type": ["string", "null"], "format": "url"},
     },
     "account_id": {
         "label": "AWS Account ID",

@@ -118,8 +118,17 @@ class CrowdConnectionConfig:
             session_token=extra.get("aws_session_token"),
             verify=verify,
             proxies=proxies,
-            trust_env=bool(extra.get("trust_env", True)),
+            trust_env=_boolean(extra.get("trust_env", True), "trust_env", conn.conn_id),
         )
+
+
+def _boolean(value: Any, name: str, conn_id: str) -> bool:
+    """A boolean extra, given as JSON ``true``/``false`` or as the text a form field stores ("false")."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name} {value!r} in connection {conn_id!r}: expected true or false.")
+    return value
 
 
 def resolve_credentials(config: CrowdConnectionConfig, conn_id: str, sts_config: Config) -> Credentials:

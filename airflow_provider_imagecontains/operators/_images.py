@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowFailException
-
-from airflow_provider_imagecontains.exceptions import InvalidTaskError
+from airflow_provider_imagecontains.exceptions import InvalidImagesError, InvalidTaskError
+from airflow_provider_imagecontains.results import listing
 from airflow_provider_imagecontains.validation import (
     MAX_IMAGE_URL_LENGTH,
     MAX_TASK_NAME_LENGTH,
@@ -28,18 +27,7 @@ if TYPE_CHECKING:
 # names collide is about 1.5e-21. The rest of the 64 characters holds a readable namespace slug.
 HASH_LENGTH = 32
 SLUG_LENGTH = MAX_TASK_NAME_LENGTH - HASH_LENGTH - 1
-# How many bad items an error message lists before summarising the rest.
-MAX_LISTED = 20
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-# status_code is the crowd response's (None here: no request was made), not AirflowException's HTTP 500.
-class InvalidImagesError(InvalidTaskError, AirflowFailException):  # type: ignore[misc]
-    """The operator's images or labels break the API's rules; nothing was submitted.
-
-    An :class:`AirflowFailException`, so Airflow fails the task without retrying: a retry would meet
-    the same input. Defined here rather than in ``exceptions``, which the server imports without Airflow.
-    """
 
 
 @dataclass(frozen=True)
@@ -104,7 +92,7 @@ def plan_image_tasks(images: Any, label: str | list[str] | None, namespace: str,
                 seen.add((url, item_label))
                 tasks.append(ImageTask(task_name(namespace, function_name, url, item_label), url, item_label))
     if problems:
-        raise InvalidImagesError(_listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
+        raise InvalidImagesError(listing(f"{len(problems)} invalid image(s), nothing was submitted", problems))
     return tasks
 
 
@@ -140,7 +128,7 @@ def presign_s3_urls(tasks: list[ImageTask], s3_client: S3Client, expires_in: int
             else "the bucket and key are long"
         )
         raise InvalidImagesError(
-            _listing(
+            listing(
                 f"{len(too_long)} S3 image(s) exceed the API's {MAX_IMAGE_URL_LENGTH}-character URL limit once "
                 f"presigned, because {cause}. Presign with long-lived credentials (an aws_conn_id with an access "
                 "key and secret, no role), shorten the keys, or serve the images from a public or CDN URL with "
@@ -171,7 +159,7 @@ def public_s3_urls(tasks: list[ImageTask], url_template: str) -> dict[str, str]:
         except InvalidTaskError as err:
             problems.append(f"{uri}: {err.message}")
     if problems:
-        raise InvalidImagesError(_listing(f"{len(problems)} S3 image(s) have no valid public URL", problems))
+        raise InvalidImagesError(listing(f"{len(problems)} S3 image(s) have no valid public URL", problems))
     return urls
 
 
@@ -192,7 +180,7 @@ def _check_url(url: Any) -> str | None:
 
 def _check_label(label: Any) -> str | None:
     if label is None:
-        return "no label: pass label=... or give the image as {'url': ..., 'label': ...}"
+        return "no label: pass target_label=... or give the image as {'url': ..., 'label': ...}"
     try:
         validate_label(label)
     except InvalidTaskError as err:
@@ -203,10 +191,3 @@ def _check_label(label: Any) -> str | None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def _listing(headline: str, items: list[str]) -> str:
-    lines = [f"{headline}:", *(f"  - {item}" for item in items[:MAX_LISTED])]
-    if len(items) > MAX_LISTED:
-        lines.append(f"  ... and {len(items) - MAX_LISTED} more")
-    return "\n".join(lines)

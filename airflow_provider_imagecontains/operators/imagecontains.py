@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -23,6 +25,7 @@ from airflow_provider_imagecontains.exceptions import (
     BulkTaskError,
     CrowdApiError,
     EndpointUnreachableError,
+    InvalidImagesError,
     TaskNameConflictError,
     TaskNotFoundError,
 )
@@ -30,7 +33,6 @@ from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
 from airflow_provider_imagecontains.operators._images import (
     ImageTask,
-    InvalidImagesError,
     is_s3_uri,
     plan_image_tasks,
     presign_s3_urls,
@@ -44,12 +46,7 @@ from airflow_provider_imagecontains.prescreen.screening import (
     screen,
     validate_thresholds,
 )
-from airflow_provider_imagecontains.sensors.imagecontains import (
-    FAILED_POLICIES,
-    MAX_LISTED,
-    finish_records,
-    records_from_event,
-)
+from airflow_provider_imagecontains.results import MAX_LISTED, check_failed_policy, finish_records, records_from_event
 from airflow_provider_imagecontains.storage import TASKS_URI, store_handle
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
@@ -87,11 +84,15 @@ class ImageContainsOperator(BaseOperator):
     :param images: (templated) image URLs, or dicts ``{"url": ..., "label": ...}`` with their own
         label. ``s3://bucket/key`` URIs are sent as presigned HTTPS URLs; other schemes than
         http, https and s3 are rejected.
-    :param label: (templated) what to look for in images without their own label; a list of
-        labels creates one task per image and label.
+    :param target_label: (templated) what to look for in images without their own label (the API's
+        ``target.label``); a list of labels creates one task per image and label.
+    :param label: deprecated name of ``target_label``.
     :param function_name: ``image-contains`` (paid, real workers) or ``image-contains-test``
         (free mock answers for a dry run of the pipeline).
     :param imagecontains_conn_id: the Airflow connection of the crowd API.
+    :param hook_params: keyword arguments of the
+        :class:`~airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook` (``max_concurrency``,
+        ``max_attempts``, ``retry_base_delay``, ``max_retry_delay``, ``timeout``); the trigger gets them too.
     :param namespace: (templated) scope of task reuse; defaults to the DAG id, so re-running a
         DAG reuses its answers. Put e.g. ``{{ ds }}`` in it to ask again for each date.
     :param resubmit_failed: delete and resubmit tasks that ended ``failed`` (paid again).
@@ -106,6 +107,8 @@ class ImageContainsOperator(BaseOperator):
     :param deferrable: wait in the triggerer rather than a worker slot.
     :param poll_interval: seconds between polls while waiting.
     :param max_poll_interval: the longest wait between polls while nothing finishes (deferred).
+    :param max_consecutive_poll_failures: deferred, end the wait after this many poll cycles in a row in which
+        no task could be read (see the trigger).
     :param wait_timeout: with ``wait_for_completion``, the longest wait in seconds (or a ``timedelta``) for
         the answers, deferred or not; default ``[sensors] default_timeout`` (7 days), the sensor's ``timeout``.
     :param failed_policy: with ``wait_for_completion``, what failed tasks do: ``"fail"``,
@@ -160,9 +163,10 @@ class ImageContainsOperator(BaseOperator):
         self,
         *,
         images: Any,
-        label: str | list[str] | None = None,
+        target_label: str | list[str] | None = None,
         function_name: str = IMAGE_CONTAINS,
         imagecontains_conn_id: str = ImageContainsHook.default_conn_name,
+        hook_params: dict[str, Any] | None = None,
         namespace: str | None = None,
         resubmit_failed: bool = False,
         max_tasks: int | None = None,
@@ -172,6 +176,7 @@ class ImageContainsOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         max_poll_interval: float = 600,
+        max_consecutive_poll_failures: int = 10,
         wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         failed_policy: str = "fail",
         aws_conn_id: str | None = "aws_default",
@@ -189,18 +194,27 @@ class ImageContainsOperator(BaseOperator):
         crowd_task_cost: float | None = None,
         records_path: str | None = None,
         records_conn_id: str | None = None,
+        label: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if failed_policy not in FAILED_POLICIES:
-            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        if label is not None:
+            if target_label is not None:
+                raise ValueError("Give target_label only: label is its deprecated name.")
+            warnings.warn(
+                "ImageContainsOperator's label argument is deprecated: use target_label.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            target_label = label
+        check_failed_policy(failed_policy)
         if submit_rounds < 1:
             raise ValueError(f"Invalid submit_rounds {submit_rounds!r}: expected at least 1.")
         self.images = images
-        # Not ``self.label``: BaseOperator.label is the task's display label.
-        self.target_label = label
+        self.target_label = target_label
         self.function_name = function_name
         self.imagecontains_conn_id = imagecontains_conn_id
+        self.hook_params = hook_params or {}
         self.namespace = namespace
         self.resubmit_failed = resubmit_failed
         self.max_tasks = max_tasks
@@ -211,6 +225,7 @@ class ImageContainsOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.max_consecutive_poll_failures = max_consecutive_poll_failures
         self.wait_timeout = wait_timeout
         self.failed_policy = failed_policy
         self.aws_conn_id = aws_conn_id
@@ -235,10 +250,13 @@ class ImageContainsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> ImageContainsHook:
-        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id)
+        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> Any:
         tasks = self._plan()
+        # A pre-screen that cannot be built fails the task here: sending every image to the crowd instead
+        # would spend what the pre-screen was set up to save.
+        scorer = self._load_scorer() if self.prescreen is not None else None
         if self.max_tasks is not None and len(tasks) > self.max_tasks:
             raise AirflowFailException(
                 f"This run has {len(tasks)} crowd tasks, more than max_tasks={self.max_tasks}; nothing was submitted."
@@ -247,7 +265,7 @@ class ImageContainsOperator(BaseOperator):
             self._reserve_run_tasks(context, len(tasks))
         # Presigned URLs are made (locally) and checked against the API's limit before any request.
         sent_urls = self._presign(tasks)
-        screened = self._prescreen(tasks) if self.prescreen is not None else None
+        screened = self._prescreen(tasks, scorer) if scorer is not None else None
         crowd = [task for task, s in zip(tasks, screened, strict=True) if s.to_crowd] if screened else tasks
         if self.count_only:
             summary = self._count_new_tasks(crowd)
@@ -282,8 +300,10 @@ class ImageContainsOperator(BaseOperator):
                     **names,
                     function_name=self.function_name,
                     imagecontains_conn_id=self.imagecontains_conn_id,
+                    hook_params=self.hook_params,
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
+                    max_consecutive_poll_failures=self.max_consecutive_poll_failures,
                 ),
                 method_name="execute_complete",
                 # The scores, not the whole handle: the rest is planned again on resume.
@@ -321,17 +341,39 @@ class ImageContainsOperator(BaseOperator):
 
         The count goes to XCom before the sum is read, so of any instances that check at the same time the
         last to record sees all the others: together they never pass the limit (at worst, both refuse).
+        The counts of a mapped task are read by explicit map index: without them, ``xcom_pull`` returns
+        only the caller's own value on some releases, which would make the cap a per-instance one.
         """
         ti = context["ti"]
         ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=count)
-        recorded = ti.xcom_pull(task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY)  # every map index of this run
-        run_total = sum(value or 0 for value in (recorded if isinstance(recorded, list) else [recorded]))
+        if ti.map_index is None or ti.map_index < 0:
+            recorded = [ti.xcom_pull(task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY)]
+        else:
+            recorded = ti.xcom_pull(
+                task_ids=self.task_id, key=RUN_TASKS_XCOM_KEY, map_indexes=range(self._mapped_instances(ti))
+            )
+        if not isinstance(recorded, list):
+            self._refuse_unenforceable_cap(f"xcom_pull returned {type(recorded).__name__}, not every instance's count")
+        run_total = sum(value or 0 for value in recorded)
         if run_total > self.max_run_tasks:  # type: ignore[operator]
             ti.xcom_push(key=RUN_TASKS_XCOM_KEY, value=0)  # this instance submits nothing: free its share
             raise AirflowFailException(
                 f"The instances of {self.task_id!r} in this DAG run plan {run_total} crowd tasks with this one "
                 f"({count}), more than max_run_tasks={self.max_run_tasks}; nothing was submitted by this instance."
             )
+
+    def _mapped_instances(self, ti: Any) -> int:
+        """How many mapped instances this task has in the DAG run (the Task SDK's ``get_ti_count``)."""
+        get_ti_count = getattr(ti, "get_ti_count", None)
+        if get_ti_count is None:
+            self._refuse_unenforceable_cap("this Airflow release cannot count the mapped instances of a task")
+        return get_ti_count(dag_id=ti.dag_id, task_ids=[self.task_id], run_ids=[ti.run_id])
+
+    def _refuse_unenforceable_cap(self, reason: str) -> NoReturn:
+        raise AirflowFailException(
+            f"max_run_tasks={self.max_run_tasks} cannot be enforced across the instances of {self.task_id!r}: "
+            f"{reason}. Nothing was submitted; use max_tasks (one instance's cap) instead."
+        )
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         return finish_records(self, records, context)
@@ -358,20 +400,23 @@ class ImageContainsOperator(BaseOperator):
             "tasks": entries,
         }
 
-    def _prescreen(self, tasks: list[ImageTask]) -> list[Screened]:
-        """Score every image and decide which ones the model settles; failures only send images to the crowd."""
-        self._thresholds()  # bad thresholds fail the task before any image is fetched
-        items = [(task.url, task.label) for task in tasks]
+    def _load_scorer(self) -> Scorer:
+        """The pre-screen model, with its thresholds checked; any failure fails the task before anything is paid."""
+        self._thresholds()
         try:
-            scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
+            return load_scorer(self.prescreen)  # type: ignore[arg-type]
         except Exception as err:
-            self.log.warning(
-                "The pre-screen model could not be loaded (%s: %s); all %d images go to the crowd.",
-                type(err).__name__,
-                err,
-                len(tasks),
-            )
-            return self._screen(tasks, [None] * len(tasks))
+            raise AirflowFailException(
+                f"The pre-screen model {self.prescreen!r} could not be loaded ({type(err).__name__}: {err}); "
+                "nothing was fetched or submitted. Fix the import path or install what it needs (the built-in "
+                "people scorer: pip install 'airflow-provider-imagecontains[vision]'), or set prescreen=None to "
+                "send every image to the crowd."
+            ) from err
+
+    def _prescreen(self, tasks: list[ImageTask], scorer: Scorer) -> list[Screened]:
+        """Score every image and decide which ones the model settles; a failure to score one image only sends
+        it to the crowd."""
+        items = [(task.url, task.label) for task in tasks]
         fetcher = ImageFetcher(
             timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
         )

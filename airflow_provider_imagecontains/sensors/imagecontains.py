@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import ast
-import configparser
-import os
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowException,
-    AirflowFailException,
     AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
@@ -21,8 +17,8 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.links.imagecontains import CrowdDashboardLink
-from airflow_provider_imagecontains.prescreen.screening import summary_message
-from airflow_provider_imagecontains.storage import TASKS_URI, read_lines, write_records
+from airflow_provider_imagecontains.results import check_failed_policy, finish_records, records_from_event
+from airflow_provider_imagecontains.storage import TASKS_URI, read_lines
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, crowd_task_names
 from airflow_provider_imagecontains.triggers.imagecontains import ImageContainsTrigger
 
@@ -30,19 +26,16 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-FAILED_POLICIES = ("fail", "skip", "report")
-# How many failed tasks an error message lists before summarising the rest.
-MAX_LISTED = 20
-
 
 class ImageContainsSensor(BaseSensorOperator):
     """
     Wait until every task of an :class:`~airflow_provider_imagecontains.operators.imagecontains.ImageContainsOperator`
     submission has finished, then return the results.
 
-    By default the sensor defers to one :class:`~airflow_provider_imagecontains.triggers.imagecontains.ImageContainsTrigger`
-    that watches all tasks, so no worker slot is held while the crowd works. With
-    ``deferrable=False`` it pokes in ``poke`` or ``reschedule`` mode and returns the same results.
+    With ``deferrable=True`` the sensor defers to one
+    :class:`~airflow_provider_imagecontains.triggers.imagecontains.ImageContainsTrigger` that watches all tasks,
+    so no worker slot is held while the crowd works. With ``deferrable=False`` it pokes in ``poke`` or
+    ``reschedule`` mode and returns the same results.
 
     The XCom return value is a list of records ``{"url", "label", "task_name", "state",
     "contains_target", "confidence", "answers", "problem", "source", "model_score", "model_contains_target"}``,
@@ -53,11 +46,18 @@ class ImageContainsSensor(BaseSensorOperator):
     :param submission: the operator's return value (templated), e.g. ``submit.output`` or
         ``"{{ ti.xcom_pull(task_ids='submit') }}"``; a list of handles (from a mapped operator)
         is merged.
+    :param imagecontains_conn_id: the Airflow connection of the crowd API; ``None`` (default): the one the
+        submission was made with.
+    :param hook_params: keyword arguments of the
+        :class:`~airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook` (``max_concurrency``,
+        ``max_attempts``, ``timeout``, ...); the trigger gets them too.
     :param failed_policy: what to do when tasks end ``failed``: ``"fail"`` the Airflow task
         listing them (default), ``"skip"`` it, or ``"report"`` them in the results.
-    :param deferrable: wait in the triggerer. ``None`` (default): ``[operators] default_deferrable`` if the
-        deployment sets it, else ``True``.
+    :param deferrable: wait in the triggerer (needs one running); default ``[operators] default_deferrable``,
+        which Airflow ships as ``False``.
     :param max_poll_interval: the longest wait between polls in the triggerer while nothing finishes.
+    :param max_consecutive_poll_failures: deferred, end the wait after this many poll cycles in a row in which
+        no task could be read (see the trigger).
     :param poke_interval: seconds between polls (the first interval of the triggerer's backoff).
     :param timeout: seconds before the sensor fails with ``AirflowSensorTimeout``.
     :param records_path: (templated) a folder URI (``s3://bucket/prefix``, ``file:///data``, any scheme of
@@ -75,29 +75,44 @@ class ImageContainsSensor(BaseSensorOperator):
         self,
         *,
         submission: Any,
+        imagecontains_conn_id: str | None = None,
+        hook_params: dict[str, Any] | None = None,
         failed_policy: str = "fail",
-        deferrable: bool | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 600,
+        max_consecutive_poll_failures: int = 10,
         poke_interval: timedelta | float = 60,
         records_path: str | None = None,
         records_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        if failed_policy not in FAILED_POLICIES:
-            raise ValueError(f"Invalid failed_policy {failed_policy!r}: use one of {', '.join(FAILED_POLICIES)}.")
+        check_failed_policy(failed_policy)
         self.submission = submission
+        self.imagecontains_conn_id = imagecontains_conn_id
+        self.hook_params = hook_params or {}
         self.failed_policy = failed_policy
-        self.deferrable = deployment_default_deferrable() if deferrable is None else deferrable
+        self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
+        self.max_consecutive_poll_failures = max_consecutive_poll_failures
         self.records_path = records_path
         self.records_conn_id = records_conn_id
         self._tracker: TaskTracker | None = None
 
+    @cached_property
+    def handle(self) -> dict[str, Any]:
+        """The submission, parsed (and a stored one read) once per task instance."""
+        return parse_submission(self.submission)
+
+    @cached_property
+    def hook(self) -> ImageContainsHook:
+        """One hook for every poke: credentials (STS calls) and connections are set up once."""
+        conn_id = self.imagecontains_conn_id or self.handle["imagecontains_conn_id"]
+        return ImageContainsHook(imagecontains_conn_id=conn_id, **self.hook_params)
+
     def execute(self, context: Context) -> Any:
-        handle = parse_submission(self.submission)
-        endpoint_url = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"]).config.endpoint_url
-        CrowdDashboardLink.persist(context, endpoint_url, crowd_task_names(handle["tasks"]))
+        handle = self.handle
+        CrowdDashboardLink.persist(context, self.hook.config.endpoint_url, crowd_task_names(handle["tasks"]))
         if not self.deferrable:
             return super().execute(context)
         # One poll first: a re-run whose answers are all in needs no trip through the triggerer.
@@ -114,21 +129,22 @@ class ImageContainsSensor(BaseSensorOperator):
             trigger=ImageContainsTrigger(
                 **tasks,
                 function_name=handle["function_name"],
-                imagecontains_conn_id=handle["imagecontains_conn_id"],
+                imagecontains_conn_id=self.hook.imagecontains_conn_id,
+                hook_params=self.hook_params,
                 poll_interval=self.poke_interval,
                 max_poll_interval=self.max_poll_interval,
+                max_consecutive_poll_failures=self.max_consecutive_poll_failures,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        handle = parse_submission(self.submission)
+        handle = self.handle
         if self._tracker is None:
             # Kept between pokes in poke mode; reschedule mode starts afresh and polls all tasks once.
             self._tracker = TaskTracker(crowd_task_names(handle["tasks"]))
-        hook = ImageContainsHook(imagecontains_conn_id=handle["imagecontains_conn_id"])
-        self._tracker.poll(partial(hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
+        self._tracker.poll(partial(self.hook.get_tasks, handle["function_name"]), self._tracker.unfinished)
         self.log.info("Crowd tasks: %s", self._tracker.progress_message())
         if not self._tracker.done:
             return PokeReturnValue(is_done=False)
@@ -136,7 +152,7 @@ class ImageContainsSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._finish(records, context))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        return self._finish(records_from_event(parse_submission(self.submission), event), context)
+        return self._finish(records_from_event(self.handle, event), context)
 
     def _finish(self, records: list[dict[str, Any]], context: Context) -> Any:
         return finish_records(self, records, context)
@@ -145,20 +161,7 @@ class ImageContainsSensor(BaseSensorOperator):
         """OpenLineage: the images of the submission, one input dataset per folder (S3 and HTTP namespaces)."""
         from airflow_provider_imagecontains.lineage import images_lineage
 
-        return images_lineage(task["url"] for task in parse_submission(self.submission)["tasks"])
-
-
-def deployment_default_deferrable() -> bool:
-    """``[operators] default_deferrable`` if the deployment sets it (airflow.cfg or environment), else True.
-
-    Airflow's own default for the option is False, so ``getboolean(..., fallback=True)`` would never defer
-    by default: only a value the deployment chose overrides the sensor's default of deferring.
-    """
-    variable = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
-    in_file = configparser.ConfigParser.has_option(conf, "operators", "default_deferrable")
-    if in_file or any(name in os.environ for name in (variable, f"{variable}_CMD", f"{variable}_SECRET")):
-        return conf.getboolean("operators", "default_deferrable")
-    return True
+        return images_lineage(task["url"] for task in self.handle["tasks"])
 
 
 def parse_submission(submission: Any) -> dict[str, Any]:
@@ -205,45 +208,3 @@ def parse_submission(submission: Any) -> dict[str, Any]:
     if len(handles) > 1:
         return {**handles[0], TASKS_URI: None, "tasks": tasks}
     return {**handles[0], "tasks": tasks}
-
-
-def records_from_event(handle: dict[str, Any], event: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Turn the trigger's event into result records, raising if the trigger reported an error."""
-    if not event or event.get("status") != "success":
-        message = (event or {}).get("message", "the trigger sent no event")
-        raise AirflowException(f"Waiting for the crowd tasks failed: {message}")
-    return build_records(handle["tasks"], event)
-
-
-def finish_records(task: Any, records: list[dict[str, Any]], context: Context) -> Any:
-    """What the sensor (or a waiting operator) ``task`` returns: it logs the summary, applies its
-    ``failed_policy``, and returns the records, or, with ``records_path`` set, writes them there and returns
-    the small reference."""
-    if (message := summary_message(records)) is not None:
-        task.log.info("%s", message)
-    records = apply_failed_policy(records, task.failed_policy)
-    if task.records_path is None:
-        return records
-    return write_records(records, task.records_path, task.records_conn_id, context)
-
-
-def apply_failed_policy(records: list[dict[str, Any]], failed_policy: str) -> list[dict[str, Any]]:
-    """Return ``records``, or fail / skip the Airflow task when some crowd tasks failed."""
-    failed = [record for record in records if record["state"] == "failed"]
-    if not failed or failed_policy == "report":
-        return records
-    lines = [
-        f"  - {r['url']} (label {r['label']!r}, task {r['task_name']}): "
-        f"{(r['problem'] or {}).get('code')}: {(r['problem'] or {}).get('message')}"
-        for r in failed[:MAX_LISTED]
-    ]
-    if len(failed) > MAX_LISTED:
-        lines.append(f"  ... and {len(failed) - MAX_LISTED} more")
-    message = "\n".join([f"{len(failed)} of {len(records)} crowd task(s) failed:", *lines])
-    if failed_policy == "skip":
-        raise AirflowSkipException(message)
-    # A failed crowd task is final: an Airflow retry would read the same outcome, so fail without retrying.
-    raise AirflowFailException(
-        f"{message}\nA failed crowd task stays failed; to pay for another attempt, run the submitting "
-        "ImageContainsOperator again with resubmit_failed=True."
-    )

@@ -66,6 +66,8 @@ class ImageContainsTrigger(BaseTrigger):
     :param tasks_conn_id: the Airflow connection of ``tasks_uri``'s storage.
     :param function_name: the crowd function the tasks belong to.
     :param imagecontains_conn_id: the Airflow connection of the crowd API.
+    :param hook_params: keyword arguments of the :class:`~airflow_provider_imagecontains.hooks.imagecontains.ImageContainsHook`
+        the trigger polls with (``max_concurrency``, ``max_attempts``, ``timeout``, ...), as the operator's.
     :param poll_interval: seconds from the start of one poll to the next while tasks keep finishing.
     :param max_poll_interval: the longest wait between polls when nothing changes.
     :param log_interval: the shortest time in seconds between two progress log lines.
@@ -83,6 +85,7 @@ class ImageContainsTrigger(BaseTrigger):
         tasks_conn_id: str | None = None,
         function_name: str,
         imagecontains_conn_id: str,
+        hook_params: dict[str, Any] | None = None,
         poll_interval: float = 60,
         max_poll_interval: float = 600,
         log_interval: float = 60,
@@ -100,6 +103,7 @@ class ImageContainsTrigger(BaseTrigger):
         self.tasks_conn_id = tasks_conn_id
         self.function_name = function_name
         self.imagecontains_conn_id = imagecontains_conn_id
+        self.hook_params = hook_params or {}
         self.poll_interval = poll_interval
         self.max_poll_interval = max(max_poll_interval, poll_interval)
         self.log_interval = log_interval
@@ -114,6 +118,7 @@ class ImageContainsTrigger(BaseTrigger):
                 "tasks_conn_id": self.tasks_conn_id,
                 "function_name": self.function_name,
                 "imagecontains_conn_id": self.imagecontains_conn_id,
+                "hook_params": self.hook_params,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "log_interval": self.log_interval,
@@ -121,8 +126,12 @@ class ImageContainsTrigger(BaseTrigger):
             },
         )
 
+    def hook(self) -> ImageContainsHook:
+        """The hook of the operator or sensor that deferred: its connection and settings."""
+        return ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id, **self.hook_params)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = ImageContainsHook(imagecontains_conn_id=self.imagecontains_conn_id)
+        hook = self.hook()
         tracker = TaskTracker(self.task_names if self.task_names is not None else await self._stored_task_names())
         interval = self.poll_interval
         last_log = float("-inf")

@@ -36,7 +36,7 @@ def save_results(results: list[list[dict]]) -> None:
 @dag(dag_id="imagecontains_mapped", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
 def imagecontains_mapped():
     submissions = ImageContainsOperator.partial(
-        task_id="submit", label="person", function_name=FUNCTION, namespace="tests-mapped"
+        task_id="submit", target_label="person", function_name=FUNCTION, namespace="tests-mapped"
     ).expand(images=list_image_batches())
     answers = ImageContainsSensor.partial(
         task_id="wait",
@@ -60,7 +60,7 @@ def imagecontains_templated():
     submit = ImageContainsOperator(
         task_id="submit",
         images=json.loads(os.environ.get("IMAGECONTAINS_TEST_IMAGES", "[]")),
-        label="person",
+        target_label="person",
         function_name=FUNCTION,
         namespace="tests-templated",
     )
@@ -79,7 +79,7 @@ def imagecontains_run_cap():
     # Two mapped instances of half the images each; the cap admits the first one's tasks only.
     ImageContainsOperator.partial(
         task_id="submit",
-        label="person",
+        target_label="person",
         function_name=FUNCTION,
         namespace="tests-run-cap",
         max_run_tasks=int(os.environ.get("IMAGECONTAINS_TEST_MAX_RUN_TASKS", "1000")),
