@@ -99,6 +99,7 @@ def sequential(
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
                 prior_accuracy=config.prior_worker_accuracy,
+                class_prior=class_prior,
             )
             if not verdict.needs_more_answers:
                 break
@@ -108,7 +109,8 @@ def sequential(
         if verdict is not None and verdict.contains_target is not None:
             outcome.decided += 1
             outcome.right += decided_right
-            judged = peer_truths(used, models, config.prior_worker_accuracy)
+        if verdict is not None and not verdict.needs_more_answers:
+            judged = peer_truths(used, models, config.prior_worker_accuracy, class_prior.share_hard)
             learned, class_prior = learn_from_task(
                 used, models, class_prior, prior_accuracy=config.prior_worker_accuracy
             )

@@ -13,8 +13,8 @@ from imagecontains_gateway.config import ServerConfig
 
 
 class SequentialAdjudicator:
-    """Reads a task's answers one at a time until the adjudicator decides, then lets each worker's model
-    and the class prior learn from the decided task, as the server does.
+    """Reads a task's answers one at a time until the adjudicator decides or gives up, then lets each worker's
+    model and the class prior learn from the finished task, as the server does.
 
     :param config: the server settings used: ``confidence``, ``max_answers_per_task``, ``prior_worker_accuracy``.
     """
@@ -33,10 +33,11 @@ class SequentialAdjudicator:
                 confidence=self.config.confidence,
                 max_answers=self.config.max_answers_per_task,
                 prior_accuracy=self.config.prior_worker_accuracy,
+                class_prior=self.class_prior,
             )
             if not verdict.needs_more_answers:
                 break
-        if verdict.contains_target is not None:
+        if not verdict.needs_more_answers:
             learned, self.class_prior = learn_from_task(
                 answers[:used], self.models, self.class_prior, prior_accuracy=self.config.prior_worker_accuracy
             )

@@ -207,8 +207,14 @@ def run_demo(
     )
 
 
-# With --worker-page: people answer next to simulated workers that take human-like time (docs/workforce.md).
-WORKER_PAGE_CONFIG: dict[str, Any] = {"workforce": "mixed", "answer_delay_seconds": 2.0}
+# With --worker-page: a person answers next to simulated workers that take human-like time and take a question
+# only once it has waited for the person this long (docs/workforce.md), so the person sees every frame first.
+PERSON_FIRST_SECONDS = 45.0
+WORKER_PAGE_CONFIG: dict[str, Any] = {
+    "workforce": "mixed",
+    "answer_delay_seconds": 2.0,
+    "simulated_after_seconds": PERSON_FIRST_SECONDS,
+}
 
 
 def worker_page_instructions(crowd: LocalCrowdServer) -> str:
@@ -217,7 +223,9 @@ def worker_page_instructions(crowd: LocalCrowdServer) -> str:
     dashboard_token = crowd.issue_token("dashboard", crowd.account.account_id)
     return (
         f"Worker page: {crowd.endpoint_url}/work  (token {worker_token})\n"
-        f"Dashboard:   {crowd.endpoint_url}/dashboard  (token {dashboard_token})"
+        f"Dashboard:   {crowd.endpoint_url}/dashboard  (token {dashboard_token})\n"
+        f"Every question waits {PERSON_FIRST_SECONDS:g} s for you before simulated workers take it; answer at your "
+        "own pace. The demo ends by itself once every frame is answered; press Ctrl-C to stop it sooner (it cleans up)."
     )
 
 

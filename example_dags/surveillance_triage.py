@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -48,8 +49,9 @@ from airflow.sdk import Asset, Param, dag, task
 from botocore.exceptions import BotoCoreError, ClientError
 from example_io import as_records, batched, join_location, list_images, read_image, read_output, write_output
 
+from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
-from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, summarize
+from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, prescreened, summarize
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
 ESCALATE_TO_REVIEWERS = os.environ.get("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "").lower() in ("1", "true", "yes")
@@ -84,6 +86,8 @@ AUDIT_RATE = float(os.environ.get("IMAGECONTAINS_AUDIT_RATE", "0.05"))
 CROWD_TASK_COST = (
     float(os.environ["IMAGECONTAINS_CROWD_TASK_COST"]) if os.environ.get("IMAGECONTAINS_CROWD_TASK_COST") else None
 )
+# Dollars paid per crowd answer (the local server's --reward), for the run's cost in the report.
+REWARD_PER_ANSWER = float(os.environ.get("IMAGECONTAINS_REWARD_PER_ANSWER", "0.01"))
 # Fixed when the DAG is parsed, because an Asset names one place.
 AUDIT_PAIRS = Asset(
     name="imagecontains_surveillance_audit_pairs",
@@ -112,58 +116,104 @@ def frame_name(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or url
 
 
+REPORT_COLUMNS = [
+    "frame",
+    "url",
+    "flagged",
+    "answer",
+    "confidence",
+    "answers",
+    "source",
+    "reason",
+    "task_name",
+    "thumbnail",
+]
+
+
 def render_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["frame", "url", "reason", "task_name", "thumbnail"])
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS)
     writer.writeheader()
-    writer.writerows({key: row.get(key) or "" for key in writer.fieldnames} for row in rows)
+    writer.writerows({key: "" if row.get(key) is None else row[key] for key in REPORT_COLUMNS} for row in rows)
     return buffer.getvalue()
 
 
+def answer_text(answer: dict[str, Any], label: str) -> str:
+    """What was decided about a frame, e.g. ``person``, ``no person`` or ``no answer (Expired)``."""
+    if answer["state"] != "completed":
+        return f"no answer ({(answer.get('problem') or {}).get('code', answer['state'])})"
+    return label if answer["contains_target"] else f"no {label}"
+
+
+def confidence_text(answer: dict[str, Any]) -> str:
+    """The crowd's confidence (the adjudicator's posterior), or the model's score for a frame it settled."""
+    if answer.get("source") == "model":
+        return f"model score {answer['model_score']:.2f}"
+    return "-" if answer.get("confidence") is None else f"{answer['confidence']:.0%}"
+
+
 def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """A self-contained page: the run's counts and one table row per frame to inspect."""
+    """A self-contained page: the run's counts and one table row per frame, those to inspect first."""
     esc = html.escape
     body = []
     for row in rows:
         # The thumbnail links to the full-size copy: the original URL may be gone or expired.
-        image = (
-            f'<a href="{esc(row["thumbnail"])}"><img src="{esc(row["thumbnail"])}" alt="{esc(row["frame"])}" '
-            f'width="{THUMBNAIL_WIDTH}" loading="lazy"></a>'
-            if row["thumbnail"]
-            else "(image unavailable)"
-        )
-        body.append(
-            f'<tr class="frame"><td>{image}</td><td>{esc(row["frame"])}<br><small>{esc(row["url"])}</small></td>'
-            f"<td>{esc(row['reason'])}</td><td><code>{esc(row['task_name'] or '-')}</code></td></tr>"
-        )
+        if row["thumbnail"]:
+            image = (
+                f'<a href="{esc(row["thumbnail"])}"><img src="{esc(row["thumbnail"])}" alt="{esc(row["frame"])}" '
+                f'width="{THUMBNAIL_WIDTH}" loading="lazy"></a>'
+            )
+        else:
+            image = "(image unavailable)" if row["flagged"] else ""
+        cells = [
+            image,
+            f"{esc(row['frame'])}<br><small>{esc(row['url'])}</small>",
+            esc(row["answer"]),
+            esc(row["confidence"]),
+            "-" if row["answers"] is None else str(row["answers"]),
+            esc(row["source"] or "-"),
+            esc(row["reason"]),
+            f"<code>{esc(row['task_name'] or '-')}</code>",
+        ]
+        row_class = "frame flagged" if row["flagged"] else "frame clear"
+        body.append(f'<tr class="{row_class}">' + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    names = {
+        "frames": "frames",
+        "flagged": "to inspect",
+        "clear": "clear",
+        "unanswered": "unanswered",
+        "crowd_answers": "crowd answers",
+        "cost": "crowd cost",
+        "settled_by_model": "settled by the model",
+        "sent_to_crowd": "sent to the crowd",
+        "spend_avoided": "crowd spend avoided",
+        "audited": "audits of the model",
+        "audit_agreement": "crowd agreed with the model on audits",
+    }
     counts = "".join(
-        f"<li>{esc(name)}: <strong>{summary[key]}</strong></li>"
-        for key, name in (
-            ("frames", "frames"),
-            ("flagged", "to inspect"),
-            ("clear", "clear"),
-            ("unanswered", "unanswered"),
-            ("settled_by_model", "settled by the model"),
-            ("sent_to_crowd", "sent to the crowd"),
-            ("spend_avoided", "crowd spend avoided"),
-            ("audited", "audits of the model"),
-            ("audit_agreement", "crowd agreed with the model on audits"),
-        )
+        f"<li>{esc(name)}: <strong>{esc(str(summary[key]))}</strong></li>"
+        for key, name in names.items()
+        if key in summary
     )
-    title = f"Frames to inspect: {summary['data_interval_start']} to {summary['data_interval_end']}"
+    title = f"Frames: {summary['data_interval_start']} to {summary['data_interval_end']}"
+    headings = "".join(
+        f"<th>{name}</th>"
+        for name in ("thumbnail", "frame", "answer", "confidence", "answers", "source", "reason", "crowd task")
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}}
+tr.clear{{color:#555}}</style></head>
 <body>
 <h1>{esc(title)}</h1>
 <p>Label asked: <strong>{esc(summary["label"])}</strong> (DAG run <code>{esc(summary["run_id"])}</code>)</p>
 <ul id="summary">{counts}</ul>
 <table id="frames">
-<thead><tr><th>thumbnail</th><th>frame</th><th>reason</th><th>crowd task</th></tr></thead>
+<thead><tr>{headings}</tr></thead>
 <tbody>
-{chr(10).join(body) if body else '<tr><td colspan="4">No frame needs inspection.</td></tr>'}
+{chr(10).join(body) if body else '<tr><td colspan="8">No frame arrived in this interval.</td></tr>'}
 </tbody>
 </table>
 </body>
@@ -233,7 +283,32 @@ def load_audit_pairs(location: str) -> list[dict[str, Any]]:
     return json.loads(data) if data else []
 
 
-def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir: str) -> dict[str, Any]:
+def no_frames_hint(source: str, base_url: str | None, interval_start: datetime) -> str | None:
+    """Why a run found no frame although ``source`` holds some: frames are chosen by their file times."""
+    everything = list_images(source, base_url=base_url)
+    if not everything:
+        return None
+    return (
+        f"{source} holds {len(everything)} frames, but none was modified during this run's data interval: "
+        "frames are chosen by their modification time (a file's mtime, an S3 object's LastModified), and copied "
+        "or restored files keep old times. Touch them into the interval (e.g. `touch` the files), or trigger a run "
+        f"whose interval covers them (this one starts {interval_start.isoformat()})."
+    )
+
+
+def frame_reader(conn_id: str) -> Callable[[str], bytes]:
+    """Reads a frame by its URL; frames the crowd server serves itself (``--images-dir``) answer signed-in people
+    only, so those are read through a URL presigned for the connection's account."""
+    hook = ImageContainsHook(conn_id)
+    return lambda url: read_image(hook.presign_image_url(url))
+
+
+def write_report(
+    answers: list[dict[str, Any]],
+    summary: dict[str, Any],
+    run_dir: str,
+    read_frame: Callable[[str], bytes] = read_image,
+) -> dict[str, Any]:
     """Write ``inspect.csv``, ``triage.json``, ``index.html`` and ``thumbnails/`` into ``run_dir``.
 
     Thumbnails are copies of the frames (shown scaled down): presigned URLs expire and camera
@@ -242,49 +317,68 @@ def write_report(answers: list[dict[str, Any]], summary: dict[str, Any], run_dir
     :param answers: the sensor's answers for every frame of the run.
     :param summary: what the run was (label, run id, data interval).
     :param run_dir: a local folder or S3 prefix for this run's report.
+    :param read_frame: reads a frame's bytes by its URL.
     """
     rows = []
-    for number, answer in enumerate(a for a in answers if needs_inspection(a)):
+    # Those to inspect first (each with a copy of its frame), then the clear ones.
+    ordered = [a for a in answers if needs_inspection(a)] + [a for a in answers if not needs_inspection(a)]
+    for number, answer in enumerate(ordered):
         name = frame_name(answer["url"])
-        thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
-        try:
-            write_output(join_location(run_dir, thumbnail), read_image(answer["url"]), "application/octet-stream")
-        except (OSError, BotoCoreError, ClientError) as err:
-            log.warning("Could not copy frame %s for the report: %s", name, err)
-            thumbnail = ""
+        flagged = needs_inspection(answer)
+        thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}" if flagged else ""
+        if flagged:
+            try:
+                write_output(join_location(run_dir, thumbnail), read_frame(answer["url"]), "application/octet-stream")
+            except (OSError, BotoCoreError, ClientError) as err:
+                log.warning("Could not copy frame %s for the report: %s", name, err)
+                thumbnail = ""
         rows.append(
             {
                 "frame": name,
                 "url": answer["url"],
-                "reason": inspection_reason(answer, summary["label"]),
+                "flagged": flagged,
+                "answer": answer_text(answer, summary["label"]),
+                "confidence": confidence_text(answer),
+                "answers": answer.get("answers"),
+                "source": answer.get("source"),
+                "reason": inspection_reason(answer, summary["label"]) if flagged else "",
                 "task_name": answer["task_name"],
                 "thumbnail": thumbnail,
             }
         )
-    unanswered = sum(1 for a in answers if a["state"] != "completed")
-    prescreen = summarize(answers)
-    agreement = prescreen["audit_agreement"]
+    flagged_rows = [row for row in rows if row["flagged"]]
+    crowd_answers = sum(a.get("answers") or 0 for a in answers if a.get("source") != "model")
     summary = {
         **summary,
-        "settled_by_model": prescreen["settled_by_model"],
-        "sent_to_crowd": prescreen["sent_to_crowd"],
-        "spend_avoided": "n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
-        if CROWD_TASK_COST is None
-        else f"${prescreen['settled_by_model'] * CROWD_TASK_COST:,.2f}",
-        "audited": prescreen["audited"],
-        "audit_agreement": "n/a"
-        if agreement is None
-        else f"{agreement:.1%} ({prescreen['audits_agreed']} of {prescreen['audits_answered']})",
         "frames": len(answers),
-        "flagged": len(rows),
-        "clear": len(answers) - len(rows),
-        "unanswered": unanswered,
+        "flagged": len(flagged_rows),
+        "clear": len(answers) - len(flagged_rows),
+        "unanswered": sum(1 for a in answers if a["state"] != "completed"),
+        "crowd_answers": crowd_answers,
+        # Votes used, at the reward per answer; questions shown but answered "can't tell" are paid too.
+        "cost": f"at least ${crowd_answers * REWARD_PER_ANSWER:,.2f} ({crowd_answers} answers at ${REWARD_PER_ANSWER})",
     }
+    if prescreened(answers):
+        prescreen = summarize(answers)
+        agreement = prescreen["audit_agreement"]
+        summary.update(
+            settled_by_model=prescreen["settled_by_model"],
+            sent_to_crowd=prescreen["sent_to_crowd"],
+            spend_avoided="n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
+            if CROWD_TASK_COST is None
+            else f"${prescreen['settled_by_model'] * CROWD_TASK_COST:,.2f}",
+            audited=prescreen["audited"],
+            audit_agreement="n/a"
+            if agreement is None
+            else f"{agreement:.1%} ({prescreen['audits_agreed']} of {prescreen['audits_answered']})",
+        )
     outputs = {
         "report_csv": write_output(join_location(run_dir, "inspect.csv"), render_csv(rows).encode(), "text/csv"),
         "report_json": write_output(
             join_location(run_dir, "triage.json"),
-            json.dumps({**summary, "inspect": rows}, indent=2).encode(),
+            json.dumps(
+                {**summary, "inspect": flagged_rows, "cleared": [row for row in rows if not row["flagged"]]}, indent=2
+            ).encode(),
             "application/json",
         ),
         "report_html": write_output(
@@ -362,6 +456,10 @@ def surveillance_triage():
             modified_before=data_interval_end,
         )
         log.info("%d frames arrived between %s and %s", len(frames), data_interval_start, data_interval_end)
+        if not frames:
+            hint = no_frames_hint(params["frames_source"], params["frames_base_url"], data_interval_start)
+            if hint:
+                log.warning(hint)
         questions = [{"url": frame["url"], "label": params["label"]} for frame in frames]
         return batched(questions, params["batch_size"])
 
@@ -392,6 +490,7 @@ def surveillance_triage():
         prescreen=PRESCREEN,
         accept_above=thresholds["accept_above"],
         reject_below=thresholds["reject_below"],
+        calibration_pairs=thresholds["pairs"],
         audit_rate=AUDIT_RATE,
         crowd_task_cost=CROWD_TASK_COST,
     ).expand(images=batches)
@@ -414,7 +513,7 @@ def surveillance_triage():
             "data_interval_end": data_interval_end.isoformat(),
         }
         run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
-        report = write_report(as_records(answers), summary, run_dir)
+        report = write_report(as_records(answers), summary, run_dir, frame_reader(CONN_ID))
         log.info(
             "%d of %d frames need inspection; report: %s", report["flagged"], report["frames"], report["report_html"]
         )

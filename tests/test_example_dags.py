@@ -141,7 +141,13 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
 
     key = generate_frames(tmp_path / "frames", 8)
     with serve_folder(tmp_path / "frames") as base_url:
-        answers = [answer(f"{base_url}/{name}", "person", "person" in labels) for name, labels in key.items()]
+        answers = [
+            {
+                **answer(f"{base_url}/{name}", "person", "person" in labels, confidence=0.97, answers=2),
+                "source": "crowd",
+            }
+            for name, labels in key.items()
+        ]
         answers[1] = answer(answers[1]["url"], "person", None, state="failed")
         summary = {"label": "person", "run_id": "manual__1", "data_interval_start": "a", "data_interval_end": "b"}
         report = surveillance_triage.write_report(answers, summary, str(tmp_path / "report"))
@@ -154,17 +160,35 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
     assert report["unanswered"] == 1
     with open(report["report_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted(row["frame"] for row in rows) == expected
-    reasons = {row["frame"]: row["reason"] for row in rows}
-    assert reasons[frame_name(1)] == "no answer (Expired)"
-    assert reasons[frame_name(0)] == "contains person"
-    for row in rows:
+    # Every frame, those to inspect first, each with what was decided, how surely, on how many answers, by whom.
+    assert sorted(row["frame"] for row in rows) == sorted(key)
+    assert sorted(row["frame"] for row in rows[: len(expected)]) == expected
+    by_frame = {row["frame"]: row for row in rows}
+    assert by_frame[frame_name(1)]["reason"] == "no answer (Expired)"
+    assert by_frame[frame_name(1)]["answer"] == "no answer (Expired)"
+    assert (by_frame[frame_name(0)]["reason"], by_frame[frame_name(0)]["answer"]) == ("contains person", "person")
+    clear = rows[len(expected)]
+    assert (clear["flagged"], clear["answer"], clear["confidence"], clear["answers"], clear["source"]) == (
+        "False",
+        "no person",
+        "97%",
+        "2",
+        "crowd",
+    )
+    for row in rows[: len(expected)]:
         copied = tmp_path / "report" / row["thumbnail"]
         assert copied.read_bytes() == (tmp_path / "frames" / row["frame"]).read_bytes()
+    assert report["crowd_answers"] == 2 * 7 and report["cost"].startswith("at least $0.14 ")
     saved = json.loads(Path(report["report_json"]).read_text())
     assert saved["flagged"] == report["flagged"] and len(saved["inspect"]) == len(expected)
+    assert len(saved["cleared"]) == 8 - len(expected)
     page = Path(report["report_html"]).read_text()
-    assert page.count('<tr class="frame">') == len(expected)
+    assert page.count('<tr class="frame flagged">') == len(expected)
+    assert page.count('<tr class="frame clear">') == 8 - len(expected)
+    assert "crowd cost" in page
+    for absent in ("settled_by_model", "spend_avoided", "audited"):
+        assert absent not in report, "no pre-screen lines without a pre-screen"
+    assert "settled by the model" not in page and "audits" not in page
 
 
 def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path, monkeypatch):
@@ -185,8 +209,15 @@ def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_p
     assert report["spend_avoided"] == "n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
     monkeypatch.setattr(surveillance_triage, "CROWD_TASK_COST", 0.04)
     assert surveillance_triage.write_report([settled], summary, str(tmp_path / "again"))["spend_avoided"] == "$0.04"
-    reasons = {row["frame"]: row["reason"] for row in json.loads(Path(report["report_json"]).read_text())["inspect"]}
+    saved = json.loads(Path(report["report_json"]).read_text())
+    reasons = {row["frame"]: row["reason"] for row in saved["inspect"]}
     assert reasons == {"a.png": "contains person (model, score 0.98)", "c.png": "contains person"}
+    assert (saved["inspect"][0]["frame"], saved["inspect"][0]["source"], saved["inspect"][0]["confidence"]) == (
+        "a.png",
+        "model",
+        "model score 0.98",
+    )
+    assert [row["frame"] for row in saved["cleared"]] == ["b.png"]
     assert "settled by the model: <strong>1</strong>" in Path(report["report_html"]).read_text()
 
     stored = [{"url": "http://127.0.0.1:9/c.png", "label": "person", "score": 0.4, "crowd": False, "weight": 1.0}]
@@ -363,3 +394,33 @@ def test_review_questions_and_answers_follow_the_unsettled_frames():
         ("a.png", "Contains it", True, "ana", "Expired"),
         ("c.png", None, None, None, "Inconclusive"),
     ]
+
+
+def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp_path, crowd_server):
+    import surveillance_triage
+
+    key = generate_frames(tmp_path / "frames", 2)
+    server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
+    answers = [answer(f"{server.endpoint_url}/images/{name}", "person", True) for name in key]
+    summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
+
+    report = surveillance_triage.write_report(
+        answers, summary, str(tmp_path / "report"), surveillance_triage.frame_reader("imagecontains_default")
+    )
+
+    page = Path(report["report_html"]).read_text()
+    assert "(image unavailable)" not in page
+    for name in key:
+        (copied,) = (tmp_path / "report" / "thumbnails").glob(f"*-{name}")
+        assert copied.read_bytes() == (tmp_path / "frames" / name).read_bytes()
+
+
+def test_a_run_that_finds_no_frame_in_its_interval_says_file_times_choose_them(tmp_path):
+    import surveillance_triage
+
+    generate_frames(tmp_path / "frames", 2)  # modified now, long after the interval below
+    start = datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
+    hint = surveillance_triage.no_frames_hint(str(tmp_path / "frames"), "http://127.0.0.1:9/frames", start)
+    assert "holds 2 frames" in hint and "modification time" in hint and "2026-01-01T11:00:00+00:00" in hint
+    (tmp_path / "empty").mkdir()
+    assert surveillance_triage.no_frames_hint(str(tmp_path / "empty"), "http://127.0.0.1:9/", start) is None

@@ -17,12 +17,13 @@ import time
 import httpx
 import pytest
 
+from airflow_provider_imagecontains.exceptions import TaskInProgressError
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from demo.frames import generate_frames
 from imagecontains_gateway.__main__ import config_from_args, parse_args
 from imagecontains_gateway.config import Account
 from imagecontains_gateway.human import WorkforceStore
-from imagecontains_gateway.ui import SESSION_COOKIE
+from imagecontains_gateway.ui import SESSION_COOKIES
 
 # Two agreeing new workers reach 0.988 > 0.95 with this prior; one answer alone (0.9) does not.
 TWO_HUMANS = {"workforce": "human", "prior_worker_accuracy": 0.9, "confidence": 0.95}
@@ -67,6 +68,13 @@ def put_tasks(images, label="person", prefix="t"):
     inputs = {f"{prefix}{n}": {"image": {"url": url}, "target": {"label": label}} for n, url in enumerate(images)}
     hook.put_tasks("image-contains", inputs)
     return hook, list(inputs)
+
+
+def account_balance(server):
+    with sqlite3.connect(server.db_path) as db:
+        return db.execute(
+            "SELECT microdollars FROM balances WHERE account = ?", (server.account.account_id,)
+        ).fetchone()[0]
 
 
 def stored(server):
@@ -247,24 +255,27 @@ def test_requests_without_a_valid_token_are_refused(crowd_server, tmp_path, meth
     generate_frames(frames, 1)
     server = crowd_server(workforce="human", images_dir=str(frames))
     put_tasks(["https://images.example.com/a.jpg"])
-    cookies = {SESSION_COOKIE: cookie} if cookie else {}
+    cookies = dict.fromkeys(SESSION_COOKIES.values(), cookie) if cookie else {}
     with httpx.Client(base_url=server.endpoint_url, cookies=cookies) as client:
         response = client.request(method, path, data={"task": "1", "answer": "yes"} if method == "POST" else None)
         assert response.status_code == 401
-        for page in ("/work", "/dashboard"):
+        for page, role in (("/work", "worker"), ("/dashboard", "dashboard")):
             response = client.get(page)
-            assert response.status_code == 303 and response.headers["location"] == "/signin"
+            assert response.status_code == 303 and response.headers["location"] == f"/signin?for={role}"
     assert stored(server)["t0"]["answers"] == []
 
 
 def test_a_worker_token_opens_no_dashboard_and_a_dashboard_token_answers_nothing(crowd_server):
     server = crowd_server(workforce="human")
-    with httpx.Client(base_url=server.endpoint_url) as client:
-        client.post("/signin", data={"token": server.issue_token("worker", "alice")})
-        assert client.get("/dashboard/data").status_code == 401
-        client.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
-        assert client.get("/work/wait").status_code == 401
-        assert client.get("/dashboard/data").status_code == 200
+    with httpx.Client(base_url=server.endpoint_url) as worker, httpx.Client(base_url=server.endpoint_url) as owner:
+        worker.post("/signin", data={"token": server.issue_token("worker", "alice")})
+        assert worker.get("/dashboard/data").status_code == 401
+        owner.post("/signin", data={"token": server.issue_token("dashboard", server.account.account_id)})
+        assert owner.get("/work/wait").status_code == 401
+        assert owner.get("/dashboard/data").status_code == 200
+        # A worker's session under the dashboard's cookie name is still a worker's: it opens no dashboard.
+        owner.cookies.set(SESSION_COOKIES["dashboard"], worker.cookies[SESSION_COOKIES["worker"]])
+        assert owner.get("/dashboard/data").status_code == 401
 
 
 def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
@@ -272,7 +283,7 @@ def test_sign_in_with_an_unknown_token_is_refused(crowd_server):
     server.issue_token("worker", "alice")
     response = httpx.post(server.endpoint_url + "/signin", data={"token": "icw_guessed"})
     assert response.status_code == 401 and "Unknown token" in response.text
-    assert SESSION_COOKIE not in response.cookies
+    assert not set(SESSION_COOKIES.values()) & set(response.cookies)
 
 
 def test_answers_need_the_page_csrf_token_and_this_origin(crowd_server):
@@ -299,6 +310,21 @@ def test_session_cookie_is_httponly_and_samesite_strict(crowd_server):
     response = httpx.post(server.endpoint_url + "/signin", data={"token": server.issue_token("worker", "alice")})
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+def test_behind_a_trusted_https_proxy_the_cookie_is_secure_and_host_only_and_pages_carry_hsts(crowd_server):
+    server = crowd_server(workforce="human", forwarded_allow_ips=("127.0.0.1",))
+    token = server.issue_token("worker", "alice")
+    plain = httpx.post(server.endpoint_url + "/signin", data={"token": token})
+    assert "secure" not in plain.headers["set-cookie"].lower() and "strict-transport-security" not in plain.headers
+    # The proxy (on loopback, named by --forwarded-allow-ips) ends TLS and says so.
+    proxied = httpx.post(server.endpoint_url + "/signin", data={"token": token}, headers={"X-Forwarded-Proto": "https"})
+    cookie = proxied.headers["set-cookie"]
+    assert cookie.startswith("__Host-imagecontains_worker=") and "; secure" in cookie.lower()
+    assert proxied.headers["strict-transport-security"] == "max-age=31536000"
+    with httpx.Client(base_url=server.endpoint_url, headers={"X-Forwarded-Proto": "https"}) as client:
+        client.cookies.set("__Host-imagecontains_worker", proxied.cookies["__Host-imagecontains_worker"])
+        assert client.get("/work").status_code == 200
 
 
 def test_labels_and_worker_names_are_escaped_and_inline_scripts_are_forbidden(crowd_server):
@@ -375,12 +401,12 @@ def test_images_come_from_the_images_folder_only(crowd_server, tmp_path):
     # The account's own tasks show both images on its dashboard (a dashboard sees only those: test_server_hardening).
     put_tasks([f"{server.endpoint_url}/images/frame_0000.png", f"{server.endpoint_url}/images/sub/inner.png"])
     token = server.issue_token("dashboard", server.account.account_id)
-    session = httpx.post(server.endpoint_url + "/signin", data={"token": token}).cookies[SESSION_COOKIE]
+    session = httpx.post(server.endpoint_url + "/signin", data={"token": token}).cookies[SESSION_COOKIES["dashboard"]]
 
     def raw_get(path):
         # http.client sends the path exactly as written: no client-side normalisation of "..".
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+        connection.request("GET", path, headers={"Cookie": f"{SESSION_COOKIES['dashboard']}={session}"})
         response = connection.getresponse()
         body = response.read()
         connection.close()
@@ -440,6 +466,115 @@ def test_cli_flags_choose_the_workforce_and_refuse_an_unknown_one(tmp_path):
     assert (config.workforce, config.images_dir) == ("mixed", str(tmp_path))
     with pytest.raises(ValueError, match="'robots'"):
         config_from_args(parse_args(["--workforce", "robots"]))
+
+
+def test_presigned_image_urls_let_the_requesters_own_tools_read_its_images_and_nobody_else(
+    crowd_server, tmp_path, monkeypatch
+):
+    frames = tmp_path / "frames"
+    generate_frames(frames / OTHER.account_id, 1)
+    generate_frames(frames / "123456789012", 1)
+    server = crowd_server(
+        workforce="human", images_dir=str(frames), accounts=[Account.parse("123456789012:AKIAX:s"), OTHER]
+    )
+    own = f"{server.endpoint_url}/images/123456789012/frame_0000.png"
+    others = f"{server.endpoint_url}/images/{OTHER.account_id}/frame_0000.png"
+    hook = ImageContainsHook()
+    assert httpx.get(own).status_code == 401, "no session, no signature"
+
+    signed = hook.presign_image_url(own)
+    response = httpx.get(signed)
+    assert response.status_code == 200, response.text
+    assert response.content == (frames / "123456789012" / "frame_0000.png").read_bytes()
+    assert "X-Amz-Signature=" in signed and "X-Amz-Expires=3600" in signed
+    # Another account's image, even under a valid signature, is not this account's to read.
+    assert httpx.get(hook.presign_image_url(others)).status_code == 404
+    # The signature covers the path: it opens no other file.
+    assert httpx.get(signed.replace("frame_0000.png", "frame_0001.png")).status_code == 403
+    tampered = signed[:-1] + ("0" if signed[-1] != "0" else "1")
+    assert httpx.get(tampered).status_code == 403
+    expired = hook.presign_image_url(own, expires_in=1)
+    time.sleep(1.1)
+    answer = httpx.get(expired)
+    assert answer.status_code == 403 and "expired" in answer.text
+    # Only the crowd server's own images are signed: anything else is returned as given.
+    for url in ("https://images.example.com/a.jpg", f"{server.endpoint_url}/0/functions/x", "s3://bucket/a.png"):
+        assert hook.presign_image_url(url) == url
+
+
+def test_cancelled_tasks_fail_cancelled_at_once_and_are_asked_no_more_while_delete_stays_refused(crowd_server):
+    server = crowd_server(**TWO_HUMANS)
+    hook, _ = put_tasks([f"https://images.example.com/{n}.jpg" for n in range(3)], prefix="run1-")
+    put_tasks(["https://images.example.com/9.jpg"], prefix="run2-")
+    alice, bob = Worker(server, "alice"), Worker(server, "bob")
+    held = alice.question()  # alice holds run1-0 when the run is cancelled
+    balance = account_balance(server)
+
+    with pytest.raises(TaskInProgressError):
+        hook.delete_task("image-contains", "run1-1")  # the Crowd API's DELETE still refuses a processing task
+    assert hook.cancel_tasks("image-contains", name_prefix="run1-") == ["run1-0", "run1-1", "run1-2"]
+
+    tasks = stored(server)
+    for name in ("run1-0", "run1-1", "run1-2"):
+        assert tasks[name]["state"] == "failed" and tasks[name]["problem"]["code"] == "Cancelled"
+        assert hook.get_task("image-contains", name)["problemDetails"]["code"] == "Cancelled"
+    assert tasks["run2-0"]["state"] == "processing"
+    assert bob.question()[2] == "https://images.example.com/9.jpg", "bob is asked the other run's task only"
+    assert alice.question() is None, "the question alice held is gone from her page"
+    alice.answer(held, "yes")  # a late answer to a cancelled question is dropped
+    assert stored(server)["run1-0"]["answers"] == []
+    assert account_balance(server) == balance - 10_000, "only bob's question was paid after the cancel"
+
+    assert hook.cancel_tasks("image-contains", name_prefix="run1-") == [], "cancelling again cancels nothing more"
+    assert hook.cancel_tasks("image-contains", ["run2-0", "unknown"]) == ["run2-0"]
+    with pytest.raises(ValueError, match="either"):
+        hook.cancel_tasks("image-contains")
+
+
+def test_the_cancel_command_cancels_by_prefix_in_the_servers_database(crowd_server, capsys):
+    from imagecontains_gateway.__main__ import main
+
+    server = crowd_server(**TWO_HUMANS)
+    put_tasks(["https://images.example.com/0.jpg", "https://images.example.com/1.jpg"], prefix="nightly-")
+    main(["cancel", server.account.account_id, "--prefix", "nightly-", "--db", server.db_path])
+    assert capsys.readouterr().out.startswith("Cancelled 2 processing tasks")
+    assert {task["problem"]["code"] for task in stored(server).values()} == {"Cancelled"}
+    assert Worker(server, "carol").question() is None
+    with pytest.raises(SystemExit, match="cancel"):
+        main(["cancel", server.account.account_id, "--prefix", "", "--db", server.db_path])
+
+
+def test_with_the_demos_worker_page_settings_a_person_answers_every_task_first_and_is_told_how_to_stop(
+    crowd_server,
+):
+    from demo.run_demo import WORKER_PAGE_CONFIG, worker_page_instructions
+
+    assert WORKER_PAGE_CONFIG["workforce"] == "mixed" and WORKER_PAGE_CONFIG["simulated_after_seconds"] >= 30
+    # The demo's settings, with the person's head start and the simulated workers' pace shortened for the test.
+    server = crowd_server(**{**WORKER_PAGE_CONFIG, "simulated_after_seconds": 4.0, "answer_delay_seconds": 0.0})
+    _, names = put_tasks([f"https://images.example.com/{n}.jpg" for n in range(6)])
+    person = Worker(server, "you")
+    for _ in names:
+        time.sleep(0.3)  # at a person's pace, faster than the workers' 0 s but slower than nothing
+        person.answer(person.question(), "yes")
+    answers = [worker for task in stored(server).values() for worker, _ in task["answers"]]
+    assert answers == ["human:you"] * len(names), "the simulated workers left every task to the person"
+    deadline = time.monotonic() + 20
+    while any(task["state"] == "processing" for task in stored(server).values()):
+        assert time.monotonic() < deadline, "the simulated workers never finished the tasks the person left"
+        time.sleep(0.2)
+    assert all(task["state"] == "completed" for task in stored(server).values())
+    assert "Ctrl-C" in worker_page_instructions(server)
+
+
+def test_the_help_lists_every_workforce_the_server_accepts(capsys):
+    from imagecontains_gateway.config import WORKFORCES
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    workforce_help = help_text.split("--workforce WORKFORCE ", 2)[-1].split(" --", 1)[0]
+    assert [workforce for workforce in WORKFORCES if workforce not in workforce_help] == []
 
 
 def test_a_worker_page_view_scans_no_table_of_answers_or_tasks(tmp_path):

@@ -247,3 +247,45 @@ def test_a_dry_run_scores_and_counts_only_the_crowd_tasks(crowd_server, images) 
     summary = _operator(urls, dry_run=True).execute({})
     assert (summary["total_tasks"], summary["new_tasks"], summary["settled_by_model"]) == (1, 1, 2)
     assert server.tasks(function_name=TEST_FN) == []
+
+
+def test_images_the_crowd_server_serves_are_scored_through_urls_presigned_for_the_account(
+    crowd_server, tmp_path, capsys
+) -> None:
+    # The documented private-team set-up: frames under --images-dir, people on the worker page.
+    (tmp_path / "frames").mkdir()
+    for name, score in (("a.jpg", "0.99"), ("b.jpg", "0.02"), ("c.jpg", "0.5")):
+        (tmp_path / "frames" / name).write_bytes(score.encode())
+    server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
+    urls = [f"{server.endpoint_url}/images/{name}" for name in ("a.jpg", "b.jpg", "c.jpg")]
+
+    handle = _operator(urls).execute({})
+
+    assert "scored 3 of 3 images" in capsys.readouterr().out
+    assert [entry["model_score"] for entry in handle["tasks"]] == [0.99, 0.02, 0.5]
+    assert _crowd_urls(server) == [urls[2]], "the crowd is shown the plain URL, never a signed one"
+
+
+class DetectorScorer(ByteScorer):
+    """A detector's scorer: it gives at most 0.2 to an image in which it detects nothing."""
+
+    nothing_detected_score = 0.2
+
+
+def test_hand_set_thresholds_warn_and_no_image_is_rejected_at_a_nothing_detected_score(
+    crowd_server, images, capsys
+) -> None:
+    server = crowd_server()
+    urls = [images("nothing.jpg", "0.09"), images("weak.jpg", "0.25"), images("sure.jpg", "0.97")]
+
+    handle = _operator(urls, prescreen=DetectorScorer(), reject_below=0.3).execute({})
+
+    assert [entry["model_contains_target"] for entry in handle["tasks"]] == [None, False, True]
+    assert _crowd_urls(server) == [urls[0]], "a frame the detector saw nothing in goes to the crowd"
+    log = capsys.readouterr().out
+    assert "were set by hand, without calibration pairs" in log
+
+    _operator(urls, prescreen=DetectorScorer(), reject_below=0.3, calibration_pairs=500).execute({})
+    assert "set by hand" not in capsys.readouterr().out, "calibrated thresholds raise no warning"
+    _operator(urls, prescreen=DetectorScorer(), reject_below=0.1, calibration_pairs=500).execute({})
+    assert "the model answers 'does not contain' for no image" in capsys.readouterr().out

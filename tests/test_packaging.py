@@ -174,3 +174,14 @@ def test_the_bare_install_runs_operator_sensor_and_trigger_against_a_server_else
     ]
     assert result["event"]["status"] == "success" and len(result["event"]["outcomes"]) == 5
     assert len(server.tasks(function_name="image-contains-test")) == 5
+
+
+def test_the_readmes_extras_table_names_every_extra_a_machine_installs() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    extras = set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]) - {"dev"}
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("| machine | install |") : readme.index("On an Airflow machine:")]
+    assert {extra for extra in extras if f"[{extra}]" not in table} == set()
+    assert "PeopleScorer" in table, "workers pre-screening with the built-in scorer need [vision]"

@@ -43,3 +43,15 @@ def test_other_labels_are_left_to_the_crowd_and_bad_bytes_raise(scorer) -> None:
     assert scorer.score("a", png(skimage.data.astronaut()), "car") is None
     with pytest.raises(ValueError, match="not an image"):
         scorer.score("a", b"<html>not found</html>", "person")
+
+
+def test_photographs_it_detects_nothing_in_are_never_rejected_as_no_person(scorer) -> None:
+    # Issue 25: a cat and a cup of coffee scored like a side-on man; reject_below=0.1 settled people as "no person".
+    from airflow_provider_imagecontains.prescreen.screening import model_verdict
+
+    empty = [scorer.score(name, png(getattr(skimage.data, name)()), "person") for name in ("coffee", "chelsea")]
+    assert max(empty) <= scorer.nothing_detected_score < 0.5
+    for score in empty:
+        assert model_verdict(score, 0.9, 0.1, scorer.nothing_detected_score) is None
+    astronaut = scorer.score("astronaut", png(skimage.data.astronaut()), "person")
+    assert model_verdict(astronaut, 0.9, 0.1, scorer.nothing_detected_score) is True

@@ -291,6 +291,7 @@ def test_the_start_page_refuses_what_prolific_does_not_vouch_for(
             "someone else's submission": honest.start_url().replace("pid-honest", "pid-mallory"),
             "another study": honest.start_url().replace(study_id, "0" * 24),
             "an incomplete link": honest.start_url().split("&SESSION_ID=")[0],
+            "a submission Prolific does not know": honest.start_url().replace(honest.session_id, "f" * 24),
         }
         for what, url in cases.items():
             page = honest.get(url)

@@ -45,7 +45,8 @@ def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):
     chromium_page.goto(Path(report["report_html"]).as_uri())
     chromium_page.wait_for_load_state("load")
 
-    rows = chromium_page.locator("#frames tbody tr.frame")
+    assert chromium_page.locator("#frames tbody tr.frame").count() == len(key), "every frame is listed"
+    rows = chromium_page.locator("#frames tbody tr.flagged")
     assert rows.count() == len(flagged)
     assert sorted(rows.nth(i).locator("td").nth(1).inner_text().split("\n")[0] for i in range(rows.count())) == flagged
     assert "no answer (Expired)" in chromium_page.locator("#frames").inner_text()

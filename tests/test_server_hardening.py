@@ -32,7 +32,7 @@ from demo.frames import generate_frames
 from imagecontains_gateway import __main__ as server_cli
 from imagecontains_gateway.config import DEMO_ACCOUNT, Account, ServerConfig
 from imagecontains_gateway.testing import LocalCrowdServer
-from imagecontains_gateway.ui import SESSION_COOKIE
+from imagecontains_gateway.ui import SESSION_COOKIES
 
 MiB = 1024 * 1024
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
@@ -133,9 +133,9 @@ def test_sign_in_refuses_uploads_and_oversized_forms_before_reading_them(crowd_s
     assert huge.startswith(b"HTTP/1.1 415 "), huge[:80]
     with httpx.Client(base_url=server.endpoint_url) as client:
         as_upload = client.post("/signin", files={"token": (None, token)}, data={"token": token})
-        assert as_upload.status_code == 415 and SESSION_COOKIE not in client.cookies
+        assert as_upload.status_code == 415 and SESSION_COOKIES["worker"] not in client.cookies
         padded = client.post("/signin", data={"token": token, "padding": "x" * 8192})
-        assert padded.status_code == 413 and SESSION_COOKIE not in client.cookies
+        assert padded.status_code == 413 and SESSION_COOKIES["worker"] not in client.cookies
         signed_in = client.post("/signin", data={"token": token})
         assert signed_in.status_code == 303 and signed_in.headers["location"] == "/work"
 
@@ -270,12 +270,12 @@ def test_a_copied_session_cookie_stops_working_at_sign_out_expiry_and_token_repl
         token = server.issue_token("worker", name)
         client = httpx.Client(base_url=server.endpoint_url)
         assert client.post("/signin", data={"token": token}).status_code == 303
-        cookie = client.cookies[SESSION_COOKIE]
+        cookie = client.cookies[SESSION_COOKIES["worker"]]
         assert cookie != token and token not in cookie
         return client, cookie
 
     def works(cookie: str) -> bool:
-        return httpx.get(server.endpoint_url + "/work", cookies={SESSION_COOKIE: cookie}).status_code == 200
+        return httpx.get(server.endpoint_url + "/work", cookies={SESSION_COOKIES["worker"]: cookie}).status_code == 200
 
     alice, copied = signed_in_cookie("alice")
     assert works(copied)

@@ -38,7 +38,7 @@ def sign_in(browser, server, kind, subject, viewport, start="/work"):
     context = browser.new_context(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
     page = context.new_page()
     page.goto(server.endpoint_url + start)
-    assert page.url == server.endpoint_url + "/signin", "an unsigned visitor is sent to the sign-in page"
+    assert page.url.startswith(server.endpoint_url + "/signin"), "an unsigned visitor is sent to the sign-in page"
     page.fill("#token", server.issue_token(kind, subject))
     with page.expect_navigation():
         page.click("button[type=submit]")
@@ -211,7 +211,7 @@ def test_no_token_and_path_traversal_are_refused_in_the_browser(chromium, crowd_
         page = context.new_page()
         assert page.goto(server.endpoint_url + f"/images/{frame_name(0)}").status == 401
         response = page.goto(server.endpoint_url + "/work")
-        assert page.url.endswith("/signin") and response.status == 200
+        assert page.url.endswith("/signin?for=worker") and response.status == 200
         page.fill("#token", "icw_guessed")
         with page.expect_navigation():
             page.click("button[type=submit]")
@@ -497,3 +497,129 @@ def test_images_show_at_their_own_size_and_zoom_without_smoothing(chromium, crow
         assert shown_size() == [320, 240, "pixelated"]
     finally:
         context.close()
+
+
+def test_one_browser_holds_a_worker_and_a_dashboard_session_and_a_wrong_role_page_names_its_token(
+    chromium, crowd_server, tmp_path
+):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["q1"])
+    context, worker = sign_in(chromium, server, "worker", "alice", DESKTOP)
+    try:
+        assert shown_question(worker) == ("person", frame_name(0))
+        dashboard = context.new_page()  # the README's "open the dashboard in another tab"
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        assert dashboard.url.endswith("/signin?for=dashboard")
+        needed = dashboard.inner_text("#token-needed")
+        assert "dashboard token" in needed and "signed in as the worker alice" in needed
+        dashboard.fill("#token", server.issue_token("dashboard", server.account.account_id))
+        with dashboard.expect_navigation():
+            dashboard.click("button[type=submit]")
+        assert dashboard.url.endswith("/dashboard")
+        dashboard.wait_for_function("() => document.getElementById('progress').textContent.includes('0 of 1')")
+        assert len(context.cookies()) == 2, "a session cookie per role"
+
+        worker.reload()
+        assert shown_question(worker) == ("person", frame_name(0)), "the worker tab is still signed in"
+        with worker.expect_navigation():
+            worker.keyboard.press("y")
+        assert stored_answers(server) == [("q1", "human:alice", 1)]
+
+        with dashboard.expect_navigation():
+            dashboard.click("button.link")  # Sign out of the dashboard only
+        worker.reload()
+        assert worker.url.endswith("/work") and worker.locator("#waiting").count() == 1
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        assert dashboard.url.endswith("/signin?for=dashboard")
+
+        worker_only = chromium.new_page()  # a dashboard-only browser sent to the worker page
+        worker_only.goto(server.endpoint_url + "/work")
+        assert worker_only.inner_text("#token-needed") == "The worker page needs a worker token."
+        worker_only.close()
+    finally:
+        context.close()
+
+
+def test_over_https_cookies_are_secure_host_only_and_pages_carry_hsts(chromium, crowd_server, tmp_path):
+    server = crowd_server(workforce="human", tls=True)
+    context = chromium.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.goto(server.endpoint_url + "/dashboard")
+        page.fill("#token", server.issue_token("dashboard", server.account.account_id))
+        with page.expect_navigation() as navigation:
+            page.click("button[type=submit]")
+        assert page.url.endswith("/dashboard")
+        assert navigation.value.headers["strict-transport-security"] == "max-age=31536000"
+        (cookie,) = context.cookies()
+        assert cookie["name"] == "__Host-imagecontains_dashboard"
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, True, "Strict", "/")
+    finally:
+        context.close()
+
+
+def test_the_dashboard_cancels_one_task_or_every_processing_task_of_its_prefix(chromium, crowd_server, tmp_path):
+    generate_frames(tmp_path / "frames", 1)
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["run1-a", "run1-b", "run2-a"])
+    context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, DESKTOP, "/dashboard")
+    try:
+        row = dashboard.locator("tr[data-task='run2-a']")
+        with dashboard.expect_navigation():
+            row.locator("button.cancel-task").click()
+        row.filter(has_text="Cancelled").wait_for()
+        assert row.locator("button.cancel-task").count() == 0, "a finished task has no Cancel button"
+        dashboard.goto(server.endpoint_url + "/dashboard?prefix=run1-")
+        with dashboard.expect_navigation():
+            dashboard.click("#cancel-prefix button")
+        assert dashboard.url.endswith("/dashboard?prefix=run1-")
+        states = {task["task_name"]: task["problem"]["code"] for task in server.tasks("image-contains")}
+        assert states == {"run1-a": "Cancelled", "run1-b": "Cancelled", "run2-a": "Cancelled"}
+        forged = dashboard.evaluate(
+            """async () => (await fetch("/dashboard/cancel", {method: "POST",
+                body: new URLSearchParams({prefix: "run", csrf: "0".repeat(64)})})).status"""
+        )
+        assert forged == 403, "the form needs the page's CSRF token"
+    finally:
+        context.close()
+
+
+def test_at_1280_px_the_task_table_fits_unbroken_and_a_large_frame_leaves_the_answer_buttons_on_screen(
+    chromium, crowd_server, tmp_path
+):
+    write_large_frame(tmp_path / "frames" / "cam1" / "wide.png")
+    server = crowd_server(**TWO_HUMANS, images_dir=str(tmp_path / "frames"))
+    put_questions(server, ["camera-north-entrance-0001", "camera-north-entrance-0002"], image="cam1/wide.png")
+    viewport = {"width": 1280, "height": 900}
+    dashboard_context, dashboard = sign_in(chromium, server, "dashboard", server.account.account_id, viewport)
+    worker_context, worker = sign_in(chromium, server, "worker", "alice", viewport)
+    try:
+        dashboard.goto(server.endpoint_url + "/dashboard")
+        dashboard.locator("tr[data-task='camera-north-entrance-0001'] td.label").wait_for()
+        overflow = dashboard.evaluate(
+            "() => { const box = document.querySelector('#tasks').closest('.scroll');"
+            " return box.scrollWidth - box.clientWidth; }"
+        )
+        assert overflow <= 0, f"the task table is {overflow} px wider than its box"
+        lines = dashboard.evaluate(
+            """() => Array.from(document.querySelectorAll('#tasks td.label, #tasks td.state')).map(cell => {
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                return new Set(Array.from(range.getClientRects()).map(rect => Math.round(rect.top))).size;
+            })"""
+        )
+        assert set(lines) == {1}, "a label or state is split over lines"
+
+        for _ in range(2):  # the second question also shows the bar that undoes the first answer
+            shown_question(worker)
+            bottom = worker.evaluate(
+                "Math.max(...Array.from(document.querySelectorAll('.answers button:not([hidden])'))"
+                ".map(button => button.getBoundingClientRect().bottom))"
+            )
+            assert bottom <= viewport["height"], f"the answer buttons end at {bottom} px, below the screen"
+            with worker.expect_navigation():
+                worker.keyboard.press("n")
+    finally:
+        dashboard_context.close()
+        worker_context.close()

@@ -387,9 +387,14 @@ class CrowdBaseHook(BaseHook):
             "reraise": True,
         }
 
-    def _send(self, method: str, function_name: str, task_name: str, body: bytes | None = None) -> _Answer:
-        """Send one signed request over the requests session, retrying transient failures."""
-        url = self._task_url(function_name, task_name)
+    def _send(
+        self, method: str, function_name: str, task_name: str, body: bytes | None = None, url: str | None = None
+    ) -> _Answer:
+        """Send one signed request over the requests session, retrying transient failures.
+
+        :param url: where to send it, when not to the task's own URL (``task_name`` then only names it in errors).
+        """
+        url = url or self._task_url(function_name, task_name)
         headers = JSON_HEADERS if body is not None else None
 
         def send_once() -> _Answer:

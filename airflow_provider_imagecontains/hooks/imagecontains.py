@@ -10,7 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError
 
 from airflow_provider_imagecontains.exceptions import (
@@ -19,7 +22,7 @@ from airflow_provider_imagecontains.exceptions import (
     InvalidTaskError,
     TaskNotFoundError,
 )
-from airflow_provider_imagecontains.hooks.base_crowd import CrowdBaseHook
+from airflow_provider_imagecontains.hooks.base_crowd import SIGNING_SERVICE_NAME, CrowdBaseHook
 from airflow_provider_imagecontains.hooks.connection_form import hook_field_behaviour, hook_form_widgets
 from airflow_provider_imagecontains.validation import (
     IMAGE_CONTAINS_TEST,
@@ -30,6 +33,9 @@ from airflow_provider_imagecontains.validation import (
 
 # Seconds the connection test may take in all: the API server's request waits for it.
 TEST_CONNECTION_TIMEOUT = 10.0
+# How long a presigned image URL lives by default, and at most (as S3's presigned URLs).
+DEFAULT_IMAGE_URL_SECONDS = 3600
+MAX_IMAGE_URL_SECONDS = 7 * 24 * 3600
 
 
 class ImageContainsHook(CrowdBaseHook):
@@ -128,6 +134,64 @@ class ImageContainsHook(CrowdBaseHook):
         answer = self._send("DELETE", function_name, task_name)
         if not 200 <= answer.status < 300:
             raise self._error_for(answer, "DELETE", function_name, task_name)
+
+    def cancel_tasks(
+        self, function_name: str, task_names: Iterable[str] | None = None, *, name_prefix: str | None = None
+    ) -> list[str]:
+        """
+        Cancel processing tasks: they end ``failed`` with problem ``Cancelled`` at once, and no worker is asked
+        (or paid for) them any more. For a run that was killed or failed, e.g. from a DAG's
+        ``on_failure_callback`` with the run's namespace as ``name_prefix``.
+
+        Finished and unknown tasks are left as they are, so cancelling again is safe. (The API's DELETE still
+        refuses a processing task: cancelling is an operation of its own.)
+
+        :param function_name: the API function the tasks were created with.
+        :param task_names: the tasks to cancel; or
+        :param name_prefix: cancel every processing task whose name starts with it (not empty).
+        :return: the names of the tasks this call cancelled.
+        """
+        validate_function_name(function_name)
+        if (task_names is None) == (name_prefix is None):
+            raise ValueError("Give either task_names or name_prefix.")
+        body: dict[str, Any]
+        if name_prefix is not None:
+            validate_task_name(name_prefix)  # the start of a task name obeys the same rules
+            body = {"namePrefix": name_prefix}
+        else:
+            body = {"taskNames": self._validate_names(function_name, task_names or [])}
+        url = f"{self._task_url_prefix}{quote(function_name, safe='')}/cancellations"
+        described = name_prefix + "*" if name_prefix is not None else "(list)"
+        self._prepare()
+        answer = self._send("POST", function_name, described, json.dumps(body).encode(), url=url)
+        if not 200 <= answer.status < 300:
+            raise self._error_for(answer, "POST", function_name, described)
+        cancelled = json.loads(answer.body)["cancelled"]
+        self.log.info("Cancelled %d processing %s tasks.", len(cancelled), function_name)
+        return cancelled
+
+    def presign_image_url(self, url: str, expires_in: int = DEFAULT_IMAGE_URL_SECONDS) -> str:
+        """
+        A URL through which the requester's own tools read an image the crowd server serves (``--images-dir``).
+
+        Those images answer only signed-in workers and dashboards; a URL signed with this connection's
+        credentials (SigV4 query parameters, made by botocore) reads the images of the connection's account
+        until it expires. Any other URL (another host, S3, not under ``/images/``) is returned as it is.
+
+        :param url: an image URL, e.g. ``http://127.0.0.1:8787/images/cam1/frame_0001.png``.
+        :param expires_in: seconds the URL stays valid (at most 7 days).
+        :return: the presigned URL, or ``url`` itself.
+        """
+        if not 1 <= expires_in <= MAX_IMAGE_URL_SECONDS:
+            raise ValueError(f"Invalid expires_in {expires_in!r}: expected 1 to {MAX_IMAGE_URL_SECONDS} seconds.")
+        parts, endpoint = urlsplit(url), urlsplit(self.config.endpoint_url)
+        served = (parts.scheme, parts.netloc.lower()) == (endpoint.scheme, endpoint.netloc.lower())
+        if not served or not parts.path.startswith("/images/") or parts.query:
+            return url
+        request = AWSRequest(method="GET", url=url)
+        credentials = self.credentials.get_frozen_credentials()
+        SigV4QueryAuth(credentials, SIGNING_SERVICE_NAME, self.config.region_name, expires=expires_in).add_auth(request)
+        return str(request.url)
 
     # ---- bulk calls (the asyncio core, driven from a worker's thread) ----
 

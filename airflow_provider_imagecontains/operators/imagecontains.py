@@ -63,6 +63,8 @@ __all__ = ["ImageContainsOperator", "InvalidImagesError"]
 RUN_TASKS_XCOM_KEY = "crowd_tasks_planned"
 # The sensor's default timeout: waiting for the answers in the operator is bounded the same way.
 DEFAULT_WAIT_TIMEOUT = conf.getfloat("sensors", "default_timeout", fallback=7 * 24 * 3600)
+# A presigned URL of a crowd server's image is used at once, to score it.
+PRESCREEN_IMAGE_URL_SECONDS = 300
 # SigV4 presigned URLs live at most 7 days; the crowd usually answers within a day.
 DEFAULT_PRESIGN_EXPIRES_IN = 7 * 24 * 3600
 
@@ -132,6 +134,11 @@ class ImageContainsOperator(BaseOperator):
         ``None``: never.
     :param reject_below: (templated) images scored at or below it are answered "does not contain" by
         the model; ``None``: never.
+    :param calibration_pairs: (templated) how many audited (score, crowd answer) pairs the thresholds were
+        calibrated from (``calibrate_thresholds(...).pairs``); thresholds without any are taken as set by hand
+        and the task log warns that no audit backs them (docs/prescreen.md). Whatever the thresholds, the
+        model never answers "does not contain" at a score its scorer gives when it detects nothing (a
+        scorer's ``nothing_detected_score``, e.g. :class:`~airflow_provider_imagecontains.prescreen.people.PeopleScorer`'s).
     :param audit_rate: the fraction of model-answered images sent to the crowd as well, chosen by a
         hash of (image, label) so a re-run audits the same ones.
     :param prescreen_concurrency: images fetched and scored at once (threads).
@@ -154,6 +161,7 @@ class ImageContainsOperator(BaseOperator):
         "aws_conn_id",
         "accept_above",
         "reject_below",
+        "calibration_pairs",
         "records_path",
     )
     ui_color = "#f4d9e6"
@@ -187,6 +195,7 @@ class ImageContainsOperator(BaseOperator):
         prescreen: Scorer | str | None = None,
         accept_above: float | None = None,
         reject_below: float | None = None,
+        calibration_pairs: int | None = None,
         audit_rate: float = 0.05,
         prescreen_concurrency: int = 8,
         prescreen_timeout: float = DEFAULT_TIMEOUT,
@@ -242,6 +251,7 @@ class ImageContainsOperator(BaseOperator):
         self.prescreen = prescreen
         self.accept_above = accept_above
         self.reject_below = reject_below
+        self.calibration_pairs = calibration_pairs
         self.audit_rate = audit_rate
         self.prescreen_concurrency = prescreen_concurrency
         self.prescreen_timeout = prescreen_timeout
@@ -402,9 +412,9 @@ class ImageContainsOperator(BaseOperator):
 
     def _load_scorer(self) -> Scorer:
         """The pre-screen model, with its thresholds checked; any failure fails the task before anything is paid."""
-        self._thresholds()
+        thresholds = self._thresholds()
         try:
-            return load_scorer(self.prescreen)  # type: ignore[arg-type]
+            scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
         except Exception as err:
             raise AirflowFailException(
                 f"The pre-screen model {self.prescreen!r} could not be loaded ({type(err).__name__}: {err}); "
@@ -412,6 +422,8 @@ class ImageContainsOperator(BaseOperator):
                 "people scorer: pip install 'airflow-provider-imagecontains[vision]'), or set prescreen=None to "
                 "send every image to the crowd."
             ) from err
+        self._warn_about_thresholds(*thresholds)
+        return scorer
 
     def _prescreen(self, tasks: list[ImageTask], scorer: Scorer) -> list[Screened]:
         """Score every image and decide which ones the model settles; a failure to score one image only sends
@@ -420,8 +432,14 @@ class ImageContainsOperator(BaseOperator):
         fetcher = ImageFetcher(
             timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
         )
+        hook = self.hook
+
+        def fetch(url: str) -> bytes:
+            # The crowd server's own images (--images-dir) answer signed-in people only: read them by presigned URL.
+            return fetcher.fetch(hook.presign_image_url(url, expires_in=PRESCREEN_IMAGE_URL_SECONDS))
+
         started = time.monotonic()
-        results = score_images(items, scorer, fetcher.fetch, max_workers=self.prescreen_concurrency)
+        results = score_images(items, scorer, fetch, max_workers=self.prescreen_concurrency)
         unscored = [(task, result.reason) for task, result in zip(tasks, results, strict=True) if result.score is None]
         self.log.info(
             "Pre-screen scored %d of %d images in %.1fs.",
@@ -446,7 +464,37 @@ class ImageContainsOperator(BaseOperator):
             accept_above=accept_above,
             reject_below=reject_below,
             audit_rate=self.audit_rate,
+            nothing_detected_score=self._nothing_detected_score,
         )
+
+    @cached_property
+    def _nothing_detected_score(self) -> float | None:
+        """The highest score the scorer gives an image in which it detects nothing, if it says (else None)."""
+        try:
+            scorer = load_scorer(self.prescreen) if self.prescreen is not None else None
+        except Exception:  # the scorer's own failure to load is reported where it is used
+            return None
+        value = getattr(scorer, "nothing_detected_score", None)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def _warn_about_thresholds(self, accept_above: float | None, reject_below: float | None) -> None:
+        """Warn (task log) when thresholds no audit backs would let the model settle images."""
+        if (accept_above is not None or reject_below is not None) and not self.calibration_pairs:
+            self.log.warning(
+                "Pre-screen thresholds accept_above=%s, reject_below=%s were set by hand, without calibration "
+                "pairs: the model settles images on scores no audit has checked. Calibrate them from audited "
+                "pairs (calibrate_thresholds, docs/prescreen.md) and pass calibration_pairs.",
+                accept_above,
+                reject_below,
+            )
+        floor = self._nothing_detected_score
+        if reject_below is not None and floor is not None and reject_below <= floor:
+            self.log.warning(
+                "reject_below=%s is at or below %s, the highest score this scorer gives when it detects nothing: "
+                "the model answers 'does not contain' for no image (not seeing a person is no proof there is none).",
+                reject_below,
+                floor,
+            )
 
     def _thresholds(self) -> tuple[float | None, float | None]:
         """The thresholds as numbers (templates render them as strings), checked: bad ones fail the task without

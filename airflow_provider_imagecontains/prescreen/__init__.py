@@ -1,7 +1,7 @@
 """Pre-screen: a model answers the images it is sure about, the crowd the rest (docs/prescreen.md).
 
 The operator uses :func:`load_scorer`, :class:`ImageFetcher`, :func:`score_images` and :func:`screen`;
-DAGs use :func:`calibrate_thresholds` and :func:`summarize` on the result records. Nothing here
+DAGs use :func:`calibrate_thresholds`, :func:`prescreened` and :func:`summarize` on the result records. Nothing here
 imports the server, and nothing heavier than ``requests`` is imported at module level.
 """
 
@@ -14,6 +14,7 @@ from airflow_provider_imagecontains.prescreen.screening import (
     ScoreResult,
     Screened,
     is_audited,
+    prescreened,
     score_images,
     screen,
     summarize,
@@ -29,6 +30,7 @@ __all__ = [
     "calibration_pairs",
     "is_audited",
     "load_scorer",
+    "prescreened",
     "score_images",
     "screen",
     "summarize",

@@ -30,6 +30,9 @@ MIN_SIDE = 160
 # dozens). Set from the detectors' usual ranges, not fitted to the benchmark photographs.
 _HOG_MIDPOINT, _HOG_SPREAD = 1.0, 0.3
 _FACE_MIDPOINT, _FACE_SPREAD = 10.0, 3.0
+# "Nothing detected": no HOG window past the SVM's own decision boundary (margin 0, OpenCV's default
+# hitThreshold) and no face with more than 3 overlapping windows (the cascade's default minNeighbors).
+_HOG_NOTHING, _FACE_NOTHING = 0.0, 3.0
 
 
 class PeopleScorer:
@@ -51,12 +54,13 @@ class PeopleScorer:
             return None
         gray = _decode_gray(image)
         hog, face = self._detectors()
-        beliefs = (
-            _squash(_hog_margin(hog, gray), _HOG_MIDPOINT, _HOG_SPREAD),
-            _squash(_face_detections(face, gray), _FACE_MIDPOINT, _FACE_SPREAD),
-        )
-        # Either detector seeing a person is enough: 1 - P(neither is right to fire).
-        return 1.0 - math.prod(1.0 - belief for belief in beliefs)
+        return _combined(_hog_margin(hog, gray), _face_detections(face, gray))
+
+    @property
+    def nothing_detected_score(self) -> float:
+        """The highest score given to an image in which neither detector found anything (a side-on or small
+        person, a cat and a cup of coffee alike): the operator never answers "no person" at or below it."""
+        return _combined(_HOG_NOTHING, _FACE_NOTHING)
 
     def _detectors(self) -> tuple[Any, Any]:
         detectors = getattr(self._local, "detectors", None)
@@ -92,6 +96,15 @@ def _face_detections(cascade: Any, gray: Any) -> float:
     """How many overlapping windows the face cascade found at its best face (0: none)."""
     _, counts = cascade.detectMultiScale2(gray, scaleFactor=1.1, minNeighbors=1, minSize=(24, 24))
     return float(np.max(counts)) if len(counts) else 0.0
+
+
+def _combined(hog_margin: float, face_detections: float) -> float:
+    """Either detector seeing a person is enough: 1 - P(neither is right to fire)."""
+    beliefs = (
+        _squash(hog_margin, _HOG_MIDPOINT, _HOG_SPREAD),
+        _squash(face_detections, _FACE_MIDPOINT, _FACE_SPREAD),
+    )
+    return 1.0 - math.prod(1.0 - belief for belief in beliefs)
 
 
 def _squash(margin: float, midpoint: float, spread: float) -> float:

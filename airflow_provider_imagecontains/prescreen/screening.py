@@ -99,14 +99,20 @@ def is_audited(url: str, label: str, audit_rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") < audit_rate * 2**64
 
 
-def model_verdict(score: float | None, accept_above: float | None, reject_below: float | None) -> bool | None:
-    """The model's answer when ``score`` is at or above ``accept_above`` or at or below ``reject_below``."""
+def model_verdict(
+    score: float | None,
+    accept_above: float | None,
+    reject_below: float | None,
+    nothing_detected_score: float | None = None,
+) -> bool | None:
+    """The model's answer when ``score`` is at or above ``accept_above`` or at or below ``reject_below``, never
+    "does not contain" at or below ``nothing_detected_score`` (a detector that saw nothing has no evidence)."""
     if score is None:
         return None
     if accept_above is not None and score >= accept_above:
         return True
     if reject_below is not None and score <= reject_below:
-        return False
+        return False if nothing_detected_score is None or score > nothing_detected_score else None
     return None
 
 
@@ -117,6 +123,7 @@ def screen(
     accept_above: float | None,
     reject_below: float | None,
     audit_rate: float,
+    nothing_detected_score: float | None = None,
 ) -> list[Screened]:
     """Decide each (url, label): settled by the model, audited, or sent to the crowd.
 
@@ -125,10 +132,12 @@ def screen(
     :param accept_above: scores at or above it are answered "contains" (``None``: never).
     :param reject_below: scores at or below it are answered "does not contain" (``None``: never).
     :param audit_rate: the fraction of model answers that the crowd checks as well.
+    :param nothing_detected_score: the highest score the scorer gives when it detects nothing; no image at or
+        below it is answered "does not contain" (``None``: the scorer does not say).
     """
     screened = []
     for (url, label), score in zip(items, scores, strict=True):
-        verdict = model_verdict(score, accept_above, reject_below)
+        verdict = model_verdict(score, accept_above, reject_below, nothing_detected_score)
         screened.append(Screened(score, verdict, verdict is not None and is_audited(url, label, audit_rate)))
     return screened
 
@@ -173,9 +182,14 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def prescreened(records: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a pre-screen model took part in the run of these result records (one has a model score)."""
+    return any(record.get("model_score") is not None or record.get("source") == "model" for record in records)
+
+
 def summary_message(records: Sequence[Mapping[str, Any]]) -> str | None:
     """The log line of a pre-screened run's results (``None`` when no record has a model score)."""
-    if not any(record.get("model_score") is not None or record.get("source") == "model" for record in records):
+    if not prescreened(records):
         return None
     counts = summarize(records)
     agreement = counts["audit_agreement"]

@@ -15,6 +15,7 @@ from imagecontains_gateway.human import token_main
 from imagecontains_gateway.prolific_client import DEFAULT_API_URL
 from imagecontains_gateway.protocol import raise_open_file_limit
 from imagecontains_gateway.quality import export_answers_main, gold_main
+from imagecontains_gateway.service import cancel_main
 
 # Accounts with their secrets, kept out of the command line (which `ps` shows to every user).
 ACCOUNTS_ENV = "IMAGECONTAINS_SERVER_ACCOUNTS"
@@ -32,6 +33,11 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--worker-accuracy": ("worker_accuracy", float, "probability a simulated worker is right"),
     "--crowd": ("crowd", str, "mixed simulated crowd NAME:COUNT:ACCURACY[:BIAS],... (replaces the two flags above)"),
     "--answer-delay": ("answer_delay_seconds", float, "seconds a simulated worker takes per answer"),
+    "--simulated-after": (
+        "simulated_after_seconds",
+        float,
+        "seconds a task is left to people before simulated workers take it (--workforce mixed)",
+    ),
     "--answer-key": ("answer_key_path", str, 'JSON {"images": {"<url or file>": [labels]}}'),
     "--confidence": ("confidence", float, "posterior probability needed to complete a task"),
     "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),
@@ -181,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "token": token_main,  # `imagecontains-server token worker NAME`: sign-in tokens of the workforce pages
         "gold": gold_main,  # `imagecontains-server gold add FILE`: gold questions
         "export-answers": export_answers_main,  # every answer as JSON Lines
+        "cancel": cancel_main,  # `imagecontains-server cancel ACCOUNT --prefix P`: stop asking processing tasks
     }
     if argv[:1] and argv[0] in commands:
         commands[argv[0]](argv[1:])

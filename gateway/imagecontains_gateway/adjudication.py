@@ -1,19 +1,24 @@
-"""Sequential Bayesian adjudication of yes/no answers with a two-coin model of each worker (docs/adjudication.md).
+"""Sequential Bayesian adjudication of yes/no answers: two-coin worker models and hard images (docs/adjudication.md).
 
 Each worker has two accuracies: on images that contain the target (how often it says "yes" then) and on
 images that do not (how often it says "no" then), each a Beta posterior learned from gold questions (the
 truth is known) and from finished tasks (the other workers' answers stand in for the truth). A worker who
 says "yes" to everything is right on every "yes" image, wrong on every "no" image, and its "yes" carries no
-evidence; a worker who clicks at random carries none either way. Answers are asked for one at a time; after
-each one the likelihood ratio of the two answers, as a probability from even odds, is compared with the
-required confidence: a test of the answers alone (Wald's sequential test), so the error rate on each kind of
-image stays near ``1 - confidence`` whatever share of a requester's images contain the target.
+evidence; a worker who clicks at random carries none either way.
 
-Learning from a finished task does need that share (Dawid-Skene's class prior). When nearly all images are
-empty, a task decided "yes" is often an empty image; counting its answers as if it surely contained the
-target teaches the models that workers miss the target and rarely see it where it is not, which weakens
-every "no" and strengthens every "yes": a drift that feeds itself. So each (account, function, label) has a
-``ClassPrior`` learned from the tasks it finished, and the truth a task teaches is weighed with it.
+Real crowds are not independent coins: on some images most workers are unsure or misled together, so agreement
+is weaker proof than the two-coin model says, and a confidence computed from it alone overstates itself (real
+crowds replayed in bench/bench_real_crowds.py: 0.97 reported, 0.70 to 0.93 right). So a task's answers are
+explained either by the workers' models (an easy image, whose answer they see) or by a hard image, on which the
+answers are coin flips unrelated to the truth; the share of hard images is learned from the finished tasks.
+Answers are asked for one at a time; after each one the posterior of the leading answer, from even odds, is
+compared with the required confidence, and at least two answers must agree: one answer never settles a task.
+
+Learning from a finished task needs the share of images with the target (Dawid-Skene's class prior): when
+nearly all images are empty, a task decided "yes" is often an empty image, and counting its answers as if it
+surely contained the target would teach the models a drift that feeds itself. So each (account, function,
+label) has a ``ClassPrior`` learned from the tasks it finished (with that share and the share of hard images),
+and the truth a task teaches is weighed with it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ from dataclasses import dataclass, fields
 # How many answers the prior accuracy is worth, per coin: a worker's own record outweighs it within a few
 # answers of each kind, so a spammer stops counting after a handful of gold questions.
 PRIOR_STRENGTH = 4.0
-# No worker is taken for a perfect oracle: one answer never settles a task on its own.
+# No worker is taken for a perfect oracle.
 _MAX_ACCURACY = 0.99
+# One answer never settles a task: the leading answer needs this many votes.
+MIN_AGREEING_ANSWERS = 2
+# Beta prior of the share of hard images (hard, easy): 10 %, worth 20 finished tasks.
+HARD_PRIOR = (2.0, 18.0)
 
 
 @dataclass(frozen=True)
@@ -108,36 +117,89 @@ class Verdict:
         return self.contains_target is None and not self.exhausted
 
 
-def evidence(model: WorkerModel | None, says_yes: bool, prior_accuracy: float) -> float:
-    """The log-odds for "yes" that one answer adds: log P(answer | yes) / P(answer | no).
-
-    An answer never counts against what it says: a worker whose record looks worse than chance weighs nothing.
-    """
-    model = model or WorkerModel()
-    on_yes, on_no = model.accuracy_on_yes(prior_accuracy), model.accuracy_on_no(prior_accuracy)
-    if says_yes:
-        return max(math.log(on_yes / (1.0 - on_no)), 0.0)
-    return min(math.log((1.0 - on_yes) / on_no), 0.0)
-
-
 @dataclass(frozen=True)
 class ClassPrior:
-    """How often the images of one (account, function, label) contain the target: a Beta(1, 1) posterior from
-    its finished tasks, each counted as the probability that it contains the target.
+    """What the finished tasks of one (account, function, label) teach about its images: how often they contain the
+    target (Dawid-Skene's class prior) and how often they are hard (the workers' answers on them are coin flips that
+    say nothing of the truth). Each a Beta posterior, every finished task counted as its probability of each.
 
     :param yes: finished tasks that contain the target.
     :param no: finished tasks that do not.
+    :param hard: finished tasks that are hard.
+    :param easy: finished tasks that are not.
     """
 
     yes: float = 0.0
     no: float = 0.0
+    hard: float = 0.0
+    easy: float = 0.0
 
     @property
     def share_yes(self) -> float:
         return (self.yes + 1.0) / (self.yes + self.no + 2.0)
 
-    def learned(self, probability_yes: float) -> ClassPrior:
-        return ClassPrior(self.yes + probability_yes, self.no + 1.0 - probability_yes)
+    @property
+    def share_hard(self) -> float:
+        return (self.hard + HARD_PRIOR[0]) / (self.hard + self.easy + sum(HARD_PRIOR))
+
+    def learned(self, probability_yes: float, probability_hard: float) -> ClassPrior:
+        return ClassPrior(
+            self.yes + probability_yes,
+            self.no + 1.0 - probability_yes,
+            self.hard + probability_hard,
+            self.easy + 1.0 - probability_hard,
+        )
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """How one task's answers split between the three explanations the adjudicator knows (they sum to 1).
+
+    :param easy_yes: the image contains the target and the workers answered as their models say.
+    :param easy_no: it does not, and the workers answered as their models say.
+    :param hard: the image is hard: the answers are coin flips, whatever the truth.
+    :param share_yes: the prior probability of the target on a hard image (how ``hard`` splits between answers).
+    """
+
+    easy_yes: float
+    easy_no: float
+    hard: float
+    share_yes: float
+
+    @property
+    def probability_yes(self) -> float:
+        return self.easy_yes + self.hard * self.share_yes
+
+
+def posterior(
+    answers: Sequence[tuple[str, bool]],
+    models: Mapping[str, WorkerModel],
+    *,
+    prior_accuracy: float,
+    share_yes: float,
+    share_hard: float,
+) -> Posterior:
+    """The posterior of a task's answers under the two-coin models of its workers, or a hard image.
+
+    On a hard image every answer is a fair coin's flip, whatever the worker and the truth: what a crowd does when it
+    cannot see the answer (blurry, ambiguous, a trick). Such images are why agreement is weaker proof than the
+    workers' models say: a few agreeing answers are explained nearly as well by a coin as by an easy image, until
+    more of them agree than coins would.
+    """
+    log_easy_yes, log_easy_no = math.log(share_yes), math.log(1.0 - share_yes)
+    for worker, says_yes in answers:
+        on_yes, on_no = _accuracies(models.get(worker), prior_accuracy)
+        log_easy_yes += math.log(on_yes if says_yes else 1.0 - on_yes)
+        log_easy_no += math.log(1.0 - on_no if says_yes else on_no)
+    logs = (
+        math.log(1.0 - share_hard) + log_easy_yes,
+        math.log(1.0 - share_hard) + log_easy_no,
+        math.log(share_hard) + len(answers) * math.log(0.5),
+    )
+    top = max(logs)
+    weights = [math.exp(value - top) for value in logs]
+    total = sum(weights)
+    return Posterior(weights[0] / total, weights[1] / total, weights[2] / total, share_yes)
 
 
 def adjudicate(
@@ -147,6 +209,7 @@ def adjudicate(
     confidence: float,
     max_answers: int,
     prior_accuracy: float,
+    class_prior: ClassPrior,
 ) -> Verdict:
     """Decide a task from its ``answers`` [(worker, contains_target), ...].
 
@@ -155,10 +218,16 @@ def adjudicate(
     :param confidence: the probability the leading answer must reach from even prior odds (e.g. 0.95).
     :param max_answers: the cap on answers for one task.
     :param prior_accuracy: the accuracy assumed, for each kind of image, of a worker without a record.
+    :param class_prior: what the finished tasks of the same kind taught; only its share of hard images is used
+        (the odds of the two answers stay even).
     """
-    probability_yes = _probability_yes(sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers))
+    probability_yes = posterior(
+        answers, models, prior_accuracy=prior_accuracy, share_yes=0.5, share_hard=class_prior.share_hard
+    ).probability_yes
     leading = max(probability_yes, 1.0 - probability_yes)
-    if leading >= confidence:
+    said_yes = sum(says_yes for _, says_yes in answers)
+    agreeing = said_yes if probability_yes > 0.5 else len(answers) - said_yes
+    if leading >= confidence and agreeing >= MIN_AGREEING_ANSWERS:
         return Verdict(probability_yes > 0.5, leading)
     return Verdict(None, leading, exhausted=len(answers) >= max_answers)
 
@@ -172,22 +241,32 @@ def learn_from_task(
 ) -> tuple[dict[str, WorkerModel], ClassPrior]:
     """Each worker's model, and the class prior, after a finished task: one online step of Dawid-Skene's EM.
 
-    The truth stands in as the probability that the image contains the target given all the answers and the
-    class prior; each answer counts on each side with that weight, and the task counts in the class prior.
+    The truth stands in as the posterior given all the answers and the class prior. Each answer counts on each
+    side with the weight of the easy explanations only: a hard image says nothing of its workers. The task counts
+    in the class prior's shares of images with the target and of hard images.
     """
-    share = class_prior.share_yes
-    log_odds = math.log(share / (1.0 - share)) + sum(evidence(models.get(w), yes, prior_accuracy) for w, yes in answers)
-    probability_yes = _probability_yes(log_odds)
+    split = posterior(
+        answers,
+        models,
+        prior_accuracy=prior_accuracy,
+        share_yes=class_prior.share_yes,
+        share_hard=class_prior.share_hard,
+    )
+    easy = split.easy_yes + split.easy_no
     learned = {
-        worker: (models.get(worker) or WorkerModel()).learned(probability_yes, says_yes) for worker, says_yes in answers
+        worker: (models.get(worker) or WorkerModel()).learned(split.easy_yes / easy, says_yes, weight=easy)
+        for worker, says_yes in answers
     }
-    return learned, class_prior.learned(probability_yes)
+    return learned, class_prior.learned(split.probability_yes, split.hard)
+
+
+def _accuracies(model: WorkerModel | None, prior_accuracy: float) -> tuple[float, float]:
+    """The worker's two accuracies; a coin's (0.5, 0.5) when its record is no better than chance."""
+    model = model or WorkerModel()
+    on_yes, on_no = model.accuracy_on_yes(prior_accuracy), model.accuracy_on_no(prior_accuracy)
+    return (on_yes, on_no) if on_yes + on_no > 1.0 else (0.5, 0.5)
 
 
 def _posterior_mean(right: float, wrong: float, prior_accuracy: float) -> float:
     mean = (right + PRIOR_STRENGTH * prior_accuracy) / (right + wrong + PRIOR_STRENGTH)
     return min(max(mean, 1.0 - _MAX_ACCURACY), _MAX_ACCURACY)
-
-
-def _probability_yes(log_odds_yes: float) -> float:
-    return 1.0 / (1.0 + math.exp(-log_odds_yes))

@@ -40,7 +40,7 @@ from imagecontains_gateway.prolific_pages import ProlificPages
 from imagecontains_gateway.protocol import HardenedConfig, bounded_protocol
 from imagecontains_gateway.quality import AnswerKey
 from imagecontains_gateway.service import CrowdError, CrowdService
-from imagecontains_gateway.sigv4 import SignatureError, SigningKey, verify_signature
+from imagecontains_gateway.sigv4 import SignatureError, SigningKey, verify_presigned_url, verify_signature
 from imagecontains_gateway.store import TaskStore
 from imagecontains_gateway.ui import PAGE_BODIES, UI_PATHS, mount_workforce_ui
 from imagecontains_gateway.workforce import SimulatedWorkforce
@@ -48,6 +48,8 @@ from imagecontains_gateway.workforce import SimulatedWorkforce
 log = logging.getLogger(__name__)
 
 TASK_PATH = "/{account}/functions/{function}/tasks/{task}"
+# Cancelling processing tasks: an operation of its own (the Crowd API's DELETE of a processing task stays 409).
+CANCEL_PATH = "/{account}/functions/{function}/cancellations"
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/[\w+=,.@/-]{1,64}")
 # The DurationSeconds AssumeRole accepts (AWS STS API reference: 15 minutes to 12 hours).
@@ -98,6 +100,7 @@ class CrowdServerApp:
             service,
             crowd=() if self.config.workforce in ("human", "prolific") else self.config.crowd_classes,
             delay=self.config.answer_delay_seconds,
+            after=self.config.simulated_after_seconds,
             answer_key=answer_key,
             seed=self.config.seed,
         )
@@ -131,11 +134,12 @@ class CrowdServerApp:
         api.add_api_route(TASK_PATH, self.put_task, methods=["PUT"])
         api.add_api_route(TASK_PATH, self.get_task, methods=["GET"])
         api.add_api_route(TASK_PATH, self.delete_task, methods=["DELETE"])
+        api.add_api_route(CANCEL_PATH, self.cancel_tasks, methods=["POST"])
         api.add_api_route("/", self.sts, methods=["GET", "POST"])
         if self.config.expose_stats:
             api.add_api_route(STATS_PATH, self.request_counts, methods=["GET"])
         if self.human is not None:
-            mount_workforce_ui(api, self.human, self.local_images)
+            mount_workforce_ui(api, self.human, self.local_images, self.presigned_account)
         if self.prolific is not None:
             api.include_router(ProlificPages(self.prolific, self.local_images).router)
         api.add_exception_handler(StarletteHTTPException, _http_exception)
@@ -168,6 +172,14 @@ class CrowdServerApp:
         except CrowdError as err:
             return error_response(err)
         return Response(status_code=204)
+
+    async def cancel_tasks(self, request: Request, account: str, function: str) -> Response:
+        try:
+            body = await self._authorized(request, account)
+            cancelled = self._service.cancel_tasks(account, function, body)
+        except CrowdError as err:
+            return error_response(err)
+        return Response(json.dumps({"cancelled": cancelled}), 200, media_type="application/json")
 
     async def request_counts(self) -> Response:
         counts = [[method, status, n] for (method, status), n in self.faults.request_counts.items()]
@@ -204,25 +216,34 @@ class CrowdServerApp:
         return PAGE_BODIES if scope["path"].startswith(UI_PATHS) else self._api_bodies
 
     def _verify(self, request: Request, body: bytes, service: str, region: str | None) -> SigningKey:
+        try:
+            return verify_signature(**self._signed_request(request), body=body, service=service, region=region)
+        except SignatureError as err:
+            raise CrowdError(403, err.code, err.message) from None
+
+    def presigned_account(self, request: Request) -> str:
+        """The account whose presigned URL (``ImageContainsHook.presign_image_url``) ``request`` follows.
+
+        :raises SignatureError: for a URL not signed by a known account, or expired.
+        """
+        key = verify_presigned_url(**self._signed_request(request), service=SERVICE_NAME, region=REGION_NAME)
+        return key.account_id
+
+    def _signed_request(self, request: Request) -> dict[str, Any]:
+        """What a SigV4 check reads of ``request``: method, raw path and query, headers, the key lookup and clock."""
         headers: dict[str, str] = {}
         for raw_name, raw_value in request.scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
-        try:
-            return verify_signature(
-                method=request.method,
-                raw_path=request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1").split("?")[0],
-                query_string=request.scope["query_string"].decode("latin-1"),
-                headers=headers,
-                body=body,
-                service=service,
-                region=region,
-                lookup=self._lookup_key,
-                now=datetime.datetime.now(datetime.timezone.utc),
-                max_skew_seconds=self.config.clock_skew_seconds,
-            )
-        except SignatureError as err:
-            raise CrowdError(403, err.code, err.message) from None
+        return {
+            "method": request.method,
+            "raw_path": request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1").split("?")[0],
+            "query_string": request.scope["query_string"].decode("latin-1"),
+            "headers": headers,
+            "lookup": self._lookup_key,
+            "now": datetime.datetime.now(datetime.timezone.utc),
+            "max_skew_seconds": self.config.clock_skew_seconds,
+        }
 
     def _lookup_key(self, access_key_id: str) -> SigningKey | None:
         key = self._keys.get(access_key_id)

@@ -128,6 +128,8 @@ class ServerConfig:
     :param crowd: a mixed simulated crowd ``NAME:COUNT:ACCURACY[:BIAS],...`` (see :func:`parse_crowd`); when given,
         it replaces ``workforce_size`` workers of ``worker_accuracy``.
     :param answer_delay_seconds: time a simulated worker takes per answer.
+    :param simulated_after_seconds: a simulated worker takes only tasks open at least this long, so that people
+        answering next to them (``workforce="mixed"``) get first go at every task.
     :param answer_key_path: JSON ``{"images": {URL or file name: [labels]}}``; unknown images get random answers.
     :param confidence: posterior probability the adjudicated answer must reach before a task completes.
     :param max_answers_per_task: answers after which an unconfident task fails ``Inconclusive`` (at most
@@ -206,6 +208,7 @@ class ServerConfig:
     worker_accuracy: float = 0.9
     crowd: str | None = None
     answer_delay_seconds: float = 0.0
+    simulated_after_seconds: float = 0.0
     answer_key_path: str | None = None
     confidence: float = 0.95
     max_answers_per_task: int = 11
@@ -271,6 +274,8 @@ class ServerConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Invalid {name} {value!r}: expected a fraction between 0 and 1.")
+        if self.simulated_after_seconds < 0:
+            raise ValueError(f"Invalid simulated_after_seconds {self.simulated_after_seconds!r}: expected 0 or more.")
         if self.account_requests_per_second < 0:
             raise ValueError(
                 f"Invalid account_requests_per_second {self.account_requests_per_second!r}: expected >= 0."

@@ -64,5 +64,9 @@ class LocalImages:
         path = self.path_of(url)
         if path is None:
             return None
-        ours = sole_account or path.split("/", 1)[0] == account
-        return ours and self.file(path) is not None
+        return self.belongs_to(path, account, sole_account=sole_account) and self.file(path) is not None
+
+    @staticmethod
+    def belongs_to(path: str, account: str, *, sole_account: bool) -> bool:
+        """Whether the image at ``path`` (inside ``images_dir``) is ``account``'s (see the module's doc)."""
+        return sole_account or path.split("/", 1)[0] == account

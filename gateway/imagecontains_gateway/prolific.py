@@ -757,6 +757,8 @@ def prolific_client(config: ServerConfig) -> ProlificClient:
             f"Prolific refused the API token ({err}): create a new token in Prolific's settings and give it in "
             "$PROLIFIC_TOKEN."
         ) from None
+    except ProlificError as err:  # Prolific down: the loop tries again, and stops on a refused token then
+        log.warning("Could not check the Prolific API token now (%s); the Prolific loop will try again", err)
     return client
 
 

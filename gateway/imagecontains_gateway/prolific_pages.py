@@ -31,7 +31,7 @@ from imagecontains_gateway.prolific import (
     Session,
     completion_url,
 )
-from imagecontains_gateway.prolific_client import ProlificError
+from imagecontains_gateway.prolific_client import ProlificError, ProlificRequestError
 from imagecontains_gateway.ui import ANSWERS, BROKEN_IMAGE_ANSWER, csrf_token
 from imagecontains_gateway.wording import article
 
@@ -79,8 +79,12 @@ class ProlificPages:
         if known is None or known.participant != participant:
             try:
                 submission = await asyncio.to_thread(self.workforce.client.get_submission, session_id)
-            except ProlificError:
+            except ProlificRequestError:  # no such submission
                 submission = None
+            except ProlificError:
+                return self._refusal(
+                    request, "Prolific could not be asked about your submission: reload in a minute.", 503
+                )
             if submission is None or not (
                 submission.participant_id == participant
                 and submission.study_id == study_id

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 from urllib.parse import quote, urlsplit
 
-from imagecontains_gateway.adjudication import WorkerModel, evidence
+from imagecontains_gateway.adjudication import WorkerModel, posterior
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.store import NonAnswers, TaskStore
 
@@ -192,22 +192,23 @@ def block_reason(config: ServerConfig, record: WorkerRecord) -> str | None:
 
 
 def peer_truths(
-    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], prior_accuracy: float
+    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], prior_accuracy: float, share_hard: float
 ) -> dict[str, float]:
     """For each answer of a finished task that came after answers already ``PEER_CONFIDENCE`` sure: the probability
-    that the image contains the target from those earlier answers alone (even prior odds), to judge it by.
+    that the image contains the target from those earlier answers alone (the adjudicator's posterior at even prior
+    odds, hard images included), to judge it by.
 
     Only earlier answers: whether a task asks for more answers after this one depends on what this one said (a
     dissent is always outvoted by the answers it brings, an agreement often ends the task), so judging it by the
     later ones too would count every dissent and few agreements. Its own answer never stands in for the truth.
     """
     truths = {}
-    log_odds = 0.0
-    for worker, says_yes in answers:
-        probability_yes = 1.0 / (1.0 + math.exp(-log_odds))
+    for position, (worker, _) in enumerate(answers):
+        probability_yes = posterior(
+            answers[:position], models, prior_accuracy=prior_accuracy, share_yes=0.5, share_hard=share_hard
+        ).probability_yes
         if max(probability_yes, 1.0 - probability_yes) >= PEER_CONFIDENCE:
             truths[worker] = probability_yes
-        log_odds += evidence(models.get(worker), says_yes, prior_accuracy)
     return truths
 
 

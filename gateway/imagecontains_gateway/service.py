@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from imagecontains_gateway.adjudication import Verdict, WorkerModel, adjudicate, evidence, learn_from_task
+from imagecontains_gateway.adjudication import ClassPrior, Verdict, WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.quality import (
@@ -52,10 +53,60 @@ IMAGE_UNAVAILABLE = {
     "code": "ImageUnavailable",
     "message": "The image did not load for the workers it was shown to; check that its URL works from their browsers.",
 }
+CANCELLED = {"code": "Cancelled", "message": "The requester cancelled this task; nobody is asked it any more."}
 INCONCLUSIVE = {
     "code": "Inconclusive",
     "message": "Workers did not agree with the required confidence within the maximum number of answers.",
 }
+
+
+def parse_cancellation(body: bytes) -> tuple[list[str], str]:
+    """The task names, or the name prefix, of a cancellation ``{"taskNames": [...]}`` / ``{"namePrefix": "..."}``."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CrowdError(400, "InvalidInput", f"The body is not valid JSON: {err}.") from None
+    if not isinstance(document, dict) or len(document) != 1 or not {"taskNames", "namePrefix"} >= set(document):
+        raise CrowdError(400, "InvalidInput", 'The body must be {"taskNames": [...]} or {"namePrefix": "..."}.')
+    names, prefix = document.get("taskNames", []), document.get("namePrefix", "")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CrowdError(400, "InvalidInput", "taskNames must be a list of task names.")
+    # A prefix is the start of a task name, checked as one (an empty prefix would cancel everything).
+    for name in [*names, *([prefix] if "namePrefix" in document else [])]:
+        if not isinstance(name, str):
+            raise CrowdError(400, "InvalidInput", "namePrefix must be the non-empty start of task names.")
+        try:
+            validate_task_name(name)
+        except InvalidTaskError as err:
+            raise CrowdError(400, "InvalidInput", err.message) from None
+    return names, prefix
+
+
+def cancel_main(argv: Sequence[str]) -> None:
+    """``imagecontains-server cancel ACCOUNT_ID (--task NAME ... | --prefix PREFIX) [--function F] [--db FILE]``."""
+    parser = argparse.ArgumentParser(
+        prog="imagecontains-server cancel",
+        description="Cancel an account's processing tasks: they fail Cancelled at once and nobody is asked them "
+        "any more (a running server sees it on its next question).",
+    )
+    parser.add_argument("account", help="the 12-digit account id")
+    chosen = parser.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--task", action="append", help="a task name (repeatable)")
+    chosen.add_argument("--prefix", help="cancel every processing task whose name starts with this")
+    parser.add_argument("--function", default=IMAGE_CONTAINS, choices=sorted(FUNCTIONS))
+    parser.add_argument("--db", default="imagecontains-server.db", help="the server's SQLite file")
+    args = parser.parse_args(argv)
+    request = {"namePrefix": args.prefix} if args.prefix is not None else {"taskNames": args.task}
+    try:
+        names, prefix = parse_cancellation(json.dumps(request).encode())
+    except CrowdError as err:
+        raise SystemExit(f"imagecontains-server cancel: {err.message}") from None
+    store = TaskStore(args.db)
+    try:
+        cancelled = store.cancel(args.account, args.function, CANCELLED, names=names, prefix=prefix)
+    finally:
+        store.close()
+    print(f"Cancelled {len(cancelled)} processing tasks" + "".join(f"\n  {name}" for name in cancelled))
 
 
 @dataclass
@@ -204,20 +255,44 @@ class CrowdService:
             )
         self.store.delete(task.id)
 
+    def cancel_tasks(self, account: str, function: str, body: bytes) -> list[str]:
+        """Fail processing tasks ``Cancelled`` at once, so that no worker is asked (and no answer paid) any more.
+
+        ``body`` is ``{"taskNames": [...]}`` or ``{"namePrefix": "..."}`` (e.g. one DAG run's namespace). Finished
+        and unknown tasks are left as they are: cancelling twice cancels nothing more. Returns the names cancelled.
+        """
+        self._check_function(function)
+        names, prefix = parse_cancellation(body)
+        cancelled = self.store.cancel(account, function, CANCELLED, names=names, prefix=prefix)
+        if cancelled:
+            log.info("Account %s cancelled %d %s tasks", account, len(cancelled), function)
+        return cancelled
+
     # The workforce side: one answer at a time, the adjudicator decides after each
 
     def next_assignment(
-        self, worker: str, accounts: Collection[str] | None = None, *, charge: bool = True
+        self,
+        worker: str,
+        accounts: Collection[str] | None = None,
+        *,
+        charge: bool = True,
+        created_before: float | None = None,
     ) -> Assignment | None:
         """The next question for ``worker``: a gold question when the quality policy draws one, else the oldest
         open image-contains task it has not answered, of one of ``accounts`` when given (its account is charged
         the reward unless ``charge`` is False: Prolific places are paid by the place). None when there is no
         open task, or when the worker is blocked.
+
+        :param created_before: only tasks created before this time (``time.time()``), e.g. those people left.
         """
         if self.store.is_blocked(worker):
             return None
         reviewer = self._trusted_reviewer(worker)
-        while (task := self.store.claim_next(worker, IMAGE_CONTAINS, accounts, reviewer=reviewer)) is not None:
+        while (
+            task := self.store.claim_next(
+                worker, IMAGE_CONTAINS, accounts, reviewer=reviewer, created_before=created_before
+            )
+        ) is not None:
             if time.time() >= task.deadline_at:
                 self.store.finish(task.id, problem=EXPIRED)
                 continue
@@ -299,11 +374,13 @@ class CrowdService:
             self._wake_workers()
             return
         prior = self.config.prior_worker_accuracy
+        label = json.loads(task.input)["target"]["label"]
         with self.store.transaction():
             self.store.add_answer(task.id, worker, contains_target, time.time())
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
             models = self.store.worker_models({who for who, _ in answers})
-            verdict = self._verdict(answers, models)
+            class_prior = self.store.class_prior(task.account, task.function, label)
+            verdict = self._verdict(answers, models, class_prior)
             if verdict.contains_target is not None:
                 result = {
                     "containsTarget": verdict.contains_target,
@@ -311,17 +388,17 @@ class CrowdService:
                     "answers": len(answers),
                 }
                 self.store.finish(task.id, result=result)
-                label = json.loads(task.input)["target"]["label"]
-                class_prior = self.store.class_prior(task.account, task.function, label)
-                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
-                self.store.save_models(learned)
-                self.store.save_class_prior(task.account, task.function, label, class_prior)
-                judged = peer_truths(answers, models, prior)
-                blocked = self._judge([(who, judged[who], yes, False) for who, yes in answers if who in judged])
             elif verdict.exhausted:
                 self.store.finish(task.id, problem=INCONCLUSIVE)
             else:
                 self.store.unclaim(task.id)
+            if not verdict.needs_more_answers:
+                # An Inconclusive task teaches too: leaving out the hard ones would hide how many there are.
+                judged = peer_truths(answers, models, prior, class_prior.share_hard)
+                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
+                self.store.save_models(learned)
+                self.store.save_class_prior(task.account, task.function, label, class_prior)
+                blocked = self._judge([(who, judged[who], yes, False) for who, yes in answers if who in judged])
         self._announce_blocked(blocked)
         if verdict.needs_more_answers:
             self._wake_workers()
@@ -371,14 +448,18 @@ class CrowdService:
         if not unavailable:
             self._wake_workers()
 
-    def _verdict(self, answers: list[tuple[str, bool]], models: dict[str, WorkerModel]) -> Verdict:
-        """The adjudicator's decision on a task's (or a gold task's) answers so far."""
+    def _verdict(
+        self, answers: list[tuple[str, bool]], models: dict[str, WorkerModel], class_prior: ClassPrior
+    ) -> Verdict:
+        """The adjudicator's decision on a task's (or a gold task's) answers so far. Gold tasks and the workforce's
+        reach have no account's images: they take the prior of a new (account, function, label)."""
         return adjudicate(
             answers,
             models,
             confidence=self.config.confidence,
             max_answers=self._max_answers,
             prior_accuracy=self.config.prior_worker_accuracy,
+            class_prior=class_prior,
         )
 
     def reach(self, workers: Collection[str]) -> Verdict:
@@ -387,10 +468,18 @@ class CrowdService:
         without ``contains_target`` says they cannot, and ``confidence`` how far they get)."""
         models = self.store.worker_models(workers)
         prior = self.config.prior_worker_accuracy
+
+        def odds(worker: str, says_yes: bool) -> float:  # how strongly the worker's answer says what it says
+            model = models.get(worker) or WorkerModel()
+            on_yes, on_no = model.accuracy_on_yes(prior), model.accuracy_on_no(prior)
+            return on_yes / (1.0 - on_no) if says_yes else on_no / (1.0 - on_yes)
+
         verdicts = []
         for says_yes in (True, False):
-            strongest = sorted(workers, key=lambda w: abs(evidence(models.get(w), says_yes, prior)), reverse=True)
-            verdicts.append(self._verdict([(w, says_yes) for w in strongest[: self._max_answers]], models))
+            strongest = sorted(workers, key=lambda w: odds(w, says_yes), reverse=True)
+            verdicts.append(
+                self._verdict([(w, says_yes) for w in strongest[: self._max_answers]], models, ClassPrior())
+            )
         return min(verdicts, key=lambda verdict: (verdict.contains_target is not None, verdict.confidence))
 
     # Non-answers ("can't tell", broken-image reports): the worker's record, the requester's bill (issue 24)
@@ -478,7 +567,7 @@ class CrowdService:
         their workers' models as gold answers (not before: a verdict must not be weighed with what its own answers
         taught). An empty list while it waits for more."""
         votes = self.gold_tasks.add_vote(gold_task_id, worker, says_yes)
-        verdict = self._verdict(votes, self.store.worker_models({who for who, _ in votes}))
+        verdict = self._verdict(votes, self.store.worker_models({who for who, _ in votes}), ClassPrior())
         if verdict.needs_more_answers:
             self.gold_tasks.unclaim(gold_task_id)
             self._wake_workers()

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS class_priors (
     label TEXT NOT NULL,
     yes REAL NOT NULL,
     no REAL NOT NULL,
+    hard REAL NOT NULL DEFAULT 0,
+    easy REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (account, function, label)
 );
 CREATE TABLE IF NOT EXISTS gold_questions (
@@ -104,9 +106,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
-# Columns added to the tasks table since its first version: when a task went to broken-image review, and when it
-# finished (the dashboard's durations; NULL in rows finished before the column existed).
-_ADDED_TASK_COLUMNS = {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
+# Columns added since a table's first version: when a task went to broken-image review, and when it finished (the
+# dashboard's durations; NULL in rows finished before the column existed); the class prior's hard images.
+_ADDED_COLUMNS = {
+    "tasks": {"broken_review": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"},
+    "class_priors": {"hard": "REAL NOT NULL DEFAULT 0", "easy": "REAL NOT NULL DEFAULT 0"},
+}
 _MODEL_COLUMNS = ", ".join(MODEL_FIELDS)
 
 
@@ -194,10 +199,11 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        task_columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column, definition in _ADDED_TASK_COLUMNS.items():  # a database of an earlier version
-            if column not in task_columns:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
+        for table, added in _ADDED_COLUMNS.items():  # a database of an earlier version
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, definition in added.items():
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -295,17 +301,41 @@ class TaskStore:
         )
         return cursor.rowcount
 
+    def cancel(
+        self, account: str, function: str, problem: dict[str, str], *, names: Sequence[str] = (), prefix: str = ""
+    ) -> list[str]:
+        """Fail ``account``'s processing tasks of ``function`` named in ``names``, or whose names start with a
+        non-empty ``prefix``, with ``problem``; return their names (nobody is asked them again)."""
+        if prefix:
+            where, values = "substr(name, 1, ?) = ?", [len(prefix), prefix]
+        else:
+            where, values = f"name IN ({','.join('?' * len(names))})", list(names)
+        rows = self._db.execute(
+            "UPDATE tasks SET state = 'failed', problem = ?, claimed_by = NULL "  # noqa: S608
+            f"WHERE account = ? AND function = ? AND state = 'processing' AND {where} RETURNING name",
+            [canonical_json(problem), account, function, *values],
+        ).fetchall()
+        return sorted(name for (name,) in rows)
+
     def claim_next(
-        self, worker: str, function: str, accounts: Collection[str] | None = None, *, reviewer: bool = False
+        self,
+        worker: str,
+        function: str,
+        accounts: Collection[str] | None = None,
+        *,
+        reviewer: bool = False,
+        created_before: float | None = None,
     ) -> StoredTask | None:
         """Give ``worker`` the oldest processing task nobody is answering that it has not answered yet (of one of
-        ``accounts``, when given); a task under broken-image review only to a ``reviewer``."""
+        ``accounts``, when given; created before ``created_before``, when given); a task under broken-image review
+        only to a ``reviewer``."""
         of_accounts = "" if accounts is None else f"AND account IN ({','.join('?' * len(accounts))}) "
+        old_enough = "" if created_before is None else "AND created_at < ? "
         row = self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE function = ? AND state = 'processing' "  # noqa: S608
-            f"AND claimed_by IS NULL {of_accounts}AND (broken_review = 0 OR ?) AND NOT EXISTS "
+            f"AND claimed_by IS NULL {of_accounts}{old_enough}AND (broken_review = 0 OR ?) AND NOT EXISTS "
             "(SELECT 1 FROM answers a WHERE a.task_id = t.id AND a.worker = ?) ORDER BY id LIMIT 1",
-            (function, *(accounts or ()), reviewer, worker),
+            (function, *(accounts or ()), *(() if created_before is None else (created_before,)), reviewer, worker),
         ).fetchone()
         if row is None:
             return None
@@ -456,18 +486,20 @@ class TaskStore:
         )
 
     def class_prior(self, account: str, function: str, label: str) -> ClassPrior:
-        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target."""
+        """How often the finished tasks of ``account`` for ``function`` and ``label`` contained the target, and how
+        often they were hard."""
         row = self._db.execute(
-            "SELECT yes, no FROM class_priors WHERE account = ? AND function = ? AND label = ?",
+            "SELECT yes, no, hard, easy FROM class_priors WHERE account = ? AND function = ? AND label = ?",
             (account, function, label),
         ).fetchone()
         return ClassPrior(*row) if row else ClassPrior()
 
     def save_class_prior(self, account: str, function: str, label: str, prior: ClassPrior) -> None:
         self._db.execute(
-            "INSERT INTO class_priors (account, function, label, yes, no) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (account, function, label) DO UPDATE SET yes = excluded.yes, no = excluded.no",
-            (account, function, label, prior.yes, prior.no),
+            "INSERT INTO class_priors (account, function, label, yes, no, hard, easy) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, function, label) DO UPDATE SET "
+            "yes = excluded.yes, no = excluded.no, hard = excluded.hard, easy = excluded.easy",
+            (account, function, label, prior.yes, prior.no, prior.hard, prior.easy),
         )
 
     def count_question(self, worker: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections.abc import Sequence
 
 from imagecontains_gateway.config import CrowdClass
@@ -22,6 +23,8 @@ class SimulatedWorkforce:
     :param service: where the workers take questions from and give answers to.
     :param crowd: the classes of workers: how many of each, how accurate, leaning which way.
     :param delay: seconds a worker spends on each answer.
+    :param after: seconds a task must have been open before a simulated worker takes it (people answering
+        next to them get first go at every task).
     :param answer_key: the truth, or None to answer every question at random.
     :param seed: seed of the workers' random choices.
     """
@@ -34,10 +37,12 @@ class SimulatedWorkforce:
         delay: float,
         answer_key: AnswerKey | None,
         seed: int | None,
+        after: float = 0.0,
     ) -> None:
         self._service = service
         self._crowd = {f"{c.name}-{n + 1}": c for c in crowd for n in range(c.count)}
         self._delay = delay
+        self._after = after
         self._answer_key = answer_key
         self._seed = seed
         self._random = random.Random(seed)  # noqa: S311 -- simulation, not security
@@ -67,7 +72,8 @@ class SimulatedWorkforce:
 
     async def _work(self, worker: str) -> None:
         while True:
-            assignment = self._service.next_assignment(worker)
+            created_before = time.time() - self._after if self._after else None
+            assignment = self._service.next_assignment(worker, created_before=created_before)
             if assignment is None:
                 await self._service.wait_for_work(_IDLE_POLL_SECONDS)
                 continue

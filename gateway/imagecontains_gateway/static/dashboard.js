@@ -41,6 +41,26 @@ function renderCalibration(calibration) {
     : `Consistent with the ${percent(calibration.target)} target (binomial p = ${calibration.p_value.toPrecision(2)}).`;
 }
 
+// A processing task's "Cancel" button: a form post with the page's CSRF token (built from text nodes only).
+function cancelForm(taskName) {
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = "/dashboard/cancel";
+  for (const [name, value] of [["task", taskName], ["csrf", document.getElementById("summary").dataset.csrf]]) {
+    const input = document.createElement("input");
+    input.type = "hidden";
+    input.name = name;
+    input.value = value;
+    form.appendChild(input);
+  }
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.className = "link cancel-task";
+  button.textContent = "Cancel";
+  form.appendChild(button);
+  return form;
+}
+
 function render(data) {
   const problems = document.getElementById("problems");
   problems.textContent = data.problems.join(" ");
@@ -103,6 +123,8 @@ function render(data) {
     cell(row, `${task.yes} / ${task.no} / ${task.cant_tell}`, "number");
     cell(row, percent(task.agreement), "number");
     cell(row, task.workers.join(", "));
+    const actions = cell(row, "", "actions");
+    if (task.state === "processing") actions.appendChild(cancelForm(task.task_name));
     return row;
   }));
   page = data.page;  // the server keeps it within the pages there are
@@ -120,7 +142,7 @@ async function load(url) {
   pageUrl.searchParams.set("page", String(page));
   try {
     const response = await fetch(pageUrl, { credentials: "same-origin", cache: "no-store" });
-    if (response.status === 401) { window.location.assign("/signin"); return false; }
+    if (response.status === 401) { window.location.assign("/signin?for=dashboard"); return false; }
     render(await response.json());
   } catch (error) {
     document.getElementById("updated").textContent = "(server unreachable, retrying)";

@@ -126,7 +126,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const poll = async () => {
       try {
         const response = await fetch(waiting.dataset.waitUrl, { credentials: "same-origin", cache: "no-store" });
-        if (response.status === 401) { window.location.assign("/signin"); return; }
+        if (response.status === 401) { window.location.assign("/signin?for=worker"); return; }
         if ((await response.json()).ready) { window.location.reload(); return; }
       } catch (error) {
         await new Promise((resolve) => setTimeout(resolve, 2000));  // the server is restarting: try again
