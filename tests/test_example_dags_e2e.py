@@ -8,16 +8,30 @@ import json
 import os
 import sqlite3
 import threading
+import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
+from fake_prolific import FakeProlific
 
 from airflow_provider_imagecontains.prescreen import is_audited
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
 from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder, stamp_arrivals
 from imagecontains_gateway.config import DEMO_ACCOUNT
 from imagecontains_gateway.testing import LocalCrowdServer
+from tests.test_prolific_workforce import (
+    Page,
+    Participant,
+    approvals,
+    bonus_payments,
+    dashboard_figures,
+    open_places,
+    prolific_server,
+    wait_until,
+)
 
 
 def child_pids() -> set[int]:
@@ -118,6 +132,109 @@ def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_
             ("imagecontains_training_dataset",),
         ).fetchall()
     assert events == [(f"file://{dataset}",)]
+
+
+class FrameViewer(Participant):
+    """A participant who loads each frame through the participant pages and answers as the frames' answer key says.
+
+    :param answer_key: each frame's name -> the labels it shows.
+    """
+
+    def __init__(self, fake: FakeProlific, study: str, pid: str, answer_key: dict[str, list[str]]) -> None:
+        super().__init__(fake, study, pid)
+        self.answer_key = answer_key
+
+    def sees(self, page: Page, image: str, label: str) -> bool:
+        frame = self.browser.get(urljoin(page.url, image), timeout=30)
+        assert frame.status_code == 200 and frame.headers["content-type"] == "image/png", (image, frame.status_code)
+        return label in self.answer_key[Path(image).name]
+
+
+# The fake Prolific's effects (FakeProlific.effects) that cost money or commit to it: each must happen once.
+PAID_CALLS = ("create_study", "publish", "approve_call", "approve", "create_bonuses", "pay")
+
+
+def take_every_place(fake: FakeProlific, answer_key: dict[str, list[str]], stop: threading.Event) -> list[Participant]:
+    """Participants of the fake Prolific take each place its studies open, answer their batch (0.1 s an answer)
+    and submit the completion code, until ``stop``; returns them."""
+    participants: list[Participant] = []
+    while not stop.is_set():
+        study = next((study for study in list(fake.studies) if open_places(fake, study) > 0), None)
+        if study is None:
+            stop.wait(0.05)
+            continue
+        assert len(participants) < 40, "the work should need far fewer places"
+        participant = FrameViewer(fake, study, f"pid{len(participants):03d}", answer_key)
+        participant.submit(participant.take_part(seconds_per_answer=0.1))
+        participants.append(participant)
+    return participants
+
+
+@pytest.mark.slow
+def test_training_data_etl_gets_adjudicated_answers_from_paid_prolific_participants(tmp_path, airflow_home):
+    """Issue 21's "done when": the DAG against a gateway with ``workforce="prolific"``, paid participants of the
+    fake Prolific answering over HTTP; every paid call made once, and the dashboard's spend is Prolific's."""
+    images_dir, dataset = tmp_path / "images", tmp_path / "dataset"
+    key = generate_frames(images_dir, 6)
+    stop = threading.Event()
+    # Pay assumed for 0.05 s an answer at 3600 an hour: participants take longer, so each is due a top-up bonus.
+    with (
+        FakeProlific() as fake,
+        prolific_server(
+            tmp_path, fake, images_dir=str(images_dir), prolific_seconds_per_answer=0.05, prolific_hourly_rate=3600.0
+        ) as crowd,
+        concurrent.futures.ThreadPoolExecutor(1) as crowd_of_participants,
+    ):
+        taking_part = crowd_of_participants.submit(take_every_place, fake, key, stop)
+        env = {
+            **crowd.airflow_connection_env(),
+            "IMAGECONTAINS_IMAGES_SOURCE": str(images_dir),
+            # The gateway's own images: participants load them from the gateway, as the question they hold.
+            "IMAGECONTAINS_IMAGES_BASE_URL": f"{crowd.endpoint_url}/images",
+            "IMAGECONTAINS_DATASET_URI": f"file://{dataset}",
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+        }
+        try:
+            run_dag(
+                "training_data_etl",
+                datetime(2026, 12, 3, tzinfo=timezone.utc),
+                airflow_home,
+                env,
+                tmp_path / "airflow.log",
+                {"labels": ["person"], "batch_size": 3},
+            )
+        finally:
+            stop.set()
+            participants = taking_part.result()  # a participant's failed check is the test's
+        asked = crowd.tasks("image-contains")
+        answering = {worker for task in asked for worker, _ in task["answers"]}
+        wait_until(lambda: len(approvals(fake)) == len(participants), what="every submission approved")
+        wait_until(lambda: len(bonus_payments(fake)) == len(participants), what="each participant's top-up paid")
+        time.sleep(0.5)  # more review cycles: nothing is paid twice
+        figures = dashboard_figures(crowd)
+
+    records = {Path(r["source"]).name: r for r in map(json.loads, (dataset / "labels.jsonl").read_text().splitlines())}
+    assert {name: record["labels"] for name, record in records.items()} == {
+        name: ["person"] if "person" in labels else [] for name, labels in key.items()
+    }
+    assert all(record["confidence"]["person"] >= 0.95 for record in records.values()), records
+    assert len(asked) == 6 and answering <= {f"prolific:{p.pid}" for p in participants}
+    # Every paid call exactly once: one study created and published, each submission approved once (one call),
+    # each bonus created and paid once.
+    paid = Counter(kind for kind, _ in fake.effects if kind in PAID_CALLS)
+    assert {call: n for call, n in fake.effects.items() if call[0] in PAID_CALLS and n != 1} == {}
+    assert len(fake.studies) == 1 and fake.requests[("POST", "/api/v1/studies/")] == 1
+    assert approvals(fake) == Counter(p.session_id for p in participants)
+    assert paid == {
+        "create_study": 1,
+        "publish": 1,
+        "approve_call": len(participants),
+        "approve": len(participants),
+        "create_bonuses": len(participants),
+        "pay": len(participants),
+    }
+    assert figures["spend"] == pytest.approx(fake.spent_cents / 100, abs=1e-4), "the dashboard's spend is Prolific's"
+    assert figures["spend"] > 0 and figures["states"] == {"completed": 6}
 
 
 def triage_env(

@@ -116,16 +116,20 @@ class Participant:
         response = self.browser.get(url, timeout=30)
         return Page(response.url, response.status_code, response.text)
 
-    def answer(self, page: Page, answer: bool | None = None) -> Page:
+    def answer(self, page: Page) -> Page:
         label, image = page.field(r'class="label">(.*?)<'), page.field(r'<img class="frame" src="([^"]+)"')
         assert label is not None and image is not None, page.text
         form = {"task": page.field(r'name="task" value="(\d+)"'), "csrf": page.field(r'name="csrf" value="(\w+)"')}
         response = self.browser.post(
             page.url.rsplit("/prolific/", 1)[0] + "/prolific/answer",
-            data={**form, "answer": "yes" if truth(image, label) else "no"},
+            data={**form, "answer": "yes" if self.sees(page, image, label) else "no"},
             timeout=30,
         )
         return Page(response.url, response.status_code, response.text)
+
+    def sees(self, page: Page, image: str, label: str) -> bool:
+        """Whether the participant sees ``label`` in the image at ``image`` on ``page`` (here: its file name)."""
+        return truth(image, label)
 
     def take_part(self, questions: int | None = None, seconds_per_answer: float = 0.0) -> Page:
         """Answer the batch (or ``questions`` of it), from the page ``page`` or the study URL; returns the last page."""
@@ -209,6 +213,15 @@ def spend(server: LocalCrowdServer) -> float:
     with sqlite3.connect(server.db_path) as db:
         (microdollars,) = db.execute("SELECT microdollars FROM balances WHERE account = ?", (ACCOUNT,)).fetchone()
     return server.config.starting_balance - microdollars / 1e6
+
+
+def dashboard_figures(server: LocalCrowdServer) -> dict[str, Any]:
+    """The figures the requester's dashboard shows (``/dashboard/data``, signed in with a dashboard token)."""
+    dashboard = requests.Session()
+    token = server.issue_token("dashboard", ACCOUNT)
+    dashboard.post(f"{server.endpoint_url}/signin", data={"token": token}, timeout=30).raise_for_status()
+    figures: dict[str, Any] = dashboard.get(f"{server.endpoint_url}/dashboard/data", timeout=30).json()
+    return figures
 
 
 def test_a_restart_in_the_middle_loses_nothing_and_pays_nothing_twice(
@@ -406,10 +419,7 @@ def test_a_dead_loop_says_so_and_takes_no_more_paid_work(
         )
         assert refused.status_code == 503 and "The Prolific loop stopped" in refused.json()["message"]
         assert late.get(late.start_url()).status == 503
-        dashboard = requests.Session()
-        token = server.issue_token("dashboard", ACCOUNT)
-        dashboard.post(f"{server.endpoint_url}/signin", data={"token": token}, timeout=30).raise_for_status()
-        figures = dashboard.get(f"{server.endpoint_url}/dashboard/data", timeout=30).json()
+        figures = dashboard_figures(server)
         assert any("The Prolific loop stopped" in problem for problem in figures["problems"])
 
 
