@@ -16,22 +16,14 @@ from urllib.parse import urljoin
 
 import pytest
 from fake_prolific import FakeProlific
+from prolific_participants import Page, Participant, open_places, prolific_server, wait_until
 
 from airflow_provider_imagecontains.prescreen import is_audited
 from demo.frames import ANSWER_KEY_NAME, frame_name, generate_frames
 from demo.run_demo import EARLIER_FRAMES, run_dag, run_demo, serve_folder, stamp_arrivals
 from imagecontains_gateway.config import DEMO_ACCOUNT
 from imagecontains_gateway.testing import LocalCrowdServer
-from tests.test_prolific_workforce import (
-    Page,
-    Participant,
-    approvals,
-    bonus_payments,
-    dashboard_figures,
-    open_places,
-    prolific_server,
-    wait_until,
-)
+from tests.test_prolific_workforce import approvals, bonus_payments, dashboard_figures
 
 
 def child_pids() -> set[int]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 from fake_prolific import TOKEN, FakeProlific
+from prolific_participants import ACCOUNT, open_places, wait_until
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from demo.frames import generate_frames
-from tests.test_prolific_workforce import ACCOUNT, open_places, wait_until
 from tests.test_ui_browser import DESKTOP, PHONE, screenshots  # noqa: F401 -- the fixture
 
 BATCH = 3

@@ -1,6 +1,7 @@
 """The service recipe of gateway/deploy/ as far as this machine allows: the systemd units pass
 ``systemd-analyze verify``, the backup unit's command copies the database while the gateway writes and the copy
-restores every task, and nginx in front terminates TLS for signed API calls and the worker page's sign-in."""
+restores every task, and nginx in front terminates TLS for signed API calls, the worker page's sign-in and Prolific
+participants, with per-client limits."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from fake_prolific import FakeProlific
+from prolific_participants import IMAGES, Participant, prolific_server, wait_until
 from test_server import signed, task_path
 
 from imagecontains_gateway.testing import LocalCrowdServer, self_signed_certificate
@@ -125,39 +128,62 @@ def nginx_site(port: int, upstream: str, certfile: str, keyfile: str) -> str:
     return site
 
 
-@pytest.fixture
-def behind_nginx(crowd_server, tmp_path, monkeypatch):
-    """A gateway and nginx in front of it with the recipe's site; returns (gateway, the proxy's https URL)."""
-    nginx = need("nginx")
-    # As the service unit runs it: X-Forwarded-* believed from the proxy on loopback only.
-    server = crowd_server(workforce_size=0, workforce="human", forwarded_allow_ips=("127.0.0.1",))
-    certfile, keyfile = self_signed_certificate(tmp_path)
-    port = free_port()
-    (tmp_path / "site.conf").write_text(nginx_site(port, server.endpoint_url, certfile, keyfile))
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nworker_processes 1;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n  proxy_temp_path {tmp_path}/proxy;\n"
-        f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  uwsgi_temp_path {tmp_path}/uwsgi;\n"
-        f"  scgi_temp_path {tmp_path}/scgi;\n  include {tmp_path}/site.conf;\n}}\n"
-    )
-    command = [nginx, "-e", f"{tmp_path}/error.log", "-p", str(tmp_path), "-c", f"{tmp_path}/nginx.conf"]
-    process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE)
-    proxy_url = f"https://localhost:{port}"
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certfile)
-    try:
+class Nginx:
+    """nginx with the recipe's site on a loopback port, in front of one gateway; :attr:`url` is its https URL."""
+
+    def __init__(self, executable: str, folder: Path) -> None:
+        self.executable, self.folder = executable, folder
+        self.certfile, self.keyfile = self_signed_certificate(folder)
+        self.port = free_port()
+        self.url = f"https://localhost:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def serve(self, gateway: LocalCrowdServer) -> None:
+        folder = self.folder
+        (folder / "site.conf").write_text(nginx_site(self.port, gateway.endpoint_url, self.certfile, self.keyfile))
+        (folder / "nginx.conf").write_text(
+            f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nworker_processes 1;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {folder}/body;\n  proxy_temp_path {folder}/proxy;\n"
+            f"  fastcgi_temp_path {folder}/fastcgi;\n  uwsgi_temp_path {folder}/uwsgi;\n"
+            f"  scgi_temp_path {folder}/scgi;\n  include {folder}/site.conf;\n}}\n"
+        )
+        command = [self.executable, "-e", f"{folder}/error.log", "-p", str(folder), "-c", f"{folder}/nginx.conf"]
+        self.process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
             try:
-                requests.get(proxy_url + "/signin", timeout=2)
-                break
+                requests.get(self.url + "/static/style.css", timeout=2)
+                return
             except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "error.log").read_text()) from None
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((folder / "error.log").read_text()) from None
                 time.sleep(0.05)
-        yield server, proxy_url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def nginx(tmp_path, monkeypatch):
+    """nginx with the recipe's site (:class:`Nginx`); ``nginx.serve(gateway)`` starts it in front of ``gateway``.
+    Its certificate is the one clients trust (``$REQUESTS_CA_BUNDLE``)."""
+    proxy = Nginx(need("nginx"), tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", proxy.certfile)
+    try:
+        yield proxy
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        proxy.stop()
+
+
+@pytest.fixture
+def behind_nginx(crowd_server, nginx):
+    """A gateway of the team's staff and nginx in front of it; returns (gateway, the proxy's https URL)."""
+    # As the service unit runs it: X-Forwarded-* believed from the proxy on loopback only.
+    server = crowd_server(workforce_size=0, workforce="human", forwarded_allow_ips=("127.0.0.1",))
+    nginx.serve(server)
+    return server, nginx.url
 
 
 def test_nginx_terminates_tls_for_signed_calls_and_the_worker_pages(behind_nginx) -> None:
@@ -206,3 +232,36 @@ def test_nginx_limits_each_client_and_replaces_its_forwarded_for(behind_nginx) -
             pool.map(lambda _: requests.get(proxy_url + "/static/style.css", timeout=10).status_code, range(160))
         )
     assert 200 in statuses and statuses.count(429) >= 40, statuses
+
+
+def test_a_prolific_participant_goes_through_nginx_from_the_study_url_to_the_code(nginx, tmp_path) -> None:
+    with FakeProlific() as fake:
+        # As docs/prolific.md starts it: participants reach the gateway at the proxy's https URL.
+        server = prolific_server(tmp_path, fake, public_url=nginx.url, forwarded_allow_ips=("127.0.0.1",))
+        with server:
+            nginx.serve(server)
+            for name, url in zip(("frame-0", "frame-1"), IMAGES[:2], strict=True):
+                task = {"input": {"image": {"url": url}, "target": {"label": "person"}}}
+                assert signed(server, "PUT", task_path(server, name), task).status_code == 201
+            wait_until(lambda: any(s["status"] == "ACTIVE" for s in fake.studies.values()), what="a published study")
+            (study_id,) = fake.studies
+            participant = Participant(fake, study_id, "pid-through-proxy")
+            # A browser sends its Origin with the answer form: the gateway must see the proxy's https origin.
+            participant.browser.headers["Origin"] = nginx.url
+            url = participant.start_url()
+            assert url.startswith(nginx.url + "/prolific/start?")
+            arrival = participant.browser.get(url, allow_redirects=False, timeout=30)
+            assert "Secure" in arrival.headers["set-cookie"] and "HttpOnly" in arrival.headers["set-cookie"]
+            page = participant.get(url)
+            assert page.url == nginx.url + "/prolific/work" and 'id="question"' in page.text, page.text
+            page = participant.go_on(page)
+            assert page.status == 200 and page.field(r'id="code">(\w+)<'), page.text
+            participant.submit(page)
+            wait_until(lambda: fake.effects[("approve", participant.session_id)] == 1, what="approved")
+            # Made-up arrivals from one client: nginx refuses them past the sign-in rate, before the gateway asks
+            # Prolific about each.
+            asked_before = fake.requests[("GET", f"/api/v1/submissions/{'f' * 24}/")]
+            made_up = url.replace(participant.session_id, "f" * 24)
+            statuses = [requests.get(made_up, timeout=10).status_code for _ in range(30)]
+            assert statuses.count(429) >= 5 and set(statuses) <= {403, 429}, statuses
+            assert fake.requests[("GET", f"/api/v1/submissions/{'f' * 24}/")] - asked_before <= 25
