@@ -673,7 +673,8 @@ class ProlificWorkforce:
         top_up = reward_cents(self.config.prolific_hourly_rate, self.config.prolific_batch_size, median) - study.reward
         if top_up > 0:
             for session in self.studies.sessions(study.study_id):
-                if session.approved:
+                # One who found no question left (no gold either) spent no time answering: no pay fell short.
+                if session.approved and session.answered > 0:
                     await self._top_up(study, session, top_up)
 
     def _approvable(self, session: Session) -> bool:
