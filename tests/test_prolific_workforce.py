@@ -409,3 +409,31 @@ def test_a_blocked_participant_is_asked_to_return_the_submission(
         spammer = Participant(fake, study_id, "pid-spammer")
         page = spammer.get(spammer.start_url())
         assert page.status == 403 and "return your submission" in page.text and 'id="question"' not in page.text
+
+
+def test_a_participant_who_answered_nothing_gets_no_top_up(
+    tmp_path: Any, fake: FakeProlific, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pay assumed for 0.05 s an answer at 3600 an hour; participants take 0.1 s: those who answer are due a top-up.
+    settings = {"gold_share": 0.0, "prolific_seconds_per_answer": 0.05, "prolific_hourly_rate": 3600.0}
+    with prolific_server(tmp_path, fake, **settings) as server:
+        hook = connect(monkeypatch, server)
+        names = put_images(hook, IMAGES[:2])
+        study_id = the_study(fake)
+        answering = []
+        while any(hook.get_task("image-contains", name)["state"] == "processing" for name in names):
+            participant = Participant(fake, study_id, f"pid-answering{len(answering)}")
+            participant.submit(participant.take_part(seconds_per_answer=0.1))
+            answering.append(participant)
+        wait_until(lambda: len(bonus_payments(fake)) == len(answering), what="the answering participants' top-ups")
+        # A place more than the work needs: its participant finds no task and no gold, and is approved.
+        fake.studies[study_id]["total_available_places"] += 1
+        fake.studies[study_id]["status"] = "ACTIVE"
+        late = Participant(fake, study_id, "pid-late")
+        page = late.take_part()
+        assert "You answered 0 questions" in page.text, page.text
+        late.submit(page)
+        wait_until(lambda: fake.effects[("approve", late.session_id)] == 1, what="the late participant approved")
+        time.sleep(0.3)  # more review cycles
+    topped_up = [submission for bulk in fake.bulk_bonuses.values() for submission in bulk["amounts"]]
+    assert sorted(topped_up) == sorted(p.session_id for p in answering), "a top-up for each who answered, none for late"
