@@ -51,7 +51,13 @@ from example_io import as_records, batched, join_location, list_images, read_ima
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
-from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, prescreened, summarize
+from airflow_provider_imagecontains.prescreen import (
+    PreScreen,
+    calibrate_thresholds,
+    calibration_pairs,
+    prescreened,
+    summarize,
+)
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
 ESCALATE_TO_REVIEWERS = os.environ.get("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "").lower() in ("1", "true", "yes")
@@ -483,17 +489,23 @@ def surveillance_triage():
 
     batches = list_frames()
     thresholds = calibrate_prescreen()
+    prescreen = (
+        PreScreen(
+            scorer=PRESCREEN,
+            accept_above=thresholds["accept_above"],
+            reject_below=thresholds["reject_below"],
+            calibration_pairs=thresholds["pairs"],
+            audit_rate=AUDIT_RATE,
+            crowd_task_cost=CROWD_TASK_COST,
+        )
+        if PRESCREEN is not None
+        else None
+    )
     submissions = ImageContainsOperator.partial(
-        task_id="ask_crowd",
-        imagecontains_conn_id=CONN_ID,
-        max_run_tasks=MAX_RUN_TASKS,
-        prescreen=PRESCREEN,
-        accept_above=thresholds["accept_above"],
-        reject_below=thresholds["reject_below"],
-        calibration_pairs=thresholds["pairs"],
-        audit_rate=AUDIT_RATE,
-        crowd_task_cost=CROWD_TASK_COST,
+        task_id="ask_crowd", imagecontains_conn_id=CONN_ID, max_run_tasks=MAX_RUN_TASKS, prescreen=prescreen
     ).expand(images=batches)
+    # The thresholds inside PreScreen resolve when ask_crowd renders; Airflow finds no dependency inside an object.
+    thresholds >> submissions
     answers = (
         ImageContainsSensor.partial(
             task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS, deferrable=True
