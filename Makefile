@@ -32,7 +32,7 @@ demo: $(INSTALLED)
 
 # Every benchmark, one after another (they share the machine's 2 cores); each rewrites its docs section.
 bench: $(INSTALLED)
-	for name in import server_capacity adjudication quality real_crowds hook trigger reliability prescreen people_scorer server_memory prolific worker_page; do \
+	for name in import server_capacity adjudication quality real_crowds blocking hook trigger reliability prescreen people_scorer server_memory prolific worker_page; do \
 		$(BIN)/python bench/bench_$$name.py || exit 1; \
 	done
 

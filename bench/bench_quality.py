@@ -27,7 +27,7 @@ from report import write_section
 
 from imagecontains_gateway.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
-from imagecontains_gateway.quality import block_reason, gold_due
+from imagecontains_gateway.quality import WorkerRecord, block_reason, gold_due, peer_truths
 
 # 20% experts, 60% average workers, 20% spammers (half of them yes-sayers), as in issue 12.
 CROWD = "expert:10:0.95,average:30:0.75,spammer:5:0.5,yes-sayer:5:0.5:yes"
@@ -70,6 +70,7 @@ def sequential(
     rng = random.Random(seed)
     gold_truths = [rng.random() < 0.5 for _ in range(GOLD_QUESTIONS)]
     models: dict[str, WorkerModel] = {}
+    records: dict[str, WorkerRecord] = {}
     class_prior = ClassPrior()
     questions = dict.fromkeys(workers, 0)
     blocked: set[str] = set()
@@ -82,9 +83,10 @@ def sequential(
                 gold_truth = gold_truths[rng.randrange(GOLD_QUESTIONS)]
                 says_yes = workers[worker].says_yes(gold_truth, rng.random())
                 models[worker] = (models.get(worker) or WorkerModel()).learned(float(gold_truth), says_yes, gold=True)
+                records[worker] = records.get(worker, WorkerRecord()).learned(float(gold_truth), says_yes, gold=True)
                 questions[worker] += 1
                 outcome.gold += 1
-                if block_reason(config, models[worker]):
+                if block_reason(config, records[worker]):
                     blocked.add(worker)
             if worker in blocked:
                 continue
@@ -108,11 +110,16 @@ def sequential(
             outcome.decided += 1
             outcome.right += decided_right
         if verdict is not None and not verdict.needs_more_answers:
+            judged = peer_truths(used, models, config.prior_worker_accuracy, class_prior.share_hard)
             learned, class_prior = learn_from_task(
                 used, models, class_prior, prior_accuracy=config.prior_worker_accuracy
             )
             models.update(learned)
-            blocked.update(worker for worker, model in learned.items() if block_reason(config, model))
+            for worker, says_yes in used:
+                if worker in judged:
+                    records[worker] = records.get(worker, WorkerRecord()).learned(judged[worker], says_yes, gold=False)
+                    if block_reason(config, records[worker]):
+                        blocked.add(worker)
     outcome.blocked = tuple(sorted(blocked))
     return outcome
 
@@ -246,7 +253,7 @@ frames of a surveillance camera are empty). Crowd `{CROWD}`: 20 % experts at 0.9
 20 % spammers at 0.5, half of them yes-sayers. The adjudicator and the oracle at confidence {CONFIDENCE} and at most
 {MAX_ANSWERS} answers; otherwise the server's policy: gold share {config.gold_share:.0%}, probation
 {config.probation_questions} questions at {config.probation_gold_share:.0%} gold, blocking below
-{config.block_below_accuracy} after {config.block_after_gold} gold answers. Accuracy counts a task without a verdict as
+{config.block_below_accuracy} (one-sided 99 % bound, from gold and the answers before each one). Accuracy counts a task without a verdict as
 wrong; "on yes / on no" is the adjudicator's accuracy on images with and without the target. Answers per task are the
 paid answers; gold answers are the overhead (paid by whoever runs the server, never billed to the requester). The
 fixed-overlap methods get no gold and ask everybody, spammers included.

@@ -138,11 +138,13 @@ class ServerConfig:
         with and on images without the target alike).
     :param gold_share: the share of a worker's questions that are gold (once past probation), when gold
         questions are loaded (``imagecontains-server gold add``).
+    :param gold_task_share: the share of gold questions asked as gold tasks: several workers answer the same gold
+        question and the adjudicator decides it like a task, a running test of its confidence (docs/adjudication.md).
     :param probation_questions: a worker's first questions, of which ``probation_gold_share`` are gold.
     :param probation_gold_share: the share of gold among a new worker's first ``probation_questions``.
-    :param block_after_gold: gold questions a worker answers before it can be blocked.
-    :param block_below_accuracy: a worker whose estimated accuracy (the mean of its accuracies on images with and
-        without the target) is below this, after ``block_after_gold`` gold questions, gets no more questions.
+    :param block_below_accuracy: a worker whose accuracy (the mean of its accuracies on images with and without the
+        target) is below this, by the one-sided 99 % bound of what gold and the other workers show, gets no more
+        questions (``server/quality.py``).
     :param task_deadline_seconds: a task still processing after this long fails ``Expired``.
     :param reward_per_answer: dollars charged to the account for each worker answer.
     :param starting_balance: dollars every account starts with (once, when the database is new).
@@ -212,9 +214,9 @@ class ServerConfig:
     max_answers_per_task: int = 11
     prior_worker_accuracy: float = 0.8
     gold_share: float = 0.1
+    gold_task_share: float = 0.3
     probation_questions: int = 10
     probation_gold_share: float = 0.8
-    block_after_gold: int = 8
     block_below_accuracy: float = 0.6
     task_deadline_seconds: float = 86400.0
     reward_per_answer: float = 0.01
@@ -264,6 +266,7 @@ class ServerConfig:
             "drop_rate",
             "worker_accuracy",
             "gold_share",
+            "gold_task_share",
             "probation_gold_share",
             "block_below_accuracy",
             "max_non_answer_share",
@@ -297,7 +300,6 @@ class ServerConfig:
             "max_tasks_in_progress",
             "max_body_bytes",
             "probation_questions",
-            "block_after_gold",
             "max_connections",
             "charged_non_answers_per_task",
             "account_request_burst",

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import secrets
 import time
@@ -24,6 +25,8 @@ from imagecontains_gateway.adjudication import MODEL_FIELDS, WorkerModel
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.service import Assignment, CrowdService
 from imagecontains_gateway.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
+
+log = logging.getLogger(__name__)
 
 WORKER, DASHBOARD = "worker", "dashboard"
 # People's answers are stored under "human:<name>", apart from the simulated "sim-worker-<n>".
@@ -178,6 +181,10 @@ class WorkforceStore:
             (account,),
         )
         return [url for (url,) in rows]
+
+    def worker_names(self) -> list[str]:
+        """The people who hold a worker token."""
+        return [name for (name,) in self._db.execute("SELECT subject FROM sign_in_tokens WHERE kind = ?", (WORKER,))]
 
     def answers_given(self, worker: str) -> int:
         """Answers to tasks and to gold questions alike: a worker's count must not tell which was which."""
@@ -412,9 +419,11 @@ class HumanWorkforce:
         # Each worker's last answered question, so that a second click on it is not taken for a late answer.
         self._last_answered: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._team_completes: bool | None = None
         # What else the dashboard must say is wrong (e.g. a paid crowd's loop that died): each gives a reason or None.
         self.problem_sources: list[Callable[[], str | None]] = []
         self._dashboards: DashboardFigures | None = None
+        self.problem_sources.append(lambda: self.team()["message"])  # a workforce that cannot complete tasks
 
     def start(self, service: CrowdService) -> None:
         self._service = service
@@ -422,6 +431,8 @@ class HumanWorkforce:
         self._dashboards = DashboardFigures(self.config, self.db_path)
         for state in (self._held, self._set_aside, self._last, self._notices, self._last_answered):
             state.clear()
+        self._team_completes = None
+        self._check_team()
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -461,11 +472,11 @@ class HumanWorkforce:
         worker = HUMAN_PREFIX + name
         held = self._held.get(worker)
         if held is not None:
-            if self._open(held[0]):
+            if self.service.is_open(held[0]):
                 return held[0]
             del self._held[worker]
         aside = self._set_aside.pop(worker, None)
-        if aside is not None and self._open(aside[0]):
+        if aside is not None and self.service.is_open(aside[0]):
             self._held[worker] = aside  # its time kept running while it was set aside
             return aside[0]
         assignment = self.service.next_assignment(worker)
@@ -501,7 +512,7 @@ class HumanWorkforce:
         if last is None:
             return None
         left = UNDO_SECONDS - (time.monotonic() - last.at)
-        if left <= 0 or not self._open(last.assignment):
+        if left <= 0 or not self.service.is_open(last.assignment):
             return None
         return last, math.ceil(left)
 
@@ -563,13 +574,6 @@ class HumanWorkforce:
         self._last_answered[worker] = question_id
         return held
 
-    def _open(self, assignment: Assignment) -> bool:
-        """True while the question's task is processing and before its deadline (a gold question always is)."""
-        if assignment.gold:
-            return True
-        task = self.service.store.get_by_id(assignment.task_id)
-        return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
-
     async def wait_for_question(self, name: str, timeout: float) -> bool:
         """Return True as soon as ``name`` holds a question, False after ``timeout`` seconds without one."""
         deadline = time.monotonic() + timeout
@@ -604,10 +608,51 @@ class HumanWorkforce:
                 self.service.give_back(claimed[0])
         self._last.pop(worker, None)
 
+    def team(self) -> dict[str, Any]:
+        """Whether the people with a worker token (and, ``mixed``, the simulated workers), those not blocked, can
+        complete a task at the confidence target: the dashboard's figures, with what to do when they cannot."""
+        people = [HUMAN_PREFIX + name for name in self.store.worker_names()]
+        simulated = [f"{c.name}-{n + 1}" for c in self.config.crowd_classes for n in range(c.count)]
+        workers = [
+            w
+            for w in people + (simulated if self.config.workforce == "mixed" else [])
+            if not self.service.store.is_blocked(w)
+        ]
+        verdict = self.service.reach(workers)
+        completes = verdict.contains_target is not None
+        target = self.config.confidence
+        message = None
+        if not completes:
+            message = (
+                f"This workforce cannot complete tasks: {len(workers)} workers who may answer, and even when all of "
+                f"them agree a task reaches {verdict.confidence:.3f} confidence, short of the target {target} (a person "
+                f"not measured yet counts as {self.config.prior_worker_accuracy} accurate; one answer never settles a "
+                "task). Load gold questions (imagecontains-server gold add) so that people's accuracy is measured, "
+                "add people, or lower --confidence; docs/workforce.md, 'Small teams'."
+            )
+        return {
+            "workers": len(workers),
+            "completes": completes,
+            "confidence": round(verdict.confidence, 4),
+            "target": target,
+            "message": message,
+        }
+
+    def _check_team(self) -> None:
+        """Log when the workforce becomes unable (or able again) to complete tasks: at start, then on each change."""
+        team = self.team()
+        if team["completes"] != self._team_completes:
+            if team["message"] is not None:
+                log.warning(team["message"])
+            elif self._team_completes is not None:
+                log.info("The workforce can complete tasks again (%d workers).", team["workers"])
+        self._team_completes = team["completes"]
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_SECONDS)
             self.release_stale()
+            self._check_team()
 
 
 def token_main(argv: Sequence[str]) -> None:

@@ -12,15 +12,19 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from imagecontains_gateway.adjudication import WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.adjudication import ClassPrior, Verdict, WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.quality import (
     BROKEN_REPORTS_PER_HOUR,
+    GoldTasks,
+    WorkerRecord,
+    WorkerRecords,
     block_reason,
     broken_report_weight,
     gold_due,
     non_answer_block_reason,
+    peer_truths,
 )
 from imagecontains_gateway.store import (
     PROCESSING,
@@ -125,6 +129,7 @@ class Assignment:
     :param gold: a gold question (known answer, never billed); the server's secret, never shown to the worker.
     :param charged: the account was charged the reward when the question was given (not for a Prolific place,
         paid by the place): only such a question can be given back (``charged_non_answers_per_task``).
+    :param gold_task_id: the gold task this gold question is asked for (several workers, adjudicated), if any.
     :param question_id: what the worker's answer names the question by: random per question, so that it
         tells nothing (gold questions and tasks have ids of their own, in ranges a worker could learn).
     """
@@ -133,7 +138,8 @@ class Assignment:
     image_url: str
     label: str
     gold: bool = False
-    charged: bool = True
+    charged: bool = False
+    gold_task_id: int | None = None
     question_id: int = field(default_factory=lambda: secrets.randbits(53))
 
 
@@ -171,6 +177,10 @@ class CrowdService:
         self._idle_workers: set[asyncio.Event] = set()
         # Called with (worker, reason) when a worker is blocked, e.g. to block it on the crowd platform too.
         self.block_listeners: list[Callable[[str, str], None]] = []
+        self.gold_tasks = GoldTasks(store.connection)
+        self.worker_records = WorkerRecords(store.connection)
+        self._calibration_below = False
+        self._watch_calibration()
 
     # The three REST operations
 
@@ -292,17 +302,32 @@ class CrowdService:
             # Gold only stands in for a real question, so a worker is never paid for gold while nothing waits.
             questions_before = self.store.count_question(worker)
             if gold_due(self.config, questions_before, self._random.random()):
-                gold = self.store.next_gold(worker, self._random.random())
+                gold = self._gold_question(worker, on_probation=questions_before < self.config.probation_questions)
                 if gold is not None:
                     self.store.unclaim(task.id)
-                    gold_id, image_url, label, _ = gold
-                    return Assignment(gold_id, image_url, label, gold=True)
+                    return gold
             if charge and not self.store.charge(task.account, to_microdollars(self.config.reward_per_answer)):
                 self.store.finish(task.id, problem=INSUFFICIENT_FUNDS)
                 continue
             task_input = json.loads(task.input)
             return Assignment(task.id, task_input["image"]["url"], task_input["target"]["label"], charged=charge)
         return None
+
+    def _gold_question(self, worker: str, *, on_probation: bool) -> Assignment | None:
+        """A gold question ``worker`` has not answered: past probation, a share of them asked for a gold task (on
+        probation every gold answer teaches at once, so that a spammer is stopped soon). A worker who answers a
+        gold question alone cannot answer it for a gold task: plain gold leaves the waiting gold tasks' questions."""
+        gold = self.store.next_gold(worker, self._random.random(), avoid=self.gold_tasks.waiting_gold())
+        if gold is None:
+            return None
+        gold_id, image_url, label, _ = gold
+        if not on_probation and self._random.random() < self.config.gold_task_share:
+            gold_task_id, gold_id = self.gold_tasks.claim(
+                worker, gold_id, time.time(), self.config.task_deadline_seconds
+            )
+            image_url, label = self.store.gold_question(gold_id)
+            return Assignment(gold_id, image_url, label, gold=True, gold_task_id=gold_task_id)
+        return Assignment(gold_id, image_url, label, gold=True)
 
     def gold_assignment(self, worker: str) -> Assignment | None:
         """A gold question ``worker`` has not answered (for a paid batch with no task left), else None."""
@@ -315,8 +340,19 @@ class CrowdService:
 
     def give_back(self, assignment: Assignment) -> None:
         """Let other workers take a question its worker left unanswered."""
-        if not assignment.gold:
+        if assignment.gold_task_id is not None:
+            self.gold_tasks.unclaim(assignment.gold_task_id)
+        elif not assignment.gold:
             self.store.unclaim(assignment.task_id)
+
+    def is_open(self, assignment: Assignment) -> bool:
+        """True while the question may still be answered: its task (or gold task) waits; a gold question always."""
+        if assignment.gold_task_id is not None:
+            return self.gold_tasks.is_open(assignment.gold_task_id)
+        if assignment.gold:
+            return True
+        task = self.store.get_by_id(assignment.task_id)
+        return task is not None and task.state == PROCESSING and time.time() < task.deadline_at
 
     def submit_answer(self, assignment: Assignment, worker: str, contains_target: bool | None) -> None:
         """Store ``worker``'s answer and let the adjudicator complete, fail or reopen the task.
@@ -347,14 +383,7 @@ class CrowdService:
             answers = [(who, bool(answer)) for who, answer in self.store.answers(task.id)]
             models = self.store.worker_models({who for who, _ in answers})
             class_prior = self.store.class_prior(task.account, task.function, label)
-            verdict = adjudicate(
-                answers,
-                models,
-                confidence=self.config.confidence,
-                max_answers=self._max_answers,
-                prior_accuracy=prior,
-                class_prior=class_prior,
-            )
+            verdict = self._verdict(answers, models, class_prior)
             if verdict.contains_target is not None:
                 result = {
                     "containsTarget": verdict.contains_target,
@@ -368,10 +397,11 @@ class CrowdService:
                 self.store.unclaim(task.id)
             if not verdict.needs_more_answers:
                 # An Inconclusive task teaches too: leaving out the hard ones would hide how many there are.
+                judged = peer_truths(answers, models, prior, class_prior.share_hard)
                 learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
                 self.store.save_models(learned)
                 self.store.save_class_prior(task.account, task.function, label, class_prior)
-                blocked = self._block_if_due(learned)
+                blocked = self._judge([(who, judged[who], yes, False) for who, yes in answers if who in judged])
         self._announce_blocked(blocked)
         if verdict.needs_more_answers:
             self._wake_workers()
@@ -420,6 +450,40 @@ class CrowdService:
         self._announce_blocked(blocked)
         if not unavailable:
             self._wake_workers()
+
+    def _verdict(
+        self, answers: list[tuple[str, bool]], models: dict[str, WorkerModel], class_prior: ClassPrior
+    ) -> Verdict:
+        """The adjudicator's decision on a task's (or a gold task's) answers so far. Gold tasks and the workforce's
+        reach have no account's images: they take the prior of a new (account, function, label)."""
+        return adjudicate(
+            answers,
+            models,
+            confidence=self.config.confidence,
+            max_answers=self._max_answers,
+            prior_accuracy=self.config.prior_worker_accuracy,
+            class_prior=class_prior,
+        )
+
+    def reach(self, workers: Collection[str]) -> Verdict:
+        """What the adjudicator decides when the strongest ``max_answers`` of ``workers`` all give the same answer,
+        on the kind of image where that weighs less: whether these workers can complete a task at all (a verdict
+        without ``contains_target`` says they cannot, and ``confidence`` how far they get)."""
+        models = self.store.worker_models(workers)
+        prior = self.config.prior_worker_accuracy
+
+        def odds(worker: str, says_yes: bool) -> float:  # how strongly the worker's answer says what it says
+            model = models.get(worker) or WorkerModel()
+            on_yes, on_no = model.accuracy_on_yes(prior), model.accuracy_on_no(prior)
+            return on_yes / (1.0 - on_no) if says_yes else on_no / (1.0 - on_yes)
+
+        verdicts = []
+        for says_yes in (True, False):
+            strongest = sorted(workers, key=lambda w: odds(w, says_yes), reverse=True)
+            verdicts.append(
+                self._verdict([(w, says_yes) for w in strongest[: self._max_answers]], models, ClassPrior())
+            )
+        return min(verdicts, key=lambda verdict: (verdict.contains_target is not None, verdict.confidence))
 
     # Non-answers ("can't tell", broken-image reports): the worker's record, the requester's bill (issue 24)
 
@@ -474,33 +538,87 @@ class CrowdService:
     ) -> None:
         truth = self.store.gold_truth(assignment.image_url, assignment.label)
         blocked: dict[str, str] = {}
+        decided = False
         with self.store.transaction():
             self.store.add_gold_answer(assignment.task_id, worker, contains_target, time.time())
-            if contains_target is None:
-                blocked = self._count_non_answer(worker, non_answer)
-            elif truth is not None:
-                model = self.store.worker_models([worker]).get(worker, WorkerModel())
-                learned = {worker: model.learned(float(truth), contains_target, gold=True)}
-                self.store.save_models(learned)
-                blocked = self._block_if_due(learned)
+            if contains_target is None or truth is None:
+                votes: list[tuple[str, bool]] = []
+                if assignment.gold_task_id is not None:
+                    self.gold_tasks.unclaim(assignment.gold_task_id)
+                if contains_target is None:
+                    blocked = self._count_non_answer(worker, non_answer)
+            elif assignment.gold_task_id is not None:
+                votes = self._vote_on_gold_task(assignment.gold_task_id, worker, contains_target, truth)
+                decided = bool(votes)
+            else:
+                votes = [(worker, contains_target)]
+            if votes and truth is not None:
+                models = self.store.worker_models({who for who, _ in votes})
+                self.store.save_models(
+                    {
+                        who: (models.get(who) or WorkerModel()).learned(float(truth), yes, gold=True)
+                        for who, yes in votes
+                    }
+                )
+                blocked = self._judge([(who, float(truth), yes, True) for who, yes in votes])
         self._announce_blocked(blocked)
+        if decided:
+            self._watch_calibration()
+
+    def _vote_on_gold_task(self, gold_task_id: int, worker: str, says_yes: bool, truth: bool) -> list[tuple[str, bool]]:
+        """Adjudicate a gold task after one more vote, as a task; once it ends, return its votes, which then teach
+        their workers' models as gold answers (not before: a verdict must not be weighed with what its own answers
+        taught). An empty list while it waits for more."""
+        votes = self.gold_tasks.add_vote(gold_task_id, worker, says_yes)
+        verdict = self._verdict(votes, self.store.worker_models({who for who, _ in votes}), ClassPrior())
+        if verdict.needs_more_answers:
+            self.gold_tasks.unclaim(gold_task_id)
+            self._wake_workers()
+            return []
+        self.gold_tasks.finish(gold_task_id, verdict.contains_target, verdict.confidence, truth)
+        return votes
+
+    def _watch_calibration(self) -> None:
+        """Warn, once each time it happens, when gold tasks show results right less often than the target."""
+        calibration = self.gold_tasks.calibration()
+        below = calibration.below_target(self.config.confidence)
+        if below and not self._calibration_below:
+            log.warning(calibration.warning(self.config.confidence))
+        self._calibration_below = below
+
+    def calibration_report(self) -> dict[str, object]:
+        """Predicted against observed accuracy on gold tasks (the dashboard's calibration panel)."""
+        return self.gold_tasks.calibration().report(self.config.confidence)
 
     def _retract_gold(self, assignment: Assignment, worker: str) -> bool:
         if self.store.is_blocked(worker):
             return False
+        if assignment.gold_task_id is not None:  # nothing learned yet: the vote goes, while the gold task waits
+            with self.store.transaction():
+                if not self.gold_tasks.delete_vote(assignment.gold_task_id, worker):
+                    return False
+                self.store.delete_gold_answer(assignment.task_id, worker)
+            return True
         truth = self.store.gold_truth(assignment.image_url, assignment.label)
         with self.store.transaction():
             answer = self.store.delete_gold_answer(assignment.task_id, worker)
             if answer is not None and truth is not None:
                 model = self.store.worker_models([worker]).get(worker, WorkerModel())
                 self.store.save_models({worker: model.learned(float(truth), answer, gold=True, weight=-1.0)})
+                record = self.worker_records.get([worker]).get(worker, WorkerRecord())
+                self.worker_records.save({worker: record.learned(float(truth), answer, gold=True, weight=-1.0)})
         return True
 
-    def _block_if_due(self, models: dict[str, WorkerModel]) -> dict[str, str]:
-        """Block the workers whose model is now below the bar (inside the caller's transaction)."""
+    def _judge(self, answers: list[tuple[str, float, bool, bool]]) -> dict[str, str]:
+        """Add answers (worker, probability the image contains the target, says yes, gold) to their workers'
+        records and block those now below the bar (inside the caller's transaction); return who was blocked."""
+        records = self.worker_records.get({worker for worker, *_ in answers})
+        for worker, truth_yes, says_yes, gold in answers:
+            records[worker] = records.get(worker, WorkerRecord()).learned(truth_yes, says_yes, gold=gold)
+        self.worker_records.save(records)
         blocked = {}
-        for worker, model in models.items():
-            reason = block_reason(self.config, model)
+        for worker, record in records.items():
+            reason = block_reason(self.config, record)
             if reason is not None and not self.store.is_blocked(worker):
                 self.store.block(worker, reason, time.time())
                 blocked[worker] = reason

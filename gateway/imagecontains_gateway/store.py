@@ -556,20 +556,30 @@ class TaskStore:
             )
             return self._db.total_changes - before
 
-    def next_gold(self, worker: str, draw: float) -> tuple[int, str, str, bool] | None:
-        """A gold question ``worker`` has not answered yet, picked by ``draw`` in [0, 1): (id, image, label, truth)."""
+    def next_gold(self, worker: str, draw: float, avoid: Collection[int] = ()) -> tuple[int, str, str, bool] | None:
+        """A gold question ``worker`` has not answered yet, picked by ``draw`` in [0, 1): (id, image, label, truth).
+
+        Gold questions in ``avoid`` are picked only when no other is left.
+        """
         unanswered = (
             "FROM gold_questions g WHERE NOT EXISTS "
             "(SELECT 1 FROM gold_answers a WHERE a.gold_id = g.id AND a.worker = ?)"
         )
-        count = self._db.execute(f"SELECT COUNT(*) {unanswered}", (worker,)).fetchone()[0]
-        if not count:
-            return None
-        row = self._db.execute(
-            f"SELECT id, image_url, label, contains_target {unanswered} ORDER BY id LIMIT 1 OFFSET ?",
-            (worker, int(draw * count)),
-        ).fetchone()
-        return (row[0], row[1], row[2], bool(row[3]))
+        for excluded in (list(avoid), []) if avoid else ([],):
+            where = unanswered + (f" AND g.id NOT IN ({','.join('?' * len(excluded))})" if excluded else "")
+            count = self._db.execute(f"SELECT COUNT(*) {where}", (worker, *excluded)).fetchone()[0]
+            if count:
+                row = self._db.execute(
+                    f"SELECT id, image_url, label, contains_target {where} ORDER BY id LIMIT 1 OFFSET ?",
+                    (worker, *excluded, int(draw * count)),
+                ).fetchone()
+                return (row[0], row[1], row[2], bool(row[3]))
+        return None
+
+    def gold_question(self, gold_id: int) -> tuple[str, str]:
+        """The (image URL, label) of a gold question."""
+        row = self._db.execute("SELECT image_url, label FROM gold_questions WHERE id = ?", (gold_id,)).fetchone()
+        return row[0], row[1]
 
     def gold_truth(self, image_url: str, label: str) -> bool | None:
         """The true answer of the gold question on ``image_url`` about ``label`` (compared case-insensitively)."""

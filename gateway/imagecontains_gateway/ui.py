@@ -343,7 +343,15 @@ class WorkforcePages:
         # The figures are shared by every request of the next seconds: the image names go on copies.
         tasks = [{**task, "image": _image_shown(task["image_url"], request)} for task in figures["tasks"]]
         return Response(
-            json.dumps({**figures, "tasks": tasks, "problems": self.workforce.problems()}),
+            json.dumps(
+                {
+                    **figures,
+                    "tasks": tasks,
+                    "problems": self.workforce.problems(),
+                    "calibration": self.workforce.service.calibration_report(),
+                    "team": self.workforce.team(),
+                }
+            ),
             media_type="application/json",
         )
 

@@ -23,6 +23,24 @@ function percent(value) {
   return value === null || value === undefined ? "–" : `${Math.round(value * 100)} %`;
 }
 
+// Gold tasks: predicted (mean reported confidence) against observed accuracy, and whether the gap is beyond chance.
+function renderCalibration(calibration) {
+  const figures = document.getElementById("calibration-figures");
+  const verdict = document.getElementById("calibration-verdict");
+  document.getElementById("calibration").classList.toggle("warning", calibration.below_target);
+  if (!calibration.completed) {
+    figures.textContent = "no gold tasks decided yet";
+    verdict.textContent = `${calibration.waiting} waiting for answers`;
+    return;
+  }
+  figures.textContent =
+    `predicted ${percent(calibration.predicted)} · observed ${percent(calibration.observed)} ` +
+    `(${calibration.right} of ${calibration.completed} gold tasks right; ${calibration.inconclusive} inconclusive)`;
+  verdict.textContent = calibration.below_target
+    ? `Below the ${percent(calibration.target)} target beyond chance (binomial p = ${calibration.p_value.toPrecision(2)}): results are less sure than they say.`
+    : `Consistent with the ${percent(calibration.target)} target (binomial p = ${calibration.p_value.toPrecision(2)}).`;
+}
+
 // A processing task's "Cancel" button: a form post with the page's CSRF token (built from text nodes only).
 function cancelForm(taskName) {
   const form = document.createElement("form");
@@ -59,6 +77,8 @@ function render(data) {
   document.getElementById("gold-cost").textContent = `$${data.gold.cost.toFixed(2)}`;
   document.getElementById("gold-answers").textContent =
     `${data.gold.answers} gold answers to check the workers, not billed to you`;
+
+  renderCalibration(data.calibration);
 
   const workers = document.getElementById("workers");
   workers.replaceChildren(...data.workers.map((worker) => {
