@@ -14,6 +14,7 @@ from datetime import datetime
 from airflow.sdk import DAG, task
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.prescreen import PreScreen
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 from airflow_provider_imagecontains.storage import read_records
 
@@ -121,10 +122,12 @@ with DAG(
         images=FRAMES,
         target_label="person",
         function_name=FUNCTION,
-        prescreen="airflow_provider_imagecontains.prescreen.people.PeopleScorer",  # built when the task runs
-        accept_above=0.97,
-        reject_below=0.03,
-        audit_rate=0.05,
+        prescreen=PreScreen(
+            scorer="airflow_provider_imagecontains.prescreen.people.PeopleScorer",  # built when the task runs
+            accept_above=0.97,  # templated, as are reject_below and calibration_pairs
+            reject_below=0.03,
+            audit_rate=0.05,
+        ),
         wait_for_completion=True,
         deferrable=True,
         poll_interval=5,

@@ -3,6 +3,8 @@
 Shared by ``surveillance_triage`` and ``training_data_etl``; listed in ``.airflowignore`` because it
 holds no DAG. Local images reach the crowd over HTTP, so a local folder comes with the base URL
 under which it is served; S3 objects are passed on as ``s3://`` URIs, which the operator presigns.
+S3 goes through boto3 rather than Airflow's ``ObjectStoragePath``, which reads ``s3://`` through s3fs: only the
+Amazon provider's optional ``s3fs`` extra installs it, and the examples add no dependency.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every run lists the frames that arrived during its data interval (a local folder
 HTTP, or an S3 prefix), asks the crowd whether each contains a person in batches spread over the
 workers by dynamic task mapping, waits for the answers, then writes the frames that need a
 look by a human (a person was seen, or the crowd could not answer) to a report: CSV, JSON and an
-HTML page with thumbnails. The other frames are counted.
+HTML page with thumbnails (written by the helper ``triage_report.py``). The other frames are counted.
 
 Configuration (DAG params, their defaults from environment variables):
 
@@ -33,25 +33,20 @@ report. The report itself does not wait for them.
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from airflow.sdk import Asset, Param, dag, task
-from botocore.exceptions import BotoCoreError, ClientError
 from example_io import as_records, batched, join_location, list_images, read_image, read_output, write_output
+from triage_report import frame_name, needs_inspection, write_report
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
-from airflow_provider_imagecontains.prescreen import calibrate_thresholds, calibration_pairs, prescreened, summarize
+from airflow_provider_imagecontains.prescreen import PreScreen, calibrate_thresholds, calibration_pairs
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
 ESCALATE_TO_REVIEWERS = os.environ.get("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "").lower() in ("1", "true", "yes")
@@ -76,7 +71,6 @@ CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
 # Spend cap of one hourly run: crowd tasks planned by all mapped instances together (max_run_tasks).
 MAX_RUN_TASKS = int(os.environ.get("IMAGECONTAINS_MAX_RUN_TASKS", "20000"))
-THUMBNAIL_WIDTH = 160
 REVIEW_OPTIONS = ["Contains it", "Does not contain it", "Cannot tell"]
 # A question nobody answers in time is closed as "Cannot tell": the frame stays in the report to inspect.
 REVIEW_TIMEOUT = timedelta(hours=float(os.environ.get("IMAGECONTAINS_REVIEW_HOURS", "24")))
@@ -95,130 +89,6 @@ AUDIT_PAIRS = Asset(
         "IMAGECONTAINS_AUDIT_PAIRS_URI", "file://" + os.path.join(AIRFLOW_HOME, "imagecontains", "audit-pairs.json")
     ),
 )
-
-
-def needs_inspection(answer: dict[str, Any]) -> bool:
-    """A frame needs a human look when the crowd saw the label in it or could not answer."""
-    return answer["state"] != "completed" or bool(answer["contains_target"])
-
-
-def inspection_reason(answer: dict[str, Any], label: str) -> str:
-    if answer["state"] == "completed" and answer.get("source") == "model":
-        return f"contains {label} (model, score {answer['model_score']:.2f})"
-    if answer["state"] == "completed":
-        return f"contains {label}"
-    problem = answer.get("problem") or {}
-    return f"no answer ({problem.get('code', answer['state'])})"
-
-
-def frame_name(url: str) -> str:
-    """The last path segment of a frame's URL (its file name), without any presigned query."""
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or url
-
-
-REPORT_COLUMNS = [
-    "frame",
-    "url",
-    "flagged",
-    "answer",
-    "confidence",
-    "answers",
-    "source",
-    "reason",
-    "task_name",
-    "thumbnail",
-]
-
-
-def render_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS)
-    writer.writeheader()
-    writer.writerows({key: "" if row.get(key) is None else row[key] for key in REPORT_COLUMNS} for row in rows)
-    return buffer.getvalue()
-
-
-def answer_text(answer: dict[str, Any], label: str) -> str:
-    """What was decided about a frame, e.g. ``person``, ``no person`` or ``no answer (Expired)``."""
-    if answer["state"] != "completed":
-        return f"no answer ({(answer.get('problem') or {}).get('code', answer['state'])})"
-    return label if answer["contains_target"] else f"no {label}"
-
-
-def confidence_text(answer: dict[str, Any]) -> str:
-    """The crowd's confidence (the adjudicator's posterior), or the model's score for a frame it settled."""
-    if answer.get("source") == "model":
-        return f"model score {answer['model_score']:.2f}"
-    return "-" if answer.get("confidence") is None else f"{answer['confidence']:.0%}"
-
-
-def render_html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """A self-contained page: the run's counts and one table row per frame, those to inspect first."""
-    esc = html.escape
-    body = []
-    for row in rows:
-        # The thumbnail links to the full-size copy: the original URL may be gone or expired.
-        if row["thumbnail"]:
-            image = (
-                f'<a href="{esc(row["thumbnail"])}"><img src="{esc(row["thumbnail"])}" alt="{esc(row["frame"])}" '
-                f'width="{THUMBNAIL_WIDTH}" loading="lazy"></a>'
-            )
-        else:
-            image = "(image unavailable)" if row["flagged"] else ""
-        cells = [
-            image,
-            f"{esc(row['frame'])}<br><small>{esc(row['url'])}</small>",
-            esc(row["answer"]),
-            esc(row["confidence"]),
-            "-" if row["answers"] is None else str(row["answers"]),
-            esc(row["source"] or "-"),
-            esc(row["reason"]),
-            f"<code>{esc(row['task_name'] or '-')}</code>",
-        ]
-        row_class = "frame flagged" if row["flagged"] else "frame clear"
-        body.append(f'<tr class="{row_class}">' + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    names = {
-        "frames": "frames",
-        "flagged": "to inspect",
-        "clear": "clear",
-        "unanswered": "unanswered",
-        "crowd_answers": "crowd answers",
-        "cost": "crowd cost",
-        "settled_by_model": "settled by the model",
-        "sent_to_crowd": "sent to the crowd",
-        "spend_avoided": "crowd spend avoided",
-        "audited": "audits of the model",
-        "audit_agreement": "crowd agreed with the model on audits",
-    }
-    counts = "".join(
-        f"<li>{esc(name)}: <strong>{esc(str(summary[key]))}</strong></li>"
-        for key, name in names.items()
-        if key in summary
-    )
-    title = f"Frames: {summary['data_interval_start']} to {summary['data_interval_end']}"
-    headings = "".join(
-        f"<th>{name}</th>"
-        for name in ("thumbnail", "frame", "answer", "confidence", "answers", "source", "reason", "crowd task")
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}}
-tr.clear{{color:#555}}</style></head>
-<body>
-<h1>{esc(title)}</h1>
-<p>Label asked: <strong>{esc(summary["label"])}</strong> (DAG run <code>{esc(summary["run_id"])}</code>)</p>
-<ul id="summary">{counts}</ul>
-<table id="frames">
-<thead><tr>{headings}</tr></thead>
-<tbody>
-{chr(10).join(body) if body else '<tr><td colspan="8">No frame arrived in this interval.</td></tr>'}
-</tbody>
-</table>
-</body>
-</html>
-"""
 
 
 def review_requests(answers: list[dict[str, Any]], label: str) -> list[dict[str, str]]:
@@ -301,91 +171,6 @@ def frame_reader(conn_id: str) -> Callable[[str], bytes]:
     only, so those are read through a URL presigned for the connection's account."""
     hook = ImageContainsHook(conn_id)
     return lambda url: read_image(hook.presign_image_url(url))
-
-
-def write_report(
-    answers: list[dict[str, Any]],
-    summary: dict[str, Any],
-    run_dir: str,
-    read_frame: Callable[[str], bytes] = read_image,
-) -> dict[str, Any]:
-    """Write ``inspect.csv``, ``triage.json``, ``index.html`` and ``thumbnails/`` into ``run_dir``.
-
-    Thumbnails are copies of the frames (shown scaled down): presigned URLs expire and camera
-    folders rotate, so the report keeps the pictures it shows.
-
-    :param answers: the sensor's answers for every frame of the run.
-    :param summary: what the run was (label, run id, data interval).
-    :param run_dir: a local folder or S3 prefix for this run's report.
-    :param read_frame: reads a frame's bytes by its URL.
-    """
-    rows = []
-    # Those to inspect first (each with a copy of its frame), then the clear ones.
-    ordered = [a for a in answers if needs_inspection(a)] + [a for a in answers if not needs_inspection(a)]
-    for number, answer in enumerate(ordered):
-        name = frame_name(answer["url"])
-        flagged = needs_inspection(answer)
-        thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}" if flagged else ""
-        if flagged:
-            try:
-                write_output(join_location(run_dir, thumbnail), read_frame(answer["url"]), "application/octet-stream")
-            except (OSError, BotoCoreError, ClientError) as err:
-                log.warning("Could not copy frame %s for the report: %s", name, err)
-                thumbnail = ""
-        rows.append(
-            {
-                "frame": name,
-                "url": answer["url"],
-                "flagged": flagged,
-                "answer": answer_text(answer, summary["label"]),
-                "confidence": confidence_text(answer),
-                "answers": answer.get("answers"),
-                "source": answer.get("source"),
-                "reason": inspection_reason(answer, summary["label"]) if flagged else "",
-                "task_name": answer["task_name"],
-                "thumbnail": thumbnail,
-            }
-        )
-    flagged_rows = [row for row in rows if row["flagged"]]
-    crowd_answers = sum(a.get("answers") or 0 for a in answers if a.get("source") != "model")
-    summary = {
-        **summary,
-        "frames": len(answers),
-        "flagged": len(flagged_rows),
-        "clear": len(answers) - len(flagged_rows),
-        "unanswered": sum(1 for a in answers if a["state"] != "completed"),
-        "crowd_answers": crowd_answers,
-        # Votes used, at the reward per answer; questions shown but answered "can't tell" are paid too.
-        "cost": f"at least ${crowd_answers * REWARD_PER_ANSWER:,.2f} ({crowd_answers} answers at ${REWARD_PER_ANSWER})",
-    }
-    if prescreened(answers):
-        prescreen = summarize(answers)
-        agreement = prescreen["audit_agreement"]
-        summary.update(
-            settled_by_model=prescreen["settled_by_model"],
-            sent_to_crowd=prescreen["sent_to_crowd"],
-            spend_avoided="n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
-            if CROWD_TASK_COST is None
-            else f"${prescreen['settled_by_model'] * CROWD_TASK_COST:,.2f}",
-            audited=prescreen["audited"],
-            audit_agreement="n/a"
-            if agreement is None
-            else f"{agreement:.1%} ({prescreen['audits_agreed']} of {prescreen['audits_answered']})",
-        )
-    outputs = {
-        "report_csv": write_output(join_location(run_dir, "inspect.csv"), render_csv(rows).encode(), "text/csv"),
-        "report_json": write_output(
-            join_location(run_dir, "triage.json"),
-            json.dumps(
-                {**summary, "inspect": flagged_rows, "cleared": [row for row in rows if not row["flagged"]]}, indent=2
-            ).encode(),
-            "application/json",
-        ),
-        "report_html": write_output(
-            join_location(run_dir, "index.html"), render_html(summary, rows).encode(), "text/html; charset=utf-8"
-        ),
-    }
-    return {**summary, **outputs}
 
 
 @dag(
@@ -483,17 +268,23 @@ def surveillance_triage():
 
     batches = list_frames()
     thresholds = calibrate_prescreen()
+    prescreen = (
+        PreScreen(
+            scorer=PRESCREEN,
+            accept_above=thresholds["accept_above"],
+            reject_below=thresholds["reject_below"],
+            calibration_pairs=thresholds["pairs"],
+            audit_rate=AUDIT_RATE,
+            crowd_task_cost=CROWD_TASK_COST,
+        )
+        if PRESCREEN is not None
+        else None
+    )
     submissions = ImageContainsOperator.partial(
-        task_id="ask_crowd",
-        imagecontains_conn_id=CONN_ID,
-        max_run_tasks=MAX_RUN_TASKS,
-        prescreen=PRESCREEN,
-        accept_above=thresholds["accept_above"],
-        reject_below=thresholds["reject_below"],
-        calibration_pairs=thresholds["pairs"],
-        audit_rate=AUDIT_RATE,
-        crowd_task_cost=CROWD_TASK_COST,
+        task_id="ask_crowd", imagecontains_conn_id=CONN_ID, max_run_tasks=MAX_RUN_TASKS, prescreen=prescreen
     ).expand(images=batches)
+    # The thresholds inside PreScreen resolve when ask_crowd renders; Airflow finds no dependency inside an object.
+    thresholds >> submissions
     answers = (
         ImageContainsSensor.partial(
             task_id="wait_for_answers", failed_policy="report", poke_interval=POLL_INTERVAL_SECONDS, deferrable=True
@@ -513,7 +304,14 @@ def surveillance_triage():
             "data_interval_end": data_interval_end.isoformat(),
         }
         run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
-        report = write_report(as_records(answers), summary, run_dir, frame_reader(CONN_ID))
+        report = write_report(
+            as_records(answers),
+            summary,
+            run_dir,
+            frame_reader(CONN_ID),
+            reward_per_answer=REWARD_PER_ANSWER,
+            crowd_task_cost=CROWD_TASK_COST,
+        )
         log.info(
             "%d of %d frames need inspection; report: %s", report["flagged"], report["frames"], report["report_html"]
         )

@@ -22,6 +22,9 @@ from demo.run_demo import EARLIER_FRAMES, FRAMES_IN_INTERVAL, INTERVAL, RUN_AFTE
 
 EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "example_dags"
 
+# What write_report is given for the report's cost lines (the DAG reads them from its environment).
+COSTS = {"reward_per_answer": 0.01, "crowd_task_cost": None}
+
 
 def decode_png(data: bytes) -> list[list[tuple[int, int, int]]]:
     """Decode the frames' own PNG form (8-bit RGB, filter 0) back to pixels."""
@@ -137,7 +140,7 @@ def test_s3_prefix_is_listed_as_s3_uris_and_outputs_go_to_s3():
 
 
 def test_report_flags_people_and_unanswered_frames(tmp_path):
-    import surveillance_triage
+    import triage_report
 
     key = generate_frames(tmp_path / "frames", 8)
     with serve_folder(tmp_path / "frames") as base_url:
@@ -150,7 +153,7 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
         ]
         answers[1] = answer(answers[1]["url"], "person", None, state="failed")
         summary = {"label": "person", "run_id": "manual__1", "data_interval_start": "a", "data_interval_end": "b"}
-        report = surveillance_triage.write_report(answers, summary, str(tmp_path / "report"))
+        report = triage_report.write_report(answers, summary, str(tmp_path / "report"), **COSTS)
 
     expected = [name for name, labels in key.items() if "person" in labels] + [frame_name(1)]
     expected.sort()
@@ -193,6 +196,7 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
 
 def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path, monkeypatch):
     import surveillance_triage
+    import triage_report
 
     settled = {**answer("http://127.0.0.1:9/a.png", "person", True), "source": "model", "task_name": None}
     settled.update(model_score=0.98, model_contains_target=True)
@@ -202,13 +206,17 @@ def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_p
     unsure.update(model_score=0.5, model_contains_target=None)
     summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
 
-    report = surveillance_triage.write_report([settled, audit, unsure], summary, str(tmp_path))
+    report = triage_report.write_report([settled, audit, unsure], summary, str(tmp_path), **COSTS)
 
     assert (report["settled_by_model"], report["sent_to_crowd"], report["audited"]) == (1, 2, 1)
     assert report["audit_agreement"] == "100.0% (1 of 1)"
     assert report["spend_avoided"] == "n/a (set IMAGECONTAINS_CROWD_TASK_COST)"
-    monkeypatch.setattr(surveillance_triage, "CROWD_TASK_COST", 0.04)
-    assert surveillance_triage.write_report([settled], summary, str(tmp_path / "again"))["spend_avoided"] == "$0.04"
+    assert (
+        triage_report.write_report(
+            [settled], summary, str(tmp_path / "again"), reward_per_answer=0.01, crowd_task_cost=0.04
+        )["spend_avoided"]
+        == "$0.04"
+    )
     saved = json.loads(Path(report["report_json"]).read_text())
     reasons = {row["frame"]: row["reason"] for row in saved["inspect"]}
     assert reasons == {"a.png": "contains person (model, score 0.98)", "c.png": "contains person"}
@@ -233,11 +241,11 @@ def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_p
 
 
 def test_report_escapes_html_and_survives_a_missing_image(tmp_path):
-    import surveillance_triage
+    import triage_report
 
     bad = answer("http://127.0.0.1:9/<script>.png", "person", True)
     summary = {"label": "<b>person</b>", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
-    report = surveillance_triage.write_report([bad], summary, str(tmp_path))
+    report = triage_report.write_report([bad], summary, str(tmp_path), **COSTS)
     page = Path(report["report_html"]).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<b>person</b>" not in page
@@ -398,14 +406,15 @@ def test_review_questions_and_answers_follow_the_unsettled_frames():
 
 def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp_path, crowd_server):
     import surveillance_triage
+    import triage_report
 
     key = generate_frames(tmp_path / "frames", 2)
     server = crowd_server(workforce="human", images_dir=str(tmp_path / "frames"))
     answers = [answer(f"{server.endpoint_url}/images/{name}", "person", True) for name in key]
     summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
 
-    report = surveillance_triage.write_report(
-        answers, summary, str(tmp_path / "report"), surveillance_triage.frame_reader("imagecontains_default")
+    report = triage_report.write_report(
+        answers, summary, str(tmp_path / "report"), surveillance_triage.frame_reader("imagecontains_default"), **COSTS
     )
 
     page = Path(report["report_html"]).read_text()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import fields
 from datetime import datetime
 
 import pytest
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from airflow.sdk import DAG
 from loopback import LoopbackServer
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
+from airflow_provider_imagecontains.prescreen import PreScreen
 from airflow_provider_imagecontains.prescreen.screening import is_audited
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
@@ -48,20 +51,23 @@ def images():
     server.close()
 
 
-def _operator(image_urls, **kwargs) -> ImageContainsOperator:
+PRESCREEN_FIELDS = {field.name for field in fields(PreScreen)}
+
+
+def _operator(image_urls, *, no_prescreen: bool = False, **kwargs) -> ImageContainsOperator:
+    """The operator with ``PreScreen(ByteScorer(), accept_above=0.9, reject_below=0.1, audit_rate=0)``, changed
+    by the PreScreen fields in ``kwargs``; the rest go to the operator."""
+    settings = {"scorer": ByteScorer(), "accept_above": 0.9, "reject_below": 0.1, "audit_rate": 0.0}
+    settings.update({key: kwargs.pop(key) for key in PRESCREEN_FIELDS & kwargs.keys()})
     with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
-        settings = {
-            "task_id": "submit",
-            "images": image_urls,
-            "target_label": "person",
-            "function_name": TEST_FN,
-            "prescreen": ByteScorer(),
-            "accept_above": 0.9,
-            "reject_below": 0.1,
-            "audit_rate": 0.0,
+        return ImageContainsOperator(
+            task_id="submit",
+            images=image_urls,
+            target_label="person",
+            function_name=TEST_FN,
+            prescreen=None if no_prescreen else PreScreen(**settings),
             **kwargs,
-        }
-        return ImageContainsOperator(**settings)
+        )
 
 
 def _crowd_urls(server) -> list[str]:
@@ -136,14 +142,14 @@ class NeedsAMissingLibrary:
 
 
 @pytest.mark.parametrize(
-    "prescreen", ["no_such_module.Scorer", f"{__name__}.NoSuchClass", f"{__name__}.NeedsAMissingLibrary"]
+    "scorer", ["no_such_module.Scorer", f"{__name__}.NoSuchClass", f"{__name__}.NeedsAMissingLibrary"]
 )
-def test_a_scorer_that_cannot_be_loaded_fails_the_task_before_anything_is_paid(crowd_server, images, prescreen) -> None:
+def test_a_scorer_that_cannot_be_loaded_fails_the_task_before_anything_is_paid(crowd_server, images, scorer) -> None:
     server = crowd_server()
     urls = [images(f"{n}.jpg", "0.99") for n in range(3)]
     for dry_run in (False, True):
         with pytest.raises(AirflowFailException, match=r"could not be loaded .*nothing was fetched or submitted"):
-            _operator(urls, prescreen=prescreen, dry_run=dry_run).execute({})
+            _operator(urls, scorer=scorer, dry_run=dry_run).execute({})
     assert server.tasks(function_name=TEST_FN) == []
     assert not [key for key in server.request_counts() if key[0] in ("PUT", "GET")]
 
@@ -151,7 +157,7 @@ def test_a_scorer_that_cannot_be_loaded_fails_the_task_before_anything_is_paid(c
 def test_a_scorer_given_by_import_path_is_built_when_the_task_runs(crowd_server, images) -> None:
     server = crowd_server()
     urls = [images("a.jpg", "0.99"), images("b.jpg", "0.5")]
-    _operator(urls, prescreen=f"{__name__}.ByteScorer").execute({})
+    _operator(urls, scorer=f"{__name__}.ByteScorer").execute({})
     assert _crowd_urls(server) == [urls[1]]
 
 
@@ -217,7 +223,7 @@ def test_thresholds_are_checked_before_any_image_is_fetched_or_task_submitted(cr
     with pytest.raises(AirflowFailException, match="audit_rate"):
         _operator([url], audit_rate=1.5).execute({})
     with pytest.raises(ValueError, match="import path"):
-        _operator([url], prescreen="Scorer")
+        _operator([url], scorer="Scorer")
     assert server.tasks(function_name=TEST_FN) == []
 
 
@@ -233,7 +239,7 @@ def test_without_a_prescreen_records_say_crowd(crowd_server, caplog) -> None:
     caplog.set_level(logging.INFO)
     records = _operator(
         ["https://img.example.com/x.jpg"],
-        prescreen=None,
+        no_prescreen=True,
         wait_for_completion=True,
         deferrable=False,
         poll_interval=0.05,
@@ -278,14 +284,80 @@ def test_hand_set_thresholds_warn_and_no_image_is_rejected_at_a_nothing_detected
     server = crowd_server()
     urls = [images("nothing.jpg", "0.09"), images("weak.jpg", "0.25"), images("sure.jpg", "0.97")]
 
-    handle = _operator(urls, prescreen=DetectorScorer(), reject_below=0.3).execute({})
+    handle = _operator(urls, scorer=DetectorScorer(), reject_below=0.3).execute({})
 
     assert [entry["model_contains_target"] for entry in handle["tasks"]] == [None, False, True]
     assert _crowd_urls(server) == [urls[0]], "a frame the detector saw nothing in goes to the crowd"
     log = capsys.readouterr().out
     assert "were set by hand, without calibration pairs" in log
 
-    _operator(urls, prescreen=DetectorScorer(), reject_below=0.3, calibration_pairs=500).execute({})
+    _operator(urls, scorer=DetectorScorer(), reject_below=0.3, calibration_pairs=500).execute({})
     assert "set by hand" not in capsys.readouterr().out, "calibrated thresholds raise no warning"
-    _operator(urls, prescreen=DetectorScorer(), reject_below=0.1, calibration_pairs=500).execute({})
+    _operator(urls, scorer=DetectorScorer(), reject_below=0.1, calibration_pairs=500).execute({})
     assert "the model answers 'does not contain' for no image" in capsys.readouterr().out
+
+
+def test_templated_settings_inside_the_prescreen_render_with_the_task_and_each_task_renders_its_own(
+    crowd_server, images
+) -> None:
+    server = crowd_server()
+    urls = [images("a.jpg", "0.97"), images("b.jpg", "0.5"), images("c.jpg", "0.02")]
+    shared = PreScreen(
+        scorer=ByteScorer(),
+        accept_above="{{ params.accept_above }}",
+        reject_below="{{ params.reject_below }}",
+        calibration_pairs="{{ params.pairs }}",
+        audit_rate=0.0,
+    )
+    with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        first, second = (
+            ImageContainsOperator(
+                task_id=f"submit_{n}", images=urls, target_label="person", function_name=TEST_FN, prescreen=shared
+            )
+            for n in (1, 2)
+        )
+    first.render_template_fields({"params": {"accept_above": 0.95, "reject_below": 0.01, "pairs": 300}})
+
+    assert (first.prescreen.accept_above, first.prescreen.reject_below, first.prescreen.calibration_pairs) == (
+        "0.95",
+        "0.01",
+        "300",
+    )
+    assert second.prescreen.accept_above == "{{ params.accept_above }}", "the other task renders its own copy"
+    handle = first.execute({})
+    assert [entry["model_contains_target"] for entry in handle["tasks"]] == [True, None, None]
+    assert _crowd_urls(server) == urls[1:]
+
+
+def test_the_separate_prescreen_arguments_still_work_with_a_deprecation_warning(crowd_server, images) -> None:
+    server = crowd_server()
+    urls = [images("a.jpg", "0.97"), images("b.jpg", "0.5")]
+    with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        with pytest.warns(AirflowProviderDeprecationWarning, match=r"prescreen=PreScreen\("):
+            operator = ImageContainsOperator(
+                task_id="submit",
+                images=urls,
+                target_label="person",
+                function_name=TEST_FN,
+                prescreen=f"{__name__}.ByteScorer",
+                accept_above=0.9,
+                audit_rate=0.0,
+                prescreen_concurrency=2,
+            )
+    assert operator.prescreen == PreScreen(
+        scorer=f"{__name__}.ByteScorer", accept_above=0.9, audit_rate=0.0, concurrency=2
+    )
+    operator.execute({})
+    assert _crowd_urls(server) == [urls[1]]
+
+
+def test_prescreen_settings_given_twice_or_without_a_scorer_are_refused() -> None:
+    with DAG("prescreen_dag", schedule=None, start_date=datetime(2026, 1, 1)):
+        with pytest.raises(ValueError, match=r"inside prescreen=PreScreen\(...\) only, not also as accept_above"):
+            ImageContainsOperator(
+                task_id="twice", images=[], prescreen=PreScreen(scorer=ByteScorer()), accept_above=0.9
+            )
+        with pytest.raises(ValueError, match="reject_below set without a prescreen"):
+            ImageContainsOperator(task_id="no_scorer", images=[], reject_below=0.1)
+    with pytest.raises(ValueError, match="Invalid concurrency 0"):
+        PreScreen(scorer=ByteScorer(), concurrency=0)

@@ -18,8 +18,12 @@ def chromium_page(chromium):
     page.close()
 
 
+# What write_report is given for the report's cost lines (the DAG reads them from its environment).
+COSTS = {"reward_per_answer": 0.01, "crowd_task_cost": None}
+
+
 def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):
-    import surveillance_triage
+    import triage_report
 
     key = generate_frames(tmp_path / "frames", 12)
     with serve_folder(tmp_path / "frames") as base_url:
@@ -36,7 +40,7 @@ def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):
         ]
         answers[1].update(state="failed", contains_target=None, problem={"code": "Expired", "message": "no workers"})
         summary = {"label": "person", "run_id": "r1", "data_interval_start": "11:00", "data_interval_end": "12:00"}
-        report = surveillance_triage.write_report(answers, summary, str(tmp_path / "report"))
+        report = triage_report.write_report(answers, summary, str(tmp_path / "report"), **COSTS)
     flagged = sorted([name for name, labels in key.items() if "person" in labels] + [frame_name(1)])
 
     failed_requests: list[str] = []
@@ -59,5 +63,5 @@ def test_report_page_renders_its_rows_and_thumbnails(tmp_path, chromium_page):
         "Array.from(document.images).map(img => [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width])"
     )
     assert len(loaded) == len(flagged)
-    assert all(size == [WIDTH, HEIGHT, surveillance_triage.THUMBNAIL_WIDTH] for size in loaded), loaded
+    assert all(size == [WIDTH, HEIGHT, triage_report.THUMBNAIL_WIDTH] for size in loaded), loaded
     assert failed_requests == []

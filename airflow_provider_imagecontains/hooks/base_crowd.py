@@ -1,8 +1,10 @@
 """The crowd API's transport, shared by every hook method: signing, one retry policy, a sync and an async client.
 
 As the Amazon provider keeps ``base_aws.py`` apart from its service hooks, :class:`CrowdBaseHook` holds what
-any call to the crowd API needs (connection, credentials, sessions, retries, error mapping) and
-``hooks/imagecontains.py`` the public methods built on it.
+any call to the crowd API needs (connection, credentials, sessions, signing, retries) and
+``hooks/imagecontains.py`` the public methods built on it. The bulk pool that runs many calls at once is
+``hooks/bulk_pool.py``; reading answers (errors mapped to exceptions, task documents checked) is
+``hooks/crowd_errors.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,6 +39,7 @@ from airflow_provider_imagecontains.exceptions import (
     EndpointUnreachableError,
     ServiceError,
 )
+from airflow_provider_imagecontains.hooks.bulk_pool import Call, iter_outcomes
 from airflow_provider_imagecontains.hooks.credentials import (
     CrowdConnectionConfig,
     caller_account_id,
@@ -441,78 +444,36 @@ class CrowdBaseHook(BaseHook):
         bodies: Mapping[str, bytes | None],
         shared_limit: asyncio.Semaphore | None = None,
     ) -> AsyncGenerator[tuple[str, dict[str, Any] | CrowdApiError], None]:
-        """Call once per task over one aiohttp session from at most ``max_concurrency`` workers, each holding a
-        place in ``shared_limit`` if given; yield each ``(task_name, document or error)`` as it arrives.
-        Closing the generator early cancels the calls left."""
+        """Call once per task over one aiohttp session through the bulk pool (``max_concurrency`` workers, each
+        holding a place in ``shared_limit`` if given); yield each ``(task_name, document or error)`` as it
+        arrives. Closing the generator early cancels the calls left."""
         # One call is one line per retry; a bulk request logs its retries at DEBUG and one INFO summary.
         tally = _RetryTally() if len(bodies) > 1 else None
         retry_policy = self._retry_policy(tally)
         proxy = self._proxy
-        names = list(bodies)
-        next_name = 0  # shared by the workers: each name is taken once
-        held = 0  # places in shared_limit taken for workers and not given back yet
-        arrived: asyncio.Queue[tuple[str, dict[str, Any] | Exception]] = asyncio.Queue()
         shared = self._shared_session
         async with self._new_client_session() if shared is None else nullcontext(shared) as session:
 
-            async def worker() -> None:
+            def new_call() -> Call:
                 # A worker reuses one retrying object call after call: a new one per call leaves reference cycles
                 # behind (about 18 objects) that only the garbage collector frees, and the full collections they
                 # bring on stall the event loop (bench/bench_trigger.py).
-                nonlocal next_name, held
-                try:
-                    retrying = AsyncRetrying(**retry_policy)
-                    while next_name < len(names):
-                        task_name = names[next_name]
-                        next_name += 1
-                        outcome: dict[str, Any] | Exception
-                        try:
-                            answer = await self._asend(
-                                session, proxy, retrying, method, function_name, task_name, bodies[task_name]
-                            )
-                            outcome = self._task_document(answer, method, function_name, task_name)
-                        except Exception as err:  # a crowd error is this task's outcome; any other is raised below
-                            outcome = err
-                        arrived.put_nowait((task_name, outcome))
-                finally:
-                    if shared_limit is not None:
-                        held -= 1
-                        shared_limit.release()
+                retrying = AsyncRetrying(**retry_policy)
 
-            workers: list[asyncio.Task[None]] = []
+                async def call(task_name: str) -> dict[str, Any]:
+                    answer = await self._asend(
+                        session, proxy, retrying, method, function_name, task_name, bodies[task_name]
+                    )
+                    return self._task_document(answer, method, function_name, task_name)
 
-            async def start_workers() -> None:
-                # With a shared limit, a worker is started only once it has its place, so the callers waiting
-                # for places (all the triggers of a triggerer) keep one waiting task each, not one per worker:
-                # thousands of waiting workers made each poll cycle's start stall the loop.
-                nonlocal held
-                for _ in range(min(self.max_concurrency, len(names))):
-                    if shared_limit is not None:
-                        await shared_limit.acquire()
-                        held += 1
-                        if next_name >= len(names):  # the workers running took every name meanwhile
-                            held -= 1
-                            shared_limit.release()
-                            return
-                    workers.append(asyncio.create_task(worker()))
+                return call
 
-            starter = asyncio.create_task(start_workers())
-            try:
-                for _ in range(len(bodies)):
-                    task_name, outcome = await arrived.get()
-                    if isinstance(outcome, Exception) and not isinstance(outcome, CrowdApiError):
-                        raise outcome
-                    yield task_name, outcome
-            finally:
-                # Cancel everything before the first await, so that no worker sends another request meanwhile.
-                starter.cancel()
-                for running in workers:
-                    running.cancel()
-                await asyncio.gather(starter, *workers, return_exceptions=True)
-                if shared_limit is not None:  # workers cancelled before they ran never gave their place back
-                    for _ in range(held):
-                        shared_limit.release()
-                    held = 0
+            pool = iter_outcomes(
+                list(bodies), new_call, max_concurrency=self.max_concurrency, shared_limit=shared_limit
+            )
+            async with aclosing(pool) as outcomes:
+                async for outcome in outcomes:
+                    yield outcome
         if tally is not None and tally.retries:
             self._log_retry_summary(tally, method, function_name, len(bodies))
 

@@ -6,6 +6,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,7 +39,7 @@ from airflow_provider_imagecontains.operators._images import (
     presign_s3_urls,
     public_s3_urls,
 )
-from airflow_provider_imagecontains.prescreen.fetch import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, ImageFetcher
+from airflow_provider_imagecontains.prescreen.fetch import ImageFetcher
 from airflow_provider_imagecontains.prescreen.scorer import Scorer, load_scorer
 from airflow_provider_imagecontains.prescreen.screening import (
     Screened,
@@ -46,6 +47,7 @@ from airflow_provider_imagecontains.prescreen.screening import (
     screen,
     validate_thresholds,
 )
+from airflow_provider_imagecontains.prescreen.settings import PreScreen, from_legacy_arguments
 from airflow_provider_imagecontains.results import MAX_LISTED, check_failed_policy, finish_records, records_from_event
 from airflow_provider_imagecontains.storage import TASKS_URI, store_handle
 from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build_records, is_transient
@@ -130,25 +132,14 @@ class ImageContainsOperator(BaseOperator):
         keeping every success; the task fails only if some remain after the last round. Any other
         error (invalid input, name conflict, access denied, unknown function) fails it at once.
     :param submit_round_delay: seconds to pause before each further round, for the service to recover.
-    :param prescreen: a model that answers the images it is sure about (docs/prescreen.md): an object
-        with ``score(url, image, label) -> float | None``, or the import path ``"package.module.ClassName"``
-        of a class built with no arguments (imported only when the task runs). ``None``: every image
-        goes to the crowd.
-    :param accept_above: (templated) images scored at or above it are answered "contains" by the model;
-        ``None``: never.
-    :param reject_below: (templated) images scored at or below it are answered "does not contain" by
-        the model; ``None``: never.
-    :param calibration_pairs: (templated) how many audited (score, crowd answer) pairs the thresholds were
-        calibrated from (``calibrate_thresholds(...).pairs``); thresholds without any are taken as set by hand
-        and the task log warns that no audit backs them (docs/prescreen.md). Whatever the thresholds, the
-        model never answers "does not contain" at a score its scorer gives when it detects nothing (a
-        scorer's ``nothing_detected_score``, e.g. :class:`~airflow_provider_imagecontains.prescreen.people.PeopleScorer`'s).
-    :param audit_rate: the fraction of model-answered images sent to the crowd as well, chosen by a
-        hash of (image, label) so a re-run audits the same ones.
-    :param prescreen_concurrency: images fetched and scored at once (threads).
-    :param prescreen_timeout: seconds to connect to an image's host and between bytes received.
-    :param prescreen_max_bytes: larger images are not scored (they go to the crowd).
-    :param crowd_task_cost: dollars a crowd task costs on average, to log the spend the model avoided.
+    :param prescreen: (templated: its thresholds and ``calibration_pairs``) a
+        :class:`~airflow_provider_imagecontains.prescreen.settings.PreScreen`: a model that answers the images
+        it is sure about, its thresholds and audit rate (docs/prescreen.md). ``None``: every image goes to the
+        crowd. A scorer or its import path given here directly, with the settings as the separate arguments
+        below, is deprecated.
+    :param accept_above: deprecated: ``PreScreen(accept_above=...)``; likewise ``reject_below``,
+        ``calibration_pairs``, ``audit_rate``, ``crowd_task_cost``, and ``prescreen_concurrency``,
+        ``prescreen_timeout``, ``prescreen_max_bytes`` (``PreScreen``'s ``concurrency``, ``timeout``, ``max_bytes``).
     :param records_path: (templated) a folder URI (any scheme of Airflow's ``ObjectStoragePath``) for what
         would be big in XCom: the handle's tasks (the handle then carries ``tasks_uri`` instead, which the
         sensor and trigger read), or with ``wait_for_completion`` the records (a small reference that
@@ -163,9 +154,7 @@ class ImageContainsOperator(BaseOperator):
         "function_name",
         "imagecontains_conn_id",
         "aws_conn_id",
-        "accept_above",
-        "reject_below",
-        "calibration_pairs",
+        "prescreen",
         "records_path",
     )
     ui_color = "#f4d9e6"
@@ -196,18 +185,18 @@ class ImageContainsOperator(BaseOperator):
         s3_url_template: str | None = None,
         submit_rounds: int = 3,
         submit_round_delay: float = 30,
-        prescreen: Scorer | str | None = None,
-        accept_above: float | None = None,
-        reject_below: float | None = None,
-        calibration_pairs: int | None = None,
-        audit_rate: float = 0.05,
-        prescreen_concurrency: int = 8,
-        prescreen_timeout: float = DEFAULT_TIMEOUT,
-        prescreen_max_bytes: int = DEFAULT_MAX_BYTES,
-        crowd_task_cost: float | None = None,
+        prescreen: PreScreen | Scorer | str | None = None,
         records_path: str | None = None,
         records_conn_id: str | None = None,
         label: str | list[str] | None = None,
+        accept_above: float | str | None = None,
+        reject_below: float | str | None = None,
+        calibration_pairs: int | str | None = None,
+        audit_rate: float | None = None,
+        prescreen_concurrency: int | None = None,
+        prescreen_timeout: float | None = None,
+        prescreen_max_bytes: int | None = None,
+        crowd_task_cost: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -220,6 +209,32 @@ class ImageContainsOperator(BaseOperator):
                 stacklevel=2,
             )
             target_label = label
+        legacy = {
+            name: value
+            for name, value in (
+                ("accept_above", accept_above),
+                ("reject_below", reject_below),
+                ("calibration_pairs", calibration_pairs),
+                ("audit_rate", audit_rate),
+                ("prescreen_concurrency", prescreen_concurrency),
+                ("prescreen_timeout", prescreen_timeout),
+                ("prescreen_max_bytes", prescreen_max_bytes),
+                ("crowd_task_cost", crowd_task_cost),
+            )
+            if value is not None
+        }
+        if legacy or not isinstance(prescreen, (PreScreen, type(None))):
+            prescreen = from_legacy_arguments(prescreen, legacy)
+            warnings.warn(
+                "ImageContainsOperator's separate pre-screen arguments are deprecated: give "
+                "prescreen=PreScreen(scorer=..., accept_above=..., ...) (airflow_provider_imagecontains.prescreen).",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+        elif prescreen is not None:
+            # Airflow renders the templated settings in place: this task's own copy keeps a PreScreen shared by
+            # several tasks from carrying one task's rendering into another's.
+            prescreen = replace(prescreen)
         check_failed_policy(failed_policy)
         if submit_rounds < 1:
             raise ValueError(f"Invalid submit_rounds {submit_rounds!r}: expected at least 1.")
@@ -248,19 +263,7 @@ class ImageContainsOperator(BaseOperator):
         self.submit_round_delay = submit_round_delay
         self.records_path = records_path
         self.records_conn_id = records_conn_id
-        if isinstance(prescreen, str) and "." not in prescreen.strip("."):
-            raise ValueError(f"Invalid prescreen {prescreen!r}: expected an import path 'package.module.ClassName'.")
-        if prescreen_concurrency < 1:
-            raise ValueError(f"Invalid prescreen_concurrency {prescreen_concurrency!r}: expected at least 1.")
         self.prescreen = prescreen
-        self.accept_above = accept_above
-        self.reject_below = reject_below
-        self.calibration_pairs = calibration_pairs
-        self.audit_rate = audit_rate
-        self.prescreen_concurrency = prescreen_concurrency
-        self.prescreen_timeout = prescreen_timeout
-        self.prescreen_max_bytes = prescreen_max_bytes
-        self.crowd_task_cost = crowd_task_cost
 
     @cached_property
     def hook(self) -> ImageContainsHook:
@@ -411,14 +414,30 @@ class ImageContainsOperator(BaseOperator):
             "tasks": entries,
         }
 
+    @property
+    def _prescreen_settings(self) -> PreScreen:
+        if self.prescreen is None:
+            raise RuntimeError("No pre-screen is set.")  # callers run only with one
+        return self.prescreen
+
+    def _calibration_pairs(self) -> float | None:
+        """``calibration_pairs`` as a number (a template renders it as a string, "0" included)."""
+        try:
+            return _as_number(self._prescreen_settings.calibration_pairs)
+        except ValueError:
+            raise AirflowFailException(
+                f"Invalid calibration_pairs {self._prescreen_settings.calibration_pairs!r}: expected a count. "
+                "Nothing was fetched or submitted."
+            ) from None
+
     def _load_scorer(self) -> Scorer:
         """The pre-screen model, with its thresholds checked; any failure fails the task before anything is paid."""
         thresholds = self._thresholds()
         try:
-            scorer = load_scorer(self.prescreen)  # type: ignore[arg-type]
+            scorer = load_scorer(self._prescreen_settings.scorer)
         except Exception as err:
             raise AirflowFailException(
-                f"The pre-screen model {self.prescreen!r} could not be loaded ({type(err).__name__}: {err}); "
+                f"The pre-screen model {self._prescreen_settings.scorer!r} could not be loaded ({type(err).__name__}: {err}); "
                 "nothing was fetched or submitted. Fix the import path or install what it needs (the built-in "
                 "people scorer: pip install 'airflow-provider-imagecontains[vision]'), or set prescreen=None to "
                 "send every image to the crowd."
@@ -430,9 +449,8 @@ class ImageContainsOperator(BaseOperator):
         """Score every image and decide which ones the model settles; a failure to score one image only sends
         it to the crowd."""
         items = [(task.url, task.label) for task in tasks]
-        fetcher = ImageFetcher(
-            timeout=self.prescreen_timeout, max_bytes=self.prescreen_max_bytes, s3_client=self._s3_client
-        )
+        settings = self._prescreen_settings
+        fetcher = ImageFetcher(timeout=settings.timeout, max_bytes=settings.max_bytes, s3_client=self._s3_client)
         hook = self.hook
 
         def fetch(url: str) -> bytes:
@@ -440,7 +458,7 @@ class ImageContainsOperator(BaseOperator):
             return fetcher.fetch(hook.presign_image_url(url, expires_in=PRESCREEN_IMAGE_URL_SECONDS))
 
         started = time.monotonic()
-        results = score_images(items, scorer, fetch, max_workers=self.prescreen_concurrency)
+        results = score_images(items, scorer, fetch, max_workers=settings.concurrency)
         unscored = [(task, result.reason) for task, result in zip(tasks, results, strict=True) if result.score is None]
         self.log.info(
             "Pre-screen scored %d of %d images in %.1fs.",
@@ -464,7 +482,7 @@ class ImageContainsOperator(BaseOperator):
             scores,
             accept_above=accept_above,
             reject_below=reject_below,
-            audit_rate=self.audit_rate,
+            audit_rate=self._prescreen_settings.audit_rate,
             nothing_detected_score=self._nothing_detected_score,
         )
 
@@ -472,7 +490,7 @@ class ImageContainsOperator(BaseOperator):
     def _nothing_detected_score(self) -> float | None:
         """The highest score the scorer gives an image in which it detects nothing, if it says (else None)."""
         try:
-            scorer = load_scorer(self.prescreen) if self.prescreen is not None else None
+            scorer = load_scorer(self._prescreen_settings.scorer)
         except Exception:  # the scorer's own failure to load is reported where it is used
             return None
         value = getattr(scorer, "nothing_detected_score", None)
@@ -480,7 +498,7 @@ class ImageContainsOperator(BaseOperator):
 
     def _warn_about_thresholds(self, accept_above: float | None, reject_below: float | None) -> None:
         """Warn (task log) when thresholds no audit backs would let the model settle images."""
-        if (accept_above is not None or reject_below is not None) and not self.calibration_pairs:
+        if (accept_above is not None or reject_below is not None) and not self._calibration_pairs():
             self.log.warning(
                 "Pre-screen thresholds accept_above=%s, reject_below=%s were set by hand, without calibration "
                 "pairs: the model settles images on scores no audit has checked. Calibrate them from audited "
@@ -501,8 +519,9 @@ class ImageContainsOperator(BaseOperator):
         """The thresholds as numbers (templates render them as strings), checked: bad ones fail the task without
         retries (a retry would meet the same values)."""
         try:
-            accept_above, reject_below = (_as_number(value) for value in (self.accept_above, self.reject_below))
-            validate_thresholds(accept_above, reject_below, self.audit_rate)
+            settings = self._prescreen_settings
+            accept_above, reject_below = (_as_number(value) for value in (settings.accept_above, settings.reject_below))
+            validate_thresholds(accept_above, reject_below, settings.audit_rate)
         except ValueError as err:
             raise AirflowFailException(f"{err} Nothing was fetched or submitted.") from None
         return accept_above, reject_below
@@ -512,8 +531,9 @@ class ImageContainsOperator(BaseOperator):
         audited = sum(1 for s in screened if s.audited)
         contains = sum(1 for s in settled if s.verdict)
         avoided = f"{len(settled)} crowd tasks not bought"
-        if self.crowd_task_cost is not None:
-            avoided += f" (about ${len(settled) * self.crowd_task_cost:,.2f} at ${self.crowd_task_cost} a task)"
+        cost = self._prescreen_settings.crowd_task_cost
+        if cost is not None:
+            avoided += f" (about ${len(settled) * cost:,.2f} at ${cost} a task)"
         self.log.info(
             "Pre-screen: the model settled %d of %d images (%d contain the label, %d do not); %d go to the crowd "
             "(%d unsure or unscored, %d audits of model answers at audit_rate=%s); %s.",
@@ -524,7 +544,7 @@ class ImageContainsOperator(BaseOperator):
             len(screened) - len(settled),
             len(screened) - len(settled) - audited,
             audited,
-            self.audit_rate,
+            self._prescreen_settings.audit_rate,
             avoided,
         )
 

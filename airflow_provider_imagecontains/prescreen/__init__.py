@@ -1,6 +1,6 @@
 """Pre-screen: a model answers the images it is sure about, the crowd the rest (docs/prescreen.md).
 
-The operator uses :func:`load_scorer`, :class:`ImageFetcher`, :func:`score_images` and :func:`screen`;
+The operator takes a :class:`PreScreen` and uses :func:`load_scorer`, :class:`ImageFetcher`, :func:`score_images` and :func:`screen`;
 DAGs use :func:`calibrate_thresholds`, :func:`prescreened` and :func:`summarize` on the result records. Nothing here
 imports the server, and nothing heavier than ``requests`` is imported at module level.
 """
@@ -19,9 +19,11 @@ from airflow_provider_imagecontains.prescreen.screening import (
     screen,
     summarize,
 )
+from airflow_provider_imagecontains.prescreen.settings import PreScreen
 
 __all__ = [
     "ImageFetcher",
+    "PreScreen",
     "ScoreResult",
     "Scorer",
     "Screened",

@@ -42,8 +42,8 @@ class PeopleScorer:
 
     Labels other than a person (``person``, ``people``, ``pedestrian``, ``face``, ...) get ``None``: the
     crowd answers those. Built with no arguments, so a DAG can name it by import path:
-    ``prescreen="airflow_provider_imagecontains.prescreen.people.PeopleScorer"``. Thread-safe: each thread
-    uses its own detectors.
+    ``PreScreen(scorer="airflow_provider_imagecontains.prescreen.people.PeopleScorer", ...)``. Thread-safe: each
+    thread uses its own detectors.
     """
 
     def __init__(self) -> None:
