@@ -257,7 +257,7 @@ def test_surveillance_triage_writes_an_empty_report_for_an_interval_without_fram
     run_dag("surveillance_triage", datetime(2026, 3, 1, 8, tzinfo=timezone.utc), airflow_home, env, tmp_path / "log")
     report = json.loads((tmp_path / "reports" / "20260301T070000" / "triage.json").read_text())
     assert (report["frames"], report["flagged"], report["inspect"]) == (0, 0, [])
-    assert "No frame needs inspection." in (tmp_path / "reports" / "20260301T070000" / "index.html").read_text()
+    assert "No frame arrived in this interval." in (tmp_path / "reports" / "20260301T070000" / "index.html").read_text()
 
 
 @pytest.mark.slow

@@ -563,7 +563,8 @@ def test_with_the_demos_worker_page_settings_a_person_answers_every_task_first_a
     while any(task["state"] == "processing" for task in stored(server).values()):
         assert time.monotonic() < deadline, "the simulated workers never finished the tasks the person left"
         time.sleep(0.2)
-    assert all(task["state"] == "completed" for task in stored(server).values())
+    # Images unknown to the simulated workers get coin-flip answers: a task may end Inconclusive, but never unanswered.
+    assert all(len(task["answers"]) > 1 for task in stored(server).values()), "the simulated workers answered too"
     assert "Ctrl-C" in worker_page_instructions(server)
 
 
