@@ -292,7 +292,15 @@ def server_config(crowd: Crowd, target: float) -> ServerConfig:
     """The server as a user would run it for this crowd: people on the worker page, the default answer cap unless
     the recorded answers are fewer (``--max-answers 10`` for rte)."""
     cap = min(ServerConfig().max_answers_per_task, crowd.answers_per_item)
-    return ServerConfig(workforce="human", confidence=target, max_answers_per_task=cap, starting_balance=1e6)
+    # A recorded worker offered an item it never answered says "can't tell": an artefact of the replay, not a
+    # worker who dodges questions, so the non-answer block (issue 24) stays off.
+    return ServerConfig(
+        workforce="human",
+        confidence=target,
+        max_answers_per_task=cap,
+        starting_balance=1e6,
+        max_non_answer_share=1.0,
+    )
 
 
 # Baselines on the same answers
