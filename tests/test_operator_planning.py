@@ -123,10 +123,6 @@ def test_presigned_urls_over_400_characters_are_refused_without_leaking_them(s3_
     assert "Signature" not in message and "token-" not in message
 
 
-# BaseOperator.label is the task's display label, so the operator's ``label`` argument is kept as ``target_label``.
-RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME = {"target_label": "label"}
-
-
 @pytest.mark.parametrize("operator_class", ["ImageContainsOperator", "ImageContainsSensor"])
 def test_templated_fields_keep_their_constructor_argument_names(operator_class: str) -> None:
     import inspect
@@ -136,10 +132,15 @@ def test_templated_fields_keep_their_constructor_argument_names(operator_class: 
 
     cls = {"ImageContainsOperator": ImageContainsOperator, "ImageContainsSensor": ImageContainsSensor}[operator_class]
     parameters = inspect.signature(cls.__init__).parameters
-    values = {field: f"value-of-{field}" for field in cls.template_fields}
-    arguments = {RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME.get(field, field): value for field, value in values.items()}
+    from airflow_provider_imagecontains.prescreen import PreScreen
+
+    # The pre-screen's templated settings live on its PreScreen object (issue 22), which must be one.
+    values = {
+        field: PreScreen(scorer="prescreen_scorers.ShirtScorer") if field == "prescreen" else f"value-of-{field}"
+        for field in cls.template_fields
+    }
     required = {"images": ["https://x.org/a.jpg"]} if cls is ImageContainsOperator else {}
-    operator = cls(task_id="t", **{**required, **arguments})
+    operator = cls(task_id="t", **{**required, **values})
     for field, value in values.items():
-        assert RENAMED_BECAUSE_AIRFLOW_OWNS_THE_NAME.get(field, field) in parameters, field
+        assert field in parameters, field
         assert getattr(operator, field) == value, field
