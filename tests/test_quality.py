@@ -238,6 +238,8 @@ def test_spammers_are_blocked_and_outweighed_gold_is_never_billed_nor_listed(cro
         probation_questions=36,
         probation_gold_share=1.0,
         block_below_accuracy=0.75,
+        # A task every unblocked worker has answered short of the target waits for its deadline (Expired, wrong).
+        task_deadline_seconds=20.0,
     )
     main(["gold", "add", gold_key, "--db", server.db_path])
     assert capsys.readouterr().out.startswith("40 gold questions added")
