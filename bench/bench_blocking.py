@@ -15,32 +15,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench_real_crowds import DATASETS, IMAGE_URL, Crowd, InProcessReplay, label, load_crowd, replay, server_config
+from bench_real_crowds import (
+    DATASETS,
+    GOLD_SHARE,
+    Crowd,
+    InProcessReplay,
+    hold_out_gold,
+    load_crowd,
+    replay,
+    server_config,
+)
 from report import write_section
 
 from imagecontains_gateway.human import HUMAN_PREFIX
 
-GOLD_SHARE = 0.2
 BAD_BELOW = 0.6  # the server's block_below_accuracy: these workers should be blocked
 GOOD_FROM = 0.7  # these must never be
 
 
 def balanced_accuracies(crowd: Crowd) -> dict[str, float]:
     """Each worker's true balanced accuracy over all its recorded answers."""
-    counts: dict[str, list[int]] = {}
-    for item, answers in crowd.answers.items():
-        truth = crowd.truth[item]
-        for worker, says_yes in answers.items():
-            count = counts.setdefault(worker, [0, 0, 0, 0])
-            count[0 if truth else 2] += says_yes == truth
-            count[1 if truth else 3] += 1
+
+    def share(right: float, wrong: float) -> float:
+        return right / (right + wrong) if right + wrong else 0.5
+
     return {
-        worker: ((yes_right / yes if yes else 0.5) + (no_right / no if no else 0.5)) / 2
-        for worker, (yes_right, yes, no_right, no) in counts.items()
+        worker.removeprefix(HUMAN_PREFIX): (share(m.yes_said_yes, m.yes_said_no) + share(m.no_said_no, m.no_said_yes))
+        / 2
+        for worker, m in crowd.recorded_models().items()
     }
 
 
@@ -52,23 +57,9 @@ class Blocked:
 
 
 def replay_blocking(crowd: Crowd, seed: int, with_gold: bool) -> Blocked:
-    rng = random.Random(seed)
-    items = sorted(crowd.truth)
-    gold = set(rng.sample(items, round(GOLD_SHARE * len(items)))) if with_gold else set()
-    tasks = replace(
-        crowd,
-        truth={i: t for i, t in crowd.truth.items() if i not in gold},
-        answers={i: a for i, a in crowd.answers.items() if i not in gold},
-    )
     found: dict[str, int] = {}
 
     class Driver(InProcessReplay):
-        def __init__(self, replayed: Crowd, config, directory: str) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(crowd, config, directory)  # the whole crowd: gold answers are recorded answers too
-            self.store.add_gold(
-                [(IMAGE_URL.format(crowd=crowd.name, item=i), label(crowd), crowd.truth[i]) for i in gold]
-            )
-
         def close(self) -> None:
             rows = self.store.connection.execute(
                 "SELECT w.worker, (SELECT COUNT(*) FROM answers a WHERE a.worker = w.worker AND a.answer >= 0) "
@@ -77,7 +68,7 @@ def replay_blocking(crowd: Crowd, seed: int, with_gold: bool) -> Blocked:
             found.update({worker.removeprefix(HUMAN_PREFIX): answers for worker, answers in rows})
             super().close()
 
-    replay(tasks, server_config(crowd, 0.95), seed, Driver)
+    replay(crowd, server_config(crowd, 0.95), seed, Driver, hold_out_gold(crowd, seed) if with_gold else [])
     return Blocked(found)
 
 
