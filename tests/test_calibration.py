@@ -3,7 +3,8 @@ are correlated through hard items the reported confidence is not above the share
 
 The crowds are generated (bench/bench_real_crowds.py's GLAD-style crowd: item difficulty, a few misleading items)
 and replayed through ``CrowdService`` as people on the worker page answer; the benchmark runs the same replay on
-recorded real crowds (docs/benchmarks.md, section ``real_crowds``).
+recorded real crowds (docs/benchmarks.md, section ``real_crowds``), also with gold questions and as an in-sample oracle,
+whose replays are checked here too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from imagecontains_gateway.store import TaskStore
 from imagecontains_gateway.validation import IMAGE_CONTAINS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from bench_real_crowds import Pooled, replay, server_config, simulated_crowd
+from bench_real_crowds import (
+    InProcessReplay,
+    OracleReplay,
+    Pooled,
+    hold_out_gold,
+    replay,
+    server_config,
+    simulated_crowd,
+)
 
 
 @pytest.mark.parametrize("confidence", [0.9, 0.95])
@@ -63,3 +72,35 @@ def test_confidence_is_calibrated_on_a_crowd_with_item_difficulty_and_correlated
         summary = completed_calibration(crowd, confidence, seeds=1)
         assert summary["right_of_completed"] >= summary["mean_confidence"] - 0.03, (confidence, summary)
         assert summary["inconclusive"] < 0.25, (confidence, summary)
+
+
+def test_the_gold_replay_holds_gold_out_of_the_tasks_asks_it_and_replays_exactly():
+    crowd = simulated_crowd(2, items=100, workers=20, per_item=8, block=20)
+    gold = hold_out_gold(crowd, 0)
+    gold_answers: list[int] = []
+
+    class Driver(InProcessReplay):
+        def close(self) -> None:
+            gold_answers.append(self.store.connection.execute("SELECT COUNT(*) FROM gold_answers").fetchone()[0])
+            super().close()
+
+    config = server_config(crowd, 0.95)
+    first = replay(crowd, config, 0, Driver, gold)
+    assert len(gold) == 20 and {o.item for o in first} == set(crowd.truth) - set(gold)
+    assert gold_answers[0] > 0, "no worker was asked a gold question"
+    assert replay(crowd, config, 0, Driver, gold) == first, "the same seed replayed differently"
+
+
+def test_the_oracle_keeps_every_worker_model_at_its_recorded_counts():
+    crowd = simulated_crowd(3, items=60, workers=15, per_item=8, block=20)
+    recorded = crowd.recorded_models()
+    after: list[dict] = []
+
+    class Driver(OracleReplay):
+        def close(self) -> None:
+            after.append(self.store.worker_models(recorded))
+            super().close()
+
+    outcomes = replay(crowd, server_config(crowd, 0.95), 0, Driver)
+    assert len(outcomes) == 60 and any(o.verdict is not None for o in outcomes)
+    assert after[0] == recorded
