@@ -126,6 +126,54 @@ def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_
     assert events == [(f"file://{dataset}",)]
 
 
+@pytest.mark.slow
+def test_training_data_etl_reads_and_writes_s3_through_its_aws_connection(
+    tmp_path, airflow_home, s3_endpoint, s3_client
+):
+    """Images listed from an S3 prefix and the dataset written to one, through ObjectStoragePath on the
+    ``aws_conn_id`` param's connection (moto's S3 on loopback, its address in the connection's extras only),
+    which the operator also presigns the images with. (The dataset's Asset event is the test above's: this
+    session's Airflow database already holds the Asset's name with another URI.)"""
+    key = generate_frames(tmp_path / "images", 3)
+    s3 = s3_client()
+    s3.create_bucket(Bucket="training")
+    for name in key:
+        s3.upload_file(str(tmp_path / "images" / name), "training", f"images/{name}")
+    s3.put_object(Bucket="training", Key="images/notes.txt", Body=b"not an image")
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    with LocalCrowdServer(
+        tmp_path / "crowd.db", answer_key_path=str(tmp_path / "images" / ANSWER_KEY_NAME), worker_accuracy=1.0
+    ) as crowd:
+        env = {
+            **crowd.airflow_connection_env(),
+            "AIRFLOW_CONN_TRAINING_S3": json.dumps(connection),
+            "IMAGECONTAINS_IMAGES_SOURCE": "s3://training/images/",
+            "IMAGECONTAINS_DATASET_URI": "s3://training/dataset",
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+        }
+        params = {"labels": ["person"], "batch_size": 5, "aws_conn_id": "training_s3"}
+        run_dag(
+            "training_data_etl", datetime(2026, 2, 2, tzinfo=timezone.utc), airflow_home, env, tmp_path / "log", params
+        )
+        asked = [task["input"]["image"]["url"] for task in crowd.tasks("image-contains")]
+
+    assert len(asked) == 3 and all(url.startswith(f"{s3_endpoint}/training/images/") for url in asked)
+    assert all("X-Amz-Signature=" in url for url in asked)
+    labels = s3.get_object(Bucket="training", Key="dataset/labels.jsonl")["Body"].read().decode()
+    records = [json.loads(line) for line in labels.splitlines()]
+    assert {r["source"]: r["labels"] for r in records} == {
+        f"s3://training/images/{name}": [label for label in ("person",) if label in labels]
+        for name, labels in key.items()
+    }
+    manifest = s3.get_object(Bucket="training", Key="dataset/output.manifest")["Body"].read().decode()
+    assert len(manifest.splitlines()) == 3
+
+
 class FrameViewer(Participant):
     """A participant who loads each frame through the participant pages and answers as the frames' answer key says.
 
