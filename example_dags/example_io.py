@@ -3,7 +3,7 @@
 Shared by ``surveillance_triage`` and ``training_data_etl``; listed in ``.airflowignore`` because it
 holds no DAG. Everything is read and written through Airflow's ``ObjectStoragePath`` on a connection
 (``conn_id``, e.g. an Amazon connection for ``s3://``, whose ``endpoint_url`` extra points at any S3-compatible
-store; ``s3://`` needs s3fs, brought by this package's ``[amazon]`` extra). Local images reach the crowd over
+store; ``s3://`` needs s3fs, which the provider's ``[amazon]`` extra installs). Local images reach the crowd over
 HTTP, so a local folder comes with the base URL under which it is served; S3 objects are passed on as
 ``s3://`` URIs, which the operator presigns.
 """
