@@ -1,6 +1,6 @@
 """The training dataset of training_data_etl: one record per image from the crowd's answers, and the
-SageMaker Ground Truth multi-label form of them, written into the dataset folder. Helpers of the example DAG (kept out of parsing by
-``.airflowignore``); nothing here is the provider's."""
+SageMaker Ground Truth multi-label form of them, written into the dataset folder. Helpers of the example DAG
+(kept out of parsing by ``.airflowignore``); nothing here is the provider's."""
 
 from __future__ import annotations
 
