@@ -25,7 +25,7 @@ import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene
 from report import write_section
 
-from imagecontains_gateway.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.adjudication import ClassPrior, CrowdPrior, WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
 from imagecontains_gateway.quality import WorkerRecord, block_reason, gold_due, peer_truths
 
@@ -72,6 +72,7 @@ def sequential(
     models: dict[str, WorkerModel] = {}
     records: dict[str, WorkerRecord] = {}
     class_prior = ClassPrior()
+    crowd_gold = WorkerModel()  # every gold answer pooled: the crowd's prior (CrowdService.crowd_prior)
     questions = dict.fromkeys(workers, 0)
     blocked: set[str] = set()
     outcome = Outcome()
@@ -83,6 +84,7 @@ def sequential(
                 gold_truth = gold_truths[rng.randrange(GOLD_QUESTIONS)]
                 says_yes = workers[worker].says_yes(gold_truth, rng.random())
                 models[worker] = (models.get(worker) or WorkerModel()).learned(float(gold_truth), says_yes, gold=True)
+                crowd_gold = crowd_gold.learned(float(gold_truth), says_yes, gold=True)
                 records[worker] = records.get(worker, WorkerRecord()).learned(float(gold_truth), says_yes, gold=True)
                 questions[worker] += 1
                 outcome.gold += 1
@@ -93,12 +95,13 @@ def sequential(
             questions[worker] += 1
             outcome.spammer_answers += workers[worker].accuracy <= 0.5
             used.append((worker, task_answers[worker]))
+            prior = CrowdPrior.from_gold(crowd_gold, config.prior_worker_accuracy)
             verdict = adjudicate(
                 used,
                 models,
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
-                prior_accuracy=config.prior_worker_accuracy,
+                prior=prior,
                 class_prior=class_prior,
             )
             if not verdict.needs_more_answers:
@@ -110,10 +113,8 @@ def sequential(
             outcome.decided += 1
             outcome.right += decided_right
         if verdict is not None and not verdict.needs_more_answers:
-            judged = peer_truths(used, models, config.prior_worker_accuracy, class_prior.share_hard)
-            learned, class_prior = learn_from_task(
-                used, models, class_prior, prior_accuracy=config.prior_worker_accuracy
-            )
+            judged = peer_truths(used, models, prior, class_prior.share_hard)
+            learned, class_prior = learn_from_task(used, models, class_prior, prior=prior)
             models.update(learned)
             for worker, says_yes in used:
                 if worker in judged:
