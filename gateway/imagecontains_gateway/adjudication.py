@@ -140,12 +140,7 @@ class ClassPrior:
 
     @property
     def share_hard(self) -> float:
-        """The share of hard images: learned down from the prior's, never up. Answers alone barely tell a hard
-        image from workers poorer than their models say, and a crowd of the latter is read as the former, which
-        keeps its models too good and its tasks undecided: a crowd right 70 % of the time without hard images was
-        read as 35 % hard (docs/adjudication.md)."""
-        learned = (self.hard + HARD_PRIOR[0]) / (self.hard + self.easy + sum(HARD_PRIOR))
-        return min(learned, HARD_PRIOR[0] / sum(HARD_PRIOR))
+        return (self.hard + HARD_PRIOR[0]) / (self.hard + self.easy + sum(HARD_PRIOR))
 
     def learned(self, probability_yes: float, probability_hard: float) -> ClassPrior:
         return ClassPrior(
