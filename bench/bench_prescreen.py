@@ -5,7 +5,7 @@ simulated workers of accuracy 0.8 adjudicated by the server's own code (server/a
 worker's record as the server does), in-process. A scorer of a given AUC is simulated by the binormal model:
 a frame's score is the posterior probability of a person given a normal signal with mean 0 (no person) or d
 (person), unit variance, d = sqrt(2) * Phi^-1(AUC). Each hour calibrates with ``calibrate_thresholds`` at a
-precision of 0.99 per side from the pairs the DAG keeps (its ``merge_audit_pairs`` and ``audit_window``), so
+precision of 0.99 per side from the pairs the DAG keeps (its helper ``audit_pairs.merge_audit_pairs`` and ``audit_window``), so
 the first hour sends everything to the crowd and the model earns its share from the audits of later hours.
 Two more arms see the same frames and worker answers: every frame to the crowd (the baseline), and thresholds
 chosen each hour with the true labels (the most any calibration at that precision could settle). Medians over
@@ -33,7 +33,8 @@ from airflow_provider_imagecontains.prescreen.screening import model_verdict
 from imagecontains_gateway.config import ServerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "example_dags"))
-import surveillance_triage  # the DAG's own pair keeping and defaults
+import surveillance_triage  # the DAG's defaults
+from audit_pairs import merge_audit_pairs  # the DAG's own pair keeping
 
 POSITIVE_SHARE = 0.3
 WORKER_ACCURACY = 0.8
@@ -187,7 +188,7 @@ def run_once(auc: float, seed: int, args: argparse.Namespace, config: ServerConf
                     gold[truth][0] += record["contains_target"] == truth
                     gold[truth][1] += 1
         for mode in calibrated:
-            pairs[mode] = surveillance_triage.merge_audit_pairs(pairs[mode], records[mode], AUDIT_RATE, AUDIT_WINDOW)
+            pairs[mode] = merge_audit_pairs(pairs[mode], records[mode], AUDIT_RATE, AUDIT_WINDOW)
         hours.append(
             {
                 "crowd_only": crowd_only.hour_result(),

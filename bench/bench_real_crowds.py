@@ -15,8 +15,9 @@ Two drivers of the same replay:
   calls the worker page makes, with the server's adjudication and learning (server/service.py, adjudication.py);
 - over HTTP (one seed at the default target per dataset; ``--no-http`` skips it): ``LocalCrowdServer`` with
   ``--workforce human`` over loopback, tasks in through ``ImageContainsHook.put_task``, answers through the worker
-  page's own requests (sign-in, ``GET /work``, ``POST /work/answer``), results out through ``get_tasks``; it must
-  give exactly the in-process figures for that seed.
+  page's own requests (sign-in, ``GET /work``, ``POST /work/answer``), results out through ``get_tasks``, on a
+  server with the in-process replay's settings; it must end every task exactly as the in-process replay of that
+  seed does, or the bench names the first task they ended differently and exits with an error (after its report).
 
 Accuracy counts an ``Inconclusive`` task as wrong. Majority vote (a tie counts half right), Dawid-Skene and GLAD run
 on the very answers the server bought (the same answers per item) and on all the recorded answers. Results go to
@@ -40,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import httpx
@@ -182,8 +183,15 @@ class HttpReplay:
         from imagecontains_gateway.testing import LocalCrowdServer
 
         self.crowd = crowd
-        overrides = {name: getattr(config, name) for name in ("workforce", "confidence", "max_answers_per_task")}
-        self.server = LocalCrowdServer(os.path.join(directory, "replay.db"), **overrides, starting_balance=1e6)
+        # Every setting the in-process replay has, not a chosen few: one left out (the non-answer block) made the
+        # server block workers over HTTP that it kept in-process.
+        defaults = ServerConfig()
+        overrides = {
+            setting.name: getattr(config, setting.name)
+            for setting in fields(config)
+            if getattr(config, setting.name) != getattr(defaults, setting.name)
+        }
+        self.server = LocalCrowdServer(os.path.join(directory, "replay.db"), **overrides)
         self.server.start()
         os.environ.update(self.server.airflow_connection_env())
         self.hook = ImageContainsHook()
@@ -421,20 +429,35 @@ def bench_crowd(crowd: Crowd, seeds: int, targets: tuple[float, ...], http: bool
             f"calibrated {calibrated(crowd, pooled)}",
             flush=True,
         )
-    http_check = None
+    http_difference = None
     if http:
         config = server_config(crowd, DEFAULT_TARGET)
         with timed(f"{crowd.name} over HTTP"):
             over_http = replay(crowd, config, 0, HttpReplay)
         in_process = replay(crowd, config, 0)
-        key = {o.item: (o.verdict, o.confidence, o.answers) for o in in_process}
-        http_check = all(key[o.item] == (o.verdict, o.confidence, o.answers) for o in over_http) and len(
-            over_http
-        ) == len(in_process)
-        print(f"{crowd.name}: HTTP replay identical to in-process: {http_check}", flush=True)
+        http_difference = first_difference(in_process, over_http) or ""
+        if http_difference:
+            ended = [next((o for o in run if o.item == http_difference), None) for run in (in_process, over_http)]
+            print(
+                f"{crowd.name}: the HTTP replay DIFFERS from the in-process one, first at item {http_difference}: "
+                f"in-process {ended[0]}; over HTTP {ended[1]}",
+                flush=True,
+            )
+        else:
+            print(f"{crowd.name}: the HTTP replay is identical to the in-process one", flush=True)
     with timed(f"{crowd.name} baselines over all answers"):
         everything = overall_baselines(crowd)
-    return {"runs": runs, "all": everything, "http": http_check}
+    # http: None when not run, "" when identical, else the first item the drivers ended differently.
+    return {"runs": runs, "all": everything, "http": http_difference}
+
+
+def first_difference(in_process: list[Outcome], over_http: list[Outcome]) -> str | None:
+    """The first item (in the in-process order) whose task the two drivers ended differently, None when none."""
+    by_item = {o.item: o for o in over_http}
+    for outcome in in_process:
+        if by_item.pop(outcome.item, None) != outcome:
+            return outcome.item
+    return next(iter(by_item), None)
 
 
 def report(crowds: list[Crowd], results: dict[str, dict], seeds: int, http: bool) -> str:
@@ -468,7 +491,12 @@ def report(crowds: list[Crowd], results: dict[str, dict], seeds: int, http: bool
         "Over HTTP (seed 0, target "
         f"{DEFAULT_TARGET}): "
         + "; ".join(
-            f"{crowd.name} {'identical to' if results[crowd.name]['http'] else '**differs from**'} the in-process run"
+            f"{crowd.name} "
+            + (
+                f"**differs from** the in-process run (first at item {results[crowd.name]['http']})"
+                if results[crowd.name]["http"]
+                else "identical to the in-process run"
+            )
             for crowd in crowds
             if results[crowd.name]["http"] is not None
         )
@@ -539,6 +567,9 @@ def main() -> None:
     print(text)
     if not args.no_report:
         write_section("real_crowds", text)
+    differing = [name for name, result in results.items() if result["http"]]
+    if differing:
+        raise SystemExit(f"The HTTP replay differs from the in-process one for {', '.join(differing)} (see above).")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""The training manifest of training_data_etl: one record per image from the crowd's answers, and the
-SageMaker Ground Truth multi-label form of them. Helpers of the example DAG (kept out of parsing by
-``.airflowignore``); nothing here is the provider's."""
+"""The training dataset of training_data_etl: one record per image from the crowd's answers, and the
+SageMaker Ground Truth multi-label form of them, written into the dataset folder. Helpers of the example DAG
+(kept out of parsing by ``.airflowignore``); nothing here is the provider's."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
+
+from example_io import join_location, write_output
 
 LABEL_ATTRIBUTE = "image-contains"
 
@@ -76,3 +78,31 @@ def ground_truth_manifest(records: list[dict], labels: list[str], job_name: str,
 
 def json_lines(items: list[dict]) -> bytes:
     return "".join(json.dumps(item, sort_keys=True) + "\n" for item in items).encode()
+
+
+def write_labelled_dataset(
+    folder: str,
+    images: list[dict[str, str]],
+    labels: list[str],
+    answers: list[dict[str, Any]],
+    job_name: str,
+    conn_id: str | None = None,
+) -> dict[str, Any]:
+    """Write ``labels.jsonl`` (every image) and ``output.manifest`` (the fully answered ones) into ``folder``.
+
+    :param folder: a local folder, ``file://`` URI or object-storage prefix.
+    :param conn_id: the Airflow connection of its storage.
+    :return: how many images were labelled and fully answered, and where each file went.
+    """
+    records = label_records(images, labels, answers)
+    manifest = ground_truth_manifest(records, labels, job_name, datetime.now(timezone.utc))
+    return {
+        "images": len(records),
+        "fully_answered": len(manifest),
+        "labels_jsonl": write_output(
+            join_location(folder, "labels.jsonl"), json_lines(records), "application/jsonl", conn_id
+        ),
+        "ground_truth_manifest": write_output(
+            join_location(folder, "output.manifest"), json_lines(manifest), "application/jsonl", conn_id
+        ),
+    }

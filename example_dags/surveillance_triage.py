@@ -12,6 +12,9 @@ Configuration (DAG params, their defaults from environment variables):
 * ``frames_base_url`` (``IMAGECONTAINS_FRAMES_BASE_URL``): http(s) URL under which a local folder is served.
 * ``label`` (``person``), ``batch_size`` (frames per mapped task, 100).
 * ``reports_dir`` (``IMAGECONTAINS_REPORTS_DIR``): a local folder or S3 prefix; one sub-folder per run.
+* ``aws_conn_id`` (``IMAGECONTAINS_AWS_CONN_ID``, default ``aws_default``): the Amazon connection through which
+  ``s3://`` frames, reports and audit pairs are read and written (Airflow's ``ObjectStoragePath``), and with
+  which the operator presigns ``s3://`` frames for the crowd.
 
 The connection is ``IMAGECONTAINS_CONN_ID`` (default ``imagecontains_default``): the local server
 by default, the real service once the connection points there.
@@ -33,7 +36,6 @@ report. The report itself does not wait for them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -41,12 +43,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
-from example_io import as_records, batched, join_location, list_images, read_image, read_output, write_output
-from triage_report import frame_name, needs_inspection, write_report
+from audit_pairs import load_audit_pairs, store_audit_pairs
+from example_io import as_records, batched, join_location, list_images, no_images_hint, read_image
+from reviews import REVIEW_OPTIONS, review_outcomes, review_requests, write_reviews
+from triage_report import needs_inspection, write_report
 
 from airflow_provider_imagecontains.hooks.imagecontains import ImageContainsHook
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
-from airflow_provider_imagecontains.prescreen import PreScreen, calibrate_thresholds, calibration_pairs
+from airflow_provider_imagecontains.prescreen import PreScreen, calibrate_thresholds
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
 
 ESCALATE_TO_REVIEWERS = os.environ.get("IMAGECONTAINS_ESCALATE_TO_REVIEWERS", "").lower() in ("1", "true", "yes")
@@ -71,7 +75,6 @@ CONN_ID = os.environ.get("IMAGECONTAINS_CONN_ID", "imagecontains_default")
 POLL_INTERVAL_SECONDS = float(os.environ.get("IMAGECONTAINS_POLL_INTERVAL", "60"))
 # Spend cap of one hourly run: crowd tasks planned by all mapped instances together (max_run_tasks).
 MAX_RUN_TASKS = int(os.environ.get("IMAGECONTAINS_MAX_RUN_TASKS", "20000"))
-REVIEW_OPTIONS = ["Contains it", "Does not contain it", "Cannot tell"]
 # A question nobody answers in time is closed as "Cannot tell": the frame stays in the report to inspect.
 REVIEW_TIMEOUT = timedelta(hours=float(os.environ.get("IMAGECONTAINS_REVIEW_HOURS", "24")))
 PRESCREEN = os.environ.get("IMAGECONTAINS_PRESCREEN") or None
@@ -91,86 +94,12 @@ AUDIT_PAIRS = Asset(
 )
 
 
-def review_requests(answers: list[dict[str, Any]], label: str) -> list[dict[str, str]]:
-    """One reviewer question (the human-in-the-loop operator's ``subject`` and ``body``) per frame the crowd
-    could not settle, in the order of ``answers``."""
-    requests = []
-    for answer in answers:
-        if answer["state"] == "completed":
-            continue
-        problem = answer.get("problem") or {}
-        name = frame_name(answer["url"])
-        # An s3:// frame cannot be shown in the browser; its URI tells a reviewer where to find it.
-        picture = f"![{name}]({answer['url']})" if answer["url"].startswith(("http://", "https://")) else answer["url"]
-        requests.append(
-            {
-                "subject": f"Does frame {name} show a {label}?",
-                "body": f"{picture}\n\nThe crowd could not settle this frame ({problem.get('code', 'failed')}: "
-                f"{problem.get('message', 'no details')}). Frame: `{answer['url']}`",
-            }
-        )
-    return requests
-
-
-def review_outcomes(answers: list[dict[str, Any]], reviews: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """The reviewers' answers joined with the frames they were asked about (``None``: no answer yet or
-    the question failed), as ``reviews.json`` records."""
-    unsettled = [answer for answer in answers if answer["state"] != "completed"]
-    outcomes = []
-    for answer, review in zip(unsettled, reviews, strict=True):
-        chosen = (review or {}).get("chosen_options") or []
-        decision = chosen[0] if chosen else None
-        outcomes.append(
-            {
-                "frame": frame_name(answer["url"]),
-                "url": answer["url"],
-                "label": answer["label"],
-                "crowd_problem": (answer.get("problem") or {}).get("code"),
-                "review": decision,
-                "contains_target": {REVIEW_OPTIONS[0]: True, REVIEW_OPTIONS[1]: False}.get(decision or ""),
-                "reviewed_by": ((review or {}).get("responded_by_user") or {}).get("name"),
-            }
-        )
-    return outcomes
-
-
-def merge_audit_pairs(
-    stored: list[dict[str, Any]], answers: list[dict[str, Any]], audit_rate: float, window: int
-) -> list[dict[str, Any]]:
-    """``stored`` pairs plus this run's, one per (url, label) (a re-run replaces its own), the newest ``window``."""
-    new = [
-        {"url": answer["url"], "label": answer["label"], **pair}
-        for answer in answers
-        for pair in calibration_pairs([answer], audit_rate)
-    ]
-    fresh = {(pair["url"], pair["label"]) for pair in new}
-    kept = [pair for pair in stored if (pair["url"], pair["label"]) not in fresh]
-    return (kept + new)[-window:]
-
-
-def load_audit_pairs(location: str) -> list[dict[str, Any]]:
-    data = read_output(location)
-    return json.loads(data) if data else []
-
-
-def no_frames_hint(source: str, base_url: str | None, interval_start: datetime) -> str | None:
-    """Why a run found no frame although ``source`` holds some: frames are chosen by their file times."""
-    everything = list_images(source, base_url=base_url)
-    if not everything:
-        return None
-    return (
-        f"{source} holds {len(everything)} frames, but none was modified during this run's data interval: "
-        "frames are chosen by their modification time (a file's mtime, an S3 object's LastModified), and copied "
-        "or restored files keep old times. Touch them into the interval (e.g. `touch` the files), or trigger a run "
-        f"whose interval covers them (this one starts {interval_start.isoformat()})."
-    )
-
-
-def frame_reader(conn_id: str) -> Callable[[str], bytes]:
-    """Reads a frame by its URL; frames the crowd server serves itself (``--images-dir``) answer signed-in people
-    only, so those are read through a URL presigned for the connection's account."""
+def frame_reader(conn_id: str, aws_conn_id: str | None) -> Callable[[str], bytes]:
+    """Reads a frame by its URL (an ``s3://`` one on ``aws_conn_id``); frames the crowd server serves itself
+    (``--images-dir``) answer signed-in people only, so those are read through a URL presigned for the
+    connection's account."""
     hook = ImageContainsHook(conn_id)
-    return lambda url: read_image(hook.presign_image_url(url))
+    return lambda url: read_image(hook.presign_image_url(url), aws_conn_id)
 
 
 @dag(
@@ -189,6 +118,12 @@ def frame_reader(conn_id: str) -> Callable[[str], bytes]:
             os.environ.get("IMAGECONTAINS_FRAMES_BASE_URL"),
             type=["null", "string"],
             description="http(s) URL under which a local frames folder is served to the crowd.",
+        ),
+        "aws_conn_id": Param(
+            os.environ.get("IMAGECONTAINS_AWS_CONN_ID", "aws_default"),
+            type="string",
+            description="Amazon connection for s3:// frames, reports and audit pairs (the operator presigns "
+            "frames with it too).",
         ),
         "label": Param("person", type="string", minLength=1, description="What to look for in each frame."),
         "batch_size": Param(100, type="integer", minimum=1, description="Frames per mapped crowd task."),
@@ -237,12 +172,15 @@ def surveillance_triage():
         frames = list_images(
             params["frames_source"],
             base_url=params["frames_base_url"],
+            conn_id=params["aws_conn_id"],
             modified_since=data_interval_start,
             modified_before=data_interval_end,
         )
         log.info("%d frames arrived between %s and %s", len(frames), data_interval_start, data_interval_end)
         if not frames:
-            hint = no_frames_hint(params["frames_source"], params["frames_base_url"], data_interval_start)
+            hint = no_images_hint(
+                params["frames_source"], params["frames_base_url"], params["aws_conn_id"], data_interval_start
+            )
             if hint:
                 log.warning(hint)
         questions = [{"url": frame["url"], "label": params["label"]} for frame in frames]
@@ -253,7 +191,7 @@ def surveillance_triage():
         """Thresholds from the audited pairs kept so far; none (everything to the crowd) until they suffice."""
         if PRESCREEN is None:
             return {"accept_above": None, "reject_below": None, "pairs": 0, "reason": "no pre-screen configured"}
-        pairs = load_audit_pairs(AUDIT_PAIRS.uri)
+        pairs = load_audit_pairs(AUDIT_PAIRS.uri, params["aws_conn_id"])
         target = params["target_precision"]
         thresholds = calibrate_thresholds(
             pairs,
@@ -281,7 +219,11 @@ def surveillance_triage():
         else None
     )
     submissions = ImageContainsOperator.partial(
-        task_id="ask_crowd", imagecontains_conn_id=CONN_ID, max_run_tasks=MAX_RUN_TASKS, prescreen=prescreen
+        task_id="ask_crowd",
+        imagecontains_conn_id=CONN_ID,
+        aws_conn_id="{{ params.aws_conn_id }}",
+        max_run_tasks=MAX_RUN_TASKS,
+        prescreen=prescreen,
     ).expand(images=batches)
     # The thresholds inside PreScreen resolve when ask_crowd renders; Airflow finds no dependency inside an object.
     thresholds >> submissions
@@ -308,7 +250,8 @@ def surveillance_triage():
             as_records(answers),
             summary,
             run_dir,
-            frame_reader(CONN_ID),
+            frame_reader(CONN_ID, params["aws_conn_id"]),
+            conn_id=params["aws_conn_id"],
             reward_per_answer=REWARD_PER_ANSWER,
             crowd_task_cost=CROWD_TASK_COST,
         )
@@ -328,12 +271,11 @@ def surveillance_triage():
         """Add this run's (score, crowd answer) pairs to the Asset the next run calibrates from."""
         if PRESCREEN is None:
             return 0
-        pairs = merge_audit_pairs(
-            load_audit_pairs(AUDIT_PAIRS.uri), as_records(answers), AUDIT_RATE, params["audit_window"]
+        kept = store_audit_pairs(
+            AUDIT_PAIRS.uri, as_records(answers), AUDIT_RATE, params["audit_window"], params["aws_conn_id"]
         )
-        write_output(AUDIT_PAIRS.uri, json.dumps(pairs).encode(), "application/json")
-        log.info("%d audited pairs kept for calibration", len(pairs))
-        return len(pairs)
+        log.info("%d audited pairs kept for calibration", kept)
+        return kept
 
     report_frames_to_inspect(answers)
     count_clear_frames(answers)
@@ -363,14 +305,7 @@ def surveillance_triage():
             reviews = [ti.xcom_pull(task_ids="ask_reviewers", map_indexes=index) for index in range(count)]
             outcomes = review_outcomes(records, reviews)
             run_dir = join_location(params["reports_dir"], data_interval_start.strftime("%Y%m%dT%H%M%S"))
-            write_output(
-                join_location(run_dir, "reviews.json"), json.dumps(outcomes, indent=2).encode(), "application/json"
-            )
-            counts = {
-                "reviewed": sum(1 for o in outcomes if o["review"] is not None),
-                "contains": sum(1 for o in outcomes if o["contains_target"] is True),
-                "unanswered": sum(1 for o in outcomes if o["review"] is None),
-            }
+            counts = write_reviews(outcomes, run_dir, params["aws_conn_id"])
             log.info("Reviewers on %d unsettled frames: %s", len(outcomes), counts)
             return counts
 

@@ -15,7 +15,9 @@ answers, and writes the labelled dataset into the ``IMAGECONTAINS_DATASET_URI`` 
   form cannot say "unknown".
 
 The folder is the Airflow Asset ``imagecontains_training_dataset``: a training DAG scheduled on it
-runs after every new dataset.
+runs after every new dataset. ``s3://`` images and dataset folders are read and written through Airflow's
+``ObjectStoragePath`` on the ``aws_conn_id`` param's connection (``IMAGECONTAINS_AWS_CONN_ID``, default
+``aws_default``), with which the operator also presigns ``s3://`` images for the crowd.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
-from example_io import as_records, batched, join_location, list_images, write_output
-from manifests import ground_truth_manifest, json_lines, label_records
+from example_io import as_records, batched, list_images
+from manifests import write_labelled_dataset
 
 from airflow_provider_imagecontains.operators.imagecontains import ImageContainsOperator
 from airflow_provider_imagecontains.sensors.imagecontains import ImageContainsSensor
@@ -64,6 +66,11 @@ TRAINING_DATASET = Asset(
             type=["null", "string"],
             description="http(s) URL under which a local images folder is served to the crowd.",
         ),
+        "aws_conn_id": Param(
+            os.environ.get("IMAGECONTAINS_AWS_CONN_ID", "aws_default"),
+            type="string",
+            description="Amazon connection for s3:// images and datasets (the operator presigns images with it too).",
+        ),
         "labels": Param(["person", "car"], type="array", minItems=1, description="What to look for in each image."),
         "batch_size": Param(100, type="integer", minimum=1, description="Questions per mapped crowd task."),
     },
@@ -71,7 +78,7 @@ TRAINING_DATASET = Asset(
 def training_data_etl():
     @task
     def list_dataset_images(params: dict[str, Any]) -> list[dict[str, str]]:
-        images = list_images(params["images_source"], base_url=params["images_base_url"])
+        images = list_images(params["images_source"], base_url=params["images_base_url"], conn_id=params["aws_conn_id"])
         log.info("%d images to label with %s", len(images), params["labels"])
         return images
 
@@ -83,7 +90,10 @@ def training_data_etl():
 
     images = list_dataset_images()
     submissions = ImageContainsOperator.partial(
-        task_id="ask_crowd", imagecontains_conn_id=CONN_ID, max_run_tasks=MAX_RUN_TASKS
+        task_id="ask_crowd",
+        imagecontains_conn_id=CONN_ID,
+        aws_conn_id="{{ params.aws_conn_id }}",
+        max_run_tasks=MAX_RUN_TASKS,
     ).expand(images=make_questions(images))
     answers = (
         ImageContainsSensor.partial(
@@ -95,20 +105,16 @@ def training_data_etl():
 
     @task(outlets=[TRAINING_DATASET])
     def write_dataset(images: list[dict[str, str]], answers, params: dict[str, Any], dag_run=None) -> dict[str, Any]:
-        labels = params["labels"]
-        records = label_records(images, labels, as_records(answers))
-        manifest = ground_truth_manifest(records, labels, dag_run.dag_id, datetime.now(timezone.utc))
-        folder = TRAINING_DATASET.uri
-        written = {
-            "labels_jsonl": write_output(
-                join_location(folder, "labels.jsonl"), json_lines(records), "application/jsonl"
-            ),
-            "ground_truth_manifest": write_output(
-                join_location(folder, "output.manifest"), json_lines(manifest), "application/jsonl"
-            ),
-        }
-        log.info("Labelled %d images (%d fully answered): %s", len(records), len(manifest), written)
-        return {"images": len(records), "fully_answered": len(manifest), **written}
+        written = write_labelled_dataset(
+            TRAINING_DATASET.uri,
+            images,
+            params["labels"],
+            as_records(answers),
+            dag_run.dag_id,
+            params["aws_conn_id"],
+        )
+        log.info("Labelled %d images (%d fully answered): %s", written["images"], written["fully_answered"], written)
+        return written
 
     write_dataset(images, answers)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -152,8 +153,9 @@ def write_report(
     answers: list[dict[str, Any]],
     summary: dict[str, Any],
     run_dir: str,
-    read_frame: Callable[[str], bytes] = read_image,
+    read_frame: Callable[[str], bytes] | None = None,
     *,
+    conn_id: str | None = None,
     reward_per_answer: float,
     crowd_task_cost: float | None,
 ) -> dict[str, Any]:
@@ -165,10 +167,13 @@ def write_report(
     :param answers: the sensor's answers for every frame of the run.
     :param summary: what the run was (label, run id, data interval).
     :param run_dir: a local folder or S3 prefix for this run's report.
-    :param read_frame: reads a frame's bytes by its URL.
+    :param read_frame: reads a frame's bytes by its URL (default: :func:`example_io.read_image` on ``conn_id``).
+    :param conn_id: the Airflow connection of the report's storage (and of ``s3://`` frames by default).
     :param reward_per_answer: dollars per crowd answer, for the report's cost.
     :param crowd_task_cost: dollars per crowd task, for the spend a pre-screen avoided (``None``: not known).
     """
+    if read_frame is None:
+        read_frame = partial(read_image, conn_id=conn_id)
     rows = []
     # Those to inspect first (each with a copy of its frame), then the clear ones.
     ordered = [a for a in answers if needs_inspection(a)] + [a for a in answers if not needs_inspection(a)]
@@ -178,7 +183,9 @@ def write_report(
         thumbnail = f"thumbnails/{number:05d}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}" if flagged else ""
         if flagged:
             try:
-                write_output(join_location(run_dir, thumbnail), read_frame(answer["url"]), "application/octet-stream")
+                write_output(
+                    join_location(run_dir, thumbnail), read_frame(answer["url"]), "application/octet-stream", conn_id
+                )
             except (OSError, BotoCoreError, ClientError) as err:
                 log.warning("Could not copy frame %s for the report: %s", name, err)
                 thumbnail = ""
@@ -223,16 +230,22 @@ def write_report(
             else f"{agreement:.1%} ({prescreen['audits_agreed']} of {prescreen['audits_answered']})",
         )
     outputs = {
-        "report_csv": write_output(join_location(run_dir, "inspect.csv"), render_csv(rows).encode(), "text/csv"),
+        "report_csv": write_output(
+            join_location(run_dir, "inspect.csv"), render_csv(rows).encode(), "text/csv", conn_id
+        ),
         "report_json": write_output(
             join_location(run_dir, "triage.json"),
             json.dumps(
                 {**summary, "inspect": flagged_rows, "cleared": [row for row in rows if not row["flagged"]]}, indent=2
             ).encode(),
             "application/json",
+            conn_id,
         ),
         "report_html": write_output(
-            join_location(run_dir, "index.html"), render_html(summary, rows).encode(), "text/html; charset=utf-8"
+            join_location(run_dir, "index.html"),
+            render_html(summary, rows).encode(),
+            "text/html; charset=utf-8",
+            conn_id,
         ),
     }
     return {**summary, **outputs}

@@ -39,12 +39,17 @@ def crowd_server(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
-    """Migrate the session's SQLite Airflow database once (for ``airflow dags test`` runs); returns AIRFLOW_HOME."""
+    """Migrate the session's SQLite Airflow database once (for ``airflow dags test`` runs); returns AIRFLOW_HOME.
+
+    A copy of the fresh database is kept as ``airflow.pristine.db`` for tests that need an Airflow home of
+    their own without migrating again."""
+    import shutil
     import subprocess
     import sys
 
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
+    shutil.copyfile(os.path.join(_AIRFLOW_HOME, "airflow.db"), os.path.join(_AIRFLOW_HOME, "airflow.pristine.db"))
     return _AIRFLOW_HOME
 
 

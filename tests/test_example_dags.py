@@ -9,13 +9,11 @@ import json
 import os
 import struct
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
-import boto3
 import pytest
-from example_io import list_images, read_image, write_output
-from moto import mock_aws
+from example_io import list_images, no_images_hint, read_image, read_output, write_output
 
 from demo.frames import ANSWER_KEY_NAME, HEIGHT, SHIRT, WIDTH, frame_name, generate_frames
 from demo.run_demo import EARLIER_FRAMES, FRAMES_IN_INTERVAL, INTERVAL, RUN_AFTER, prepare_frames, serve_folder
@@ -119,21 +117,67 @@ def test_local_folder_needs_an_http_base_url(tmp_path):
         list_images(str(tmp_path / "missing"), base_url="http://127.0.0.1/")
 
 
-def test_s3_prefix_is_listed_as_s3_uris_and_outputs_go_to_s3():
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="cams")
-        for key in ("frames/a.png", "frames/b.jpg", "frames/readme.txt", "other/c.png"):
-            s3.put_object(Bucket="cams", Key=key, Body=b"img")
-        now = datetime.now(timezone.utc)
-        listed = list_images(
-            "s3://cams/frames/", modified_since=now - timedelta(hours=1), modified_before=now + INTERVAL
-        )
-        assert sorted(item["url"] for item in listed) == ["s3://cams/frames/a.png", "s3://cams/frames/b.jpg"]
-        assert all(item["source"] == item["url"] for item in listed)
-        assert list_images("s3://cams/frames/", modified_before=now - INTERVAL) == []
-        assert write_output("s3://cams/out/x.json", b"{}", "application/json") == "s3://cams/out/x.json"
-        assert read_image("s3://cams/out/x.json") == b"{}"
+@pytest.fixture(scope="module")
+def s3_conn_id(s3_endpoint):
+    """An Amazon connection to the local S3 (moto's server on loopback, its address in the extras), as
+    ``ObjectStoragePath`` reaches it; one id per server, since Airflow caches a connection's filesystem by id."""
+    conn_id = f"example_s3_{s3_endpoint.rsplit(':', 1)[1]}"
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    os.environ[variable] = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra})
+    yield conn_id
+    del os.environ[variable]
+
+
+def test_s3_prefix_is_listed_read_and_written_through_the_connection(s3_client, s3_conn_id):
+    s3 = s3_client()
+    s3.create_bucket(Bucket="cams")
+    for key in ("frames/a.png", "frames/night/b.jpg", "frames/readme.txt", "other/c.png"):
+        s3.put_object(Bucket="cams", Key=key, Body=key.encode())
+    now = datetime.now(timezone.utc)
+
+    listed = list_images(
+        "s3://cams/frames/", conn_id=s3_conn_id, modified_since=now - INTERVAL, modified_before=now + INTERVAL
+    )
+    assert sorted(item["url"] for item in listed) == ["s3://cams/frames/a.png", "s3://cams/frames/night/b.jpg"]
+    assert all(item["source"] == item["url"] for item in listed)
+    assert list_images("s3://cams/frames/", conn_id=s3_conn_id, modified_before=now - INTERVAL) == []
+    assert read_image("s3://cams/frames/night/b.jpg", s3_conn_id) == b"frames/night/b.jpg"
+
+    page = "s3://cams/reports/run/index.html"
+    assert write_output(page, b"<h1>run</h1>", "text/html; charset=utf-8", s3_conn_id) == page
+    stored = s3.get_object(Bucket="cams", Key="reports/run/index.html")
+    assert (stored["Body"].read(), stored["ContentType"]) == (b"<h1>run</h1>", "text/html; charset=utf-8")
+    assert read_output(page, s3_conn_id) == b"<h1>run</h1>"
+    assert read_output("s3://cams/reports/run/missing.json", s3_conn_id) is None
+
+
+def test_report_and_audit_pairs_of_s3_frames_stay_on_s3(s3_client, s3_conn_id):
+    import audit_pairs
+    import triage_report
+
+    s3 = s3_client()
+    s3.create_bucket(Bucket="night-cams")
+    s3.put_object(Bucket="night-cams", Key="frames/a.png", Body=b"frame a")
+    flagged = {**answer("s3://night-cams/frames/a.png", "person", True), "source": "crowd"}
+    flagged.update(model_score=0.7, model_contains_target=None)
+    summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
+
+    report = triage_report.write_report([flagged], summary, "s3://night-cams/reports/r", conn_id=s3_conn_id, **COSTS)
+
+    assert report["report_csv"] == "s3://night-cams/reports/r/inspect.csv"
+    keys = {item["Key"] for item in s3.list_objects_v2(Bucket="night-cams", Prefix="reports/r/")["Contents"]}
+    assert keys == {
+        f"reports/r/{name}" for name in ("inspect.csv", "triage.json", "index.html", "thumbnails/00000-a.png")
+    }
+    thumbnail = s3.get_object(Bucket="night-cams", Key="reports/r/thumbnails/00000-a.png")["Body"].read()
+    assert thumbnail == b"frame a"
+
+    location = "s3://night-cams/calibration/audit-pairs.json"
+    assert audit_pairs.load_audit_pairs(location, s3_conn_id) == []
+    assert audit_pairs.store_audit_pairs(location, [flagged], 1.0, 10, s3_conn_id) == 1
+    assert audit_pairs.store_audit_pairs(location, [flagged], 1.0, 10, s3_conn_id) == 1  # a re-run replaces its pair
+    assert [pair["url"] for pair in audit_pairs.load_audit_pairs(location, s3_conn_id)] == [flagged["url"]]
 
 
 # --- the triage report -------------------------------------------------------------------------
@@ -195,7 +239,7 @@ def test_report_flags_people_and_unanswered_frames(tmp_path):
 
 
 def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_path, monkeypatch):
-    import surveillance_triage
+    import audit_pairs
     import triage_report
 
     settled = {**answer("http://127.0.0.1:9/a.png", "person", True), "source": "model", "task_name": None}
@@ -230,7 +274,7 @@ def test_report_counts_what_the_model_settled_and_pairs_are_kept_per_frame(tmp_p
 
     stored = [{"url": "http://127.0.0.1:9/c.png", "label": "person", "score": 0.4, "crowd": False, "weight": 1.0}]
     stored += [{"url": f"old{n}", "label": "person", "score": 0.1, "crowd": False, "weight": 1.0} for n in range(5)]
-    pairs = surveillance_triage.merge_audit_pairs(stored, [settled, audit, unsure], audit_rate=0.25, window=4)
+    pairs = audit_pairs.merge_audit_pairs(stored, [settled, audit, unsure], audit_rate=0.25, window=4)
     # A re-run replaces its frame's pair; the newest pairs are kept; the model-settled frame is no pair.
     assert [(p["url"], p["score"], p["weight"]) for p in pairs] == [
         ("old3", 0.1, 1.0),
@@ -381,27 +425,29 @@ def test_frames_the_crowd_could_not_settle_can_go_to_the_teams_reviewers(monkeyp
     assert dag.task_dict["record_reviews"].trigger_rule == "all_done"
 
 
-def test_review_questions_and_answers_follow_the_unsettled_frames():
-    import surveillance_triage
+def test_review_questions_and_answers_follow_the_unsettled_frames(tmp_path):
+    import reviews
 
     answers = [
         answer("http://h/ok.png", "person", True),
         answer("http://h/a.png", "person", None, state="failed"),
         {**answer("s3://b/c.png", "person", None, state="failed"), "problem": {"code": "Inconclusive", "message": "m"}},
     ]
-    requests = surveillance_triage.review_requests(answers, "person")
+    requests = reviews.review_requests(answers, "person")
     assert [r["subject"] for r in requests] == ["Does frame a.png show a person?", "Does frame c.png show a person?"]
     assert requests[0]["body"].startswith("![a.png](http://h/a.png)") and "Expired" in requests[0]["body"]
     assert "![" not in requests[1]["body"] and "s3://b/c.png" in requests[1]["body"]
 
-    reviews = [{"chosen_options": ["Contains it"], "responded_by_user": {"id": "1", "name": "ana"}}, None]
+    answered = [{"chosen_options": ["Contains it"], "responded_by_user": {"id": "1", "name": "ana"}}, None]
+    outcomes = reviews.review_outcomes(answers, answered)
     assert [
-        (o["frame"], o["review"], o["contains_target"], o["reviewed_by"], o["crowd_problem"])
-        for o in surveillance_triage.review_outcomes(answers, reviews)
+        (o["frame"], o["review"], o["contains_target"], o["reviewed_by"], o["crowd_problem"]) for o in outcomes
     ] == [
         ("a.png", "Contains it", True, "ana", "Expired"),
         ("c.png", None, None, None, "Inconclusive"),
     ]
+    assert reviews.write_reviews(outcomes, str(tmp_path / "run")) == {"reviewed": 1, "contains": 1, "unanswered": 1}
+    assert json.loads((tmp_path / "run" / "reviews.json").read_text()) == outcomes
 
 
 def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp_path, crowd_server):
@@ -414,7 +460,11 @@ def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp
     summary = {"label": "person", "run_id": "r", "data_interval_start": "a", "data_interval_end": "b"}
 
     report = triage_report.write_report(
-        answers, summary, str(tmp_path / "report"), surveillance_triage.frame_reader("imagecontains_default"), **COSTS
+        answers,
+        summary,
+        str(tmp_path / "report"),
+        surveillance_triage.frame_reader("imagecontains_default", None),
+        **COSTS,
     )
 
     page = Path(report["report_html"]).read_text()
@@ -425,11 +475,9 @@ def test_report_copies_frames_the_crowd_server_serves_from_its_images_folder(tmp
 
 
 def test_a_run_that_finds_no_frame_in_its_interval_says_file_times_choose_them(tmp_path):
-    import surveillance_triage
-
     generate_frames(tmp_path / "frames", 2)  # modified now, long after the interval below
     start = datetime(2026, 1, 1, 11, tzinfo=timezone.utc)
-    hint = surveillance_triage.no_frames_hint(str(tmp_path / "frames"), "http://127.0.0.1:9/frames", start)
-    assert "holds 2 frames" in hint and "modification time" in hint and "2026-01-01T11:00:00+00:00" in hint
+    hint = no_images_hint(str(tmp_path / "frames"), "http://127.0.0.1:9/frames", None, start)
+    assert "holds 2 images" in hint and "modification time" in hint and "2026-01-01T11:00:00+00:00" in hint
     (tmp_path / "empty").mkdir()
-    assert surveillance_triage.no_frames_hint(str(tmp_path / "empty"), "http://127.0.0.1:9/", start) is None
+    assert no_images_hint(str(tmp_path / "empty"), "http://127.0.0.1:9/", None, start) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -66,9 +67,14 @@ def test_demo_flags_the_frames_with_a_person_and_leaves_nothing_running(tmp_path
 
 
 @pytest.fixture
-def airflow_home(airflow_db):
-    """The session's migrated Airflow home (each DAG run gets its own run id)."""
-    return Path(airflow_db)
+def airflow_home(airflow_db, tmp_path):
+    """An Airflow home of the test's own, its database a copy of the session's freshly migrated one: nothing that
+    other tests' runs left there, such as the dataset Asset's name at another URI (without a scheduler, Airflow
+    keeps the first URI active and fails a task whose outlet is another)."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    shutil.copyfile(Path(airflow_db) / "airflow.pristine.db", home / "airflow.db")
+    return home
 
 
 @pytest.mark.slow
@@ -118,12 +124,64 @@ def test_training_data_etl_writes_the_answer_keys_labels_and_an_asset_event(tmp_
         for c, w in zip(r["confidence"].values(), r["workers"].values(), strict=True)
     )
 
+    assert dataset_events(airflow_home) == [f"file://{dataset}"]
+
+
+def dataset_events(airflow_home: Path) -> list[str]:
+    """The URI of each event of training_data_etl's dataset Asset in the Airflow database."""
     with sqlite3.connect(airflow_home / "airflow.db") as db:
-        events = db.execute(
+        rows = db.execute(
             "SELECT asset.uri FROM asset_event JOIN asset ON asset.id = asset_event.asset_id WHERE asset.name = ?",
             ("imagecontains_training_dataset",),
         ).fetchall()
-    assert events == [(f"file://{dataset}",)]
+    return [uri for (uri,) in rows]
+
+
+@pytest.mark.slow
+def test_training_data_etl_reads_and_writes_s3_through_its_aws_connection(
+    tmp_path, airflow_home, s3_endpoint, s3_client
+):
+    """Images listed from an S3 prefix and the dataset written to one, through ObjectStoragePath on the
+    ``aws_conn_id`` param's connection (moto's S3 on loopback, its address in the connection's extras only),
+    which the operator also presigns the images with."""
+    log_path = tmp_path / "airflow.log"
+    key = generate_frames(tmp_path / "images", 3)
+    s3 = s3_client()
+    s3.create_bucket(Bucket="training")
+    for name in key:
+        s3.upload_file(str(tmp_path / "images" / name), "training", f"images/{name}")
+    s3.put_object(Bucket="training", Key="images/notes.txt", Body=b"not an image")
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
+    with LocalCrowdServer(
+        tmp_path / "crowd.db", answer_key_path=str(tmp_path / "images" / ANSWER_KEY_NAME), worker_accuracy=1.0
+    ) as crowd:
+        env = {
+            **crowd.airflow_connection_env(),
+            "AIRFLOW_CONN_TRAINING_S3": json.dumps(connection),
+            "IMAGECONTAINS_IMAGES_SOURCE": "s3://training/images/",
+            "IMAGECONTAINS_DATASET_URI": "s3://training/dataset",
+            "IMAGECONTAINS_POLL_INTERVAL": "1",
+        }
+        params = {"labels": ["person"], "batch_size": 5, "aws_conn_id": "training_s3"}
+        run_dag("training_data_etl", datetime(2026, 2, 2, tzinfo=timezone.utc), airflow_home, env, log_path, params)
+        asked = [task["input"]["image"]["url"] for task in crowd.tasks("image-contains")]
+
+    assert len(asked) == 3 and all(url.startswith(f"{s3_endpoint}/training/images/") for url in asked)
+    assert all("X-Amz-Signature=" in url for url in asked)
+    labels = s3.get_object(Bucket="training", Key="dataset/labels.jsonl")["Body"].read().decode()
+    records = [json.loads(line) for line in labels.splitlines()]
+    assert {r["source"]: r["labels"] for r in records} == {
+        f"s3://training/images/{name}": [label for label in ("person",) if label in labels]
+        for name, labels in key.items()
+    }
+    manifest = s3.get_object(Bucket="training", Key="dataset/output.manifest")["Body"].read().decode()
+    assert len(manifest.splitlines()) == 3
+    assert dataset_events(airflow_home) == ["s3://training/dataset"]
 
 
 class FrameViewer(Participant):
@@ -346,9 +404,9 @@ def answer_review_questions(answers: dict[str, str], stop: threading.Event) -> l
 
 
 @pytest.mark.slow
-def test_surveillance_triage_asks_the_teams_reviewers_about_the_frames_the_crowd_could_not_settle(
-    tmp_path, airflow_home
-):
+def test_surveillance_triage_asks_the_teams_reviewers_about_the_frames_the_crowd_could_not_settle(tmp_path, airflow_db):
+    # The reviewer answers through this process's Airflow database: the session's.
+    airflow_home = Path(airflow_db)
     frames = tmp_path / "frames"
     key = generate_frames(frames, 4)
     names = sorted(key)
