@@ -46,6 +46,7 @@ class Outcome:
     answers: int = 0
     gold: int = 0
     spammer_answers: int = 0
+    reported: float = 0.0
     right_by_task: list[bool] = field(default_factory=list)
     blocked: tuple[str, ...] = ()
 
@@ -112,6 +113,7 @@ def sequential(
         if verdict is not None and verdict.contains_target is not None:
             outcome.decided += 1
             outcome.right += decided_right
+            outcome.reported += verdict.confidence
         if verdict is not None and not verdict.needs_more_answers:
             judged = peer_truths(used, models, prior, class_prior.share_hard)
             learned, class_prior = learn_from_task(used, models, class_prior, prior=prior)
@@ -224,7 +226,9 @@ def compare(share: float, tasks: int, seed: int, config: ServerConfig, workers: 
     summary = (
         f"With {share:.0%} of the images containing the target: the adjudicator used {ratio:.2f} times the oracle's "
         f"answers per task ({(ours.answers + ours.gold) / tasks:.2f} with gold); {ours.decided} of {tasks} tasks were "
-        f"decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers. Blocked by the end: {blocked_text}. "
+        f"decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers; the decided ones were right "
+        f"{ours.right / ours.decided:.3f} of the time, reported {ours.reported / ours.decided:.3f} sure on average. "
+        f"Blocked by the end: {blocked_text}. "
         f"Spammers gave {ours.spammer_answers} of the {ours.answers} paid answers "
         f"({ours.spammer_answers / ours.answers:.1%}). The adjudicator's run (learning, gold, blocking) took "
         f"{seconds:.1f} s of pure Python. Targets (issue 12): "
