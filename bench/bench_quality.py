@@ -25,7 +25,7 @@ import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene
 from report import write_section
 
-from imagecontains_gateway.adjudication import ClassPrior, WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.adjudication import ClassPrior, CrowdPrior, WorkerModel, adjudicate, learn_from_task
 from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
 from imagecontains_gateway.quality import WorkerRecord, block_reason, gold_due, peer_truths
 
@@ -46,6 +46,7 @@ class Outcome:
     answers: int = 0
     gold: int = 0
     spammer_answers: int = 0
+    reported: float = 0.0
     right_by_task: list[bool] = field(default_factory=list)
     blocked: tuple[str, ...] = ()
 
@@ -72,6 +73,7 @@ def sequential(
     models: dict[str, WorkerModel] = {}
     records: dict[str, WorkerRecord] = {}
     class_prior = ClassPrior()
+    crowd_gold = WorkerModel()  # every gold answer pooled: the crowd's prior (CrowdService.crowd_prior)
     questions = dict.fromkeys(workers, 0)
     blocked: set[str] = set()
     outcome = Outcome()
@@ -83,6 +85,7 @@ def sequential(
                 gold_truth = gold_truths[rng.randrange(GOLD_QUESTIONS)]
                 says_yes = workers[worker].says_yes(gold_truth, rng.random())
                 models[worker] = (models.get(worker) or WorkerModel()).learned(float(gold_truth), says_yes, gold=True)
+                crowd_gold = crowd_gold.learned(float(gold_truth), says_yes, gold=True)
                 records[worker] = records.get(worker, WorkerRecord()).learned(float(gold_truth), says_yes, gold=True)
                 questions[worker] += 1
                 outcome.gold += 1
@@ -93,12 +96,13 @@ def sequential(
             questions[worker] += 1
             outcome.spammer_answers += workers[worker].accuracy <= 0.5
             used.append((worker, task_answers[worker]))
+            prior = CrowdPrior.from_gold(crowd_gold, config.prior_worker_accuracy)
             verdict = adjudicate(
                 used,
                 models,
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
-                prior_accuracy=config.prior_worker_accuracy,
+                prior=prior,
                 class_prior=class_prior,
             )
             if not verdict.needs_more_answers:
@@ -109,11 +113,10 @@ def sequential(
         if verdict is not None and verdict.contains_target is not None:
             outcome.decided += 1
             outcome.right += decided_right
+            outcome.reported += verdict.confidence
         if verdict is not None and not verdict.needs_more_answers:
-            judged = peer_truths(used, models, config.prior_worker_accuracy, class_prior.share_hard)
-            learned, class_prior = learn_from_task(
-                used, models, class_prior, prior_accuracy=config.prior_worker_accuracy
-            )
+            judged = peer_truths(used, models, prior, class_prior.share_hard)
+            learned, class_prior = learn_from_task(used, models, class_prior, prior=prior)
             models.update(learned)
             for worker, says_yes in used:
                 if worker in judged:
@@ -223,7 +226,9 @@ def compare(share: float, tasks: int, seed: int, config: ServerConfig, workers: 
     summary = (
         f"With {share:.0%} of the images containing the target: the adjudicator used {ratio:.2f} times the oracle's "
         f"answers per task ({(ours.answers + ours.gold) / tasks:.2f} with gold); {ours.decided} of {tasks} tasks were "
-        f"decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers. Blocked by the end: {blocked_text}. "
+        f"decided, the rest failed `Inconclusive` at {MAX_ANSWERS} answers; the decided ones were right "
+        f"{ours.right / ours.decided:.3f} of the time, reported {ours.reported / ours.decided:.3f} sure on average. "
+        f"Blocked by the end: {blocked_text}. "
         f"Spammers gave {ours.spammer_answers} of the {ours.answers} paid answers "
         f"({ours.spammer_answers / ours.answers:.1%}). The adjudicator's run (learning, gold, blocking) took "
         f"{seconds:.1f} s of pure Python. Targets (issue 12): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from imagecontains_gateway.adjudication import (
     ClassPrior,
+    CrowdPrior,
     Verdict,
     WorkerModel,
     adjudicate,
@@ -23,6 +24,8 @@ class SequentialAdjudicator:
         self.config = config
         self.models: dict[str, WorkerModel] = {}
         self.class_prior = ClassPrior()
+        # No gold: every worker starts from the configured prior accuracy, as on a server without gold.
+        self.prior = CrowdPrior.from_gold(WorkerModel(), config.prior_worker_accuracy)
 
     def decide(self, answers: list[tuple[str, bool]]) -> tuple[Verdict, int]:
         """The verdict on ``answers`` (``(worker, says_yes)`` in the order they arrive) and how many it read."""
@@ -32,14 +35,12 @@ class SequentialAdjudicator:
                 self.models,
                 confidence=self.config.confidence,
                 max_answers=self.config.max_answers_per_task,
-                prior_accuracy=self.config.prior_worker_accuracy,
+                prior=self.prior,
                 class_prior=self.class_prior,
             )
             if not verdict.needs_more_answers:
                 break
         if not verdict.needs_more_answers:
-            learned, self.class_prior = learn_from_task(
-                answers[:used], self.models, self.class_prior, prior_accuracy=self.config.prior_worker_accuracy
-            )
+            learned, self.class_prior = learn_from_task(answers[:used], self.models, self.class_prior, prior=self.prior)
             self.models.update(learned)
         return verdict, used

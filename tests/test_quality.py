@@ -19,6 +19,7 @@ from airflow_provider_imagecontains.triggers._tracking import TaskTracker, build
 from imagecontains_gateway.__main__ import config_from_args, main, parse_args
 from imagecontains_gateway.adjudication import (
     ClassPrior,
+    CrowdPrior,
     WorkerModel,
     adjudicate,
     learn_from_task,
@@ -26,7 +27,7 @@ from imagecontains_gateway.adjudication import (
 )
 from imagecontains_gateway.config import CrowdClass, ServerConfig, parse_crowd
 
-PRIOR = 0.8
+PRIOR = CrowdPrior(0.8, 0.8)
 REWARD = 0.01
 
 
@@ -60,7 +61,7 @@ def worker_rows(db_path):
 # The model on its own
 
 # Even odds and no hard images: the posterior of the workers' models alone.
-EVEN = {"prior_accuracy": PRIOR, "share_yes": 0.5, "share_hard": 1e-9}
+EVEN = {"prior": PRIOR, "share_yes": 0.5, "share_hard": 1e-9}
 
 
 def weight(models, worker, says_yes):
@@ -81,12 +82,10 @@ def test_a_yes_sayer_and_a_random_clicker_weigh_nothing_once_known():
     # Two spammers saying "yes" lose to two careful "no"s.
     answers = [("yes-sayer", True), ("clicker", True), ("careful", False), ("careful-too", False)]
     models["careful-too"] = models["careful"]
-    verdict = adjudicate(
-        answers, models, confidence=0.8, max_answers=11, prior_accuracy=PRIOR, class_prior=ClassPrior()
-    )
+    verdict = adjudicate(answers, models, confidence=0.8, max_answers=11, prior=PRIOR, class_prior=ClassPrior())
     assert verdict.contains_target is False
     # Without the models (every worker new), the same answers would be a tie.
-    assert adjudicate(answers, {}, confidence=0.5001, max_answers=11, prior_accuracy=PRIOR, class_prior=ClassPrior())
+    assert adjudicate(answers, {}, confidence=0.5001, max_answers=11, prior=PRIOR, class_prior=ClassPrior())
     assert abs(posterior(answers, {}, **EVEN).probability_yes - 0.5) < 1e-9
 
 
@@ -96,7 +95,7 @@ def test_agreement_teaches_the_model_that_a_yes_sayer_is_wrong_on_images_without
     for n in range(40):  # two careful workers answer right, the yes-sayer says yes to every image
         truth = n % 2 == 0
         answers = [("a", truth), ("b", truth), ("yes-sayer", True)]
-        learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=PRIOR)
+        learned, class_prior = learn_from_task(answers, models, class_prior, prior=PRIOR)
         models.update(learned)
     assert models["yes-sayer"].accuracy_on_yes(PRIOR) > 0.9 and models["yes-sayer"].accuracy_on_no(PRIOR) < 0.2
     assert models["a"].balanced_accuracy(PRIOR) > 0.9
@@ -125,7 +124,7 @@ def test_mostly_empty_images_keep_the_models_true_and_the_answers_right_on_both_
                 models,
                 confidence=config.confidence,
                 max_answers=config.max_answers_per_task,
-                prior_accuracy=config.prior_worker_accuracy,
+                prior=PRIOR,
                 class_prior=class_prior,
             )
             if not verdict.needs_more_answers:
@@ -134,9 +133,7 @@ def test_mostly_empty_images_keep_the_models_true_and_the_answers_right_on_both_
         completed[truth] += verdict.contains_target is not None
         right[truth] += verdict.contains_target == truth
         if not verdict.needs_more_answers:
-            learned, class_prior = learn_from_task(
-                answers, models, class_prior, prior_accuracy=config.prior_worker_accuracy
-            )
+            learned, class_prior = learn_from_task(answers, models, class_prior, prior=PRIOR)
             models.update(learned)
     accuracy = {kind: right[kind] / completed[kind] for kind in seen}
     # Completed tasks of each kind are right as often as the confidence says (Wald's bound on each kind); about

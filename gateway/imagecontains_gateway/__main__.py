@@ -41,7 +41,7 @@ _FIELDS: dict[str, tuple[str, type, str]] = {
     "--answer-key": ("answer_key_path", str, 'JSON {"images": {"<url or file>": [labels]}}'),
     "--confidence": ("confidence", float, "posterior probability needed to complete a task"),
     "--max-answers": ("max_answers_per_task", int, "answers after which an unconfident task fails"),
-    "--prior-accuracy": ("prior_worker_accuracy", float, "accuracy assumed of a worker not seen before"),
+    "--prior-accuracy": ("prior_worker_accuracy", float, "accuracy of a new worker until gold measures the crowd"),
     "--gold-share": ("gold_share", float, "share of each worker's questions that are gold (after probation)"),
     "--gold-task-share": ("gold_task_share", float, "share of gold asked as gold tasks (tests the confidence)"),
     "--probation-questions": ("probation_questions", int, "a new worker's first questions, mostly gold"),

@@ -2,7 +2,9 @@
 
 Each worker has two accuracies: on images that contain the target (how often it says "yes" then) and on
 images that do not (how often it says "no" then), each a Beta posterior learned from gold questions (the
-truth is known) and from finished tasks (the other workers' answers stand in for the truth). A worker who
+truth is known) and from finished tasks (the other workers' answers stand in for the truth). Its prior is what
+gold shows of the crowd as a whole (``CrowdPrior``): all workers' gold answers pooled, per kind of image, shrunk
+toward the configured prior accuracy while they are few. A worker who
 says "yes" to everything is right on every "yes" image, wrong on every "no" image, and its "yes" carries no
 evidence; a worker who clicks at random carries none either way.
 
@@ -30,6 +32,9 @@ from dataclasses import dataclass, fields
 # How many answers the prior accuracy is worth, per coin: a worker's own record outweighs it within a few
 # answers of each kind, so a spammer stops counting after a handful of gold questions.
 PRIOR_STRENGTH = 4.0
+# How many gold answers of each kind the configured prior accuracy is worth in the crowd's prior: a server without
+# gold keeps it; a few dozen gold answers of the crowd outweigh it.
+CROWD_PRIOR_STRENGTH = 20.0
 # No worker is taken for a perfect oracle.
 _MAX_ACCURACY = 0.99
 # One answer never settles a task: the leading answer needs this many votes.
@@ -57,17 +62,17 @@ class WorkerModel:
     gold_right: int = 0
     gold_wrong: int = 0
 
-    def accuracy_on_yes(self, prior_accuracy: float) -> float:
+    def accuracy_on_yes(self, prior: CrowdPrior) -> float:
         """Posterior mean of P(says yes | image contains the target)."""
-        return _posterior_mean(self.yes_said_yes, self.yes_said_no, prior_accuracy)
+        return _posterior_mean(self.yes_said_yes, self.yes_said_no, prior.on_yes, PRIOR_STRENGTH)
 
-    def accuracy_on_no(self, prior_accuracy: float) -> float:
+    def accuracy_on_no(self, prior: CrowdPrior) -> float:
         """Posterior mean of P(says no | image does not contain the target)."""
-        return _posterior_mean(self.no_said_no, self.no_said_yes, prior_accuracy)
+        return _posterior_mean(self.no_said_no, self.no_said_yes, prior.on_no, PRIOR_STRENGTH)
 
-    def balanced_accuracy(self, prior_accuracy: float) -> float:
+    def balanced_accuracy(self, prior: CrowdPrior) -> float:
         """The mean of the two accuracies: 0.5 for a random clicker and for a yes-sayer alike."""
-        return (self.accuracy_on_yes(prior_accuracy) + self.accuracy_on_no(prior_accuracy)) / 2.0
+        return (self.accuracy_on_yes(prior) + self.accuracy_on_no(prior)) / 2.0
 
     @property
     def gold_answers(self) -> int:
@@ -97,6 +102,32 @@ class WorkerModel:
 
 # The model's fields, in order: the columns it is stored in.
 MODEL_FIELDS = tuple(field.name for field in fields(WorkerModel))
+
+
+@dataclass(frozen=True)
+class CrowdPrior:
+    """The prior means of every worker's two accuracies: what is expected of a worker before its own record.
+
+    :param on_yes: accuracy expected on images that contain the target.
+    :param on_no: accuracy expected on images that do not.
+    """
+
+    on_yes: float
+    on_no: float
+
+    @classmethod
+    def from_gold(cls, gold: WorkerModel, configured: float) -> CrowdPrior:
+        """The crowd's accuracy on each kind of image from ``gold``, all workers' gold answers pooled as one record
+        (empirical Bayes), shrunk toward ``configured`` with the weight of ``CROWD_PRIOR_STRENGTH`` answers: exactly
+        ``configured`` without gold.
+
+        Pooled answers, not a mean over workers: a task's answer comes from a worker as often as that worker answers,
+        and gold is drawn from the same questions, so the pool is the crowd an answer comes from.
+        """
+        return cls(
+            _posterior_mean(gold.yes_said_yes, gold.yes_said_no, configured, CROWD_PRIOR_STRENGTH),
+            _posterior_mean(gold.no_said_no, gold.no_said_yes, configured, CROWD_PRIOR_STRENGTH),
+        )
 
 
 @dataclass(frozen=True)
@@ -175,7 +206,7 @@ def posterior(
     answers: Sequence[tuple[str, bool]],
     models: Mapping[str, WorkerModel],
     *,
-    prior_accuracy: float,
+    prior: CrowdPrior,
     share_yes: float,
     share_hard: float,
 ) -> Posterior:
@@ -188,7 +219,7 @@ def posterior(
     """
     log_easy_yes, log_easy_no = math.log(share_yes), math.log(1.0 - share_yes)
     for worker, says_yes in answers:
-        on_yes, on_no = _accuracies(models.get(worker), prior_accuracy)
+        on_yes, on_no = _accuracies(models.get(worker), prior)
         log_easy_yes += math.log(on_yes if says_yes else 1.0 - on_yes)
         log_easy_no += math.log(1.0 - on_no if says_yes else on_no)
     logs = (
@@ -208,7 +239,7 @@ def adjudicate(
     *,
     confidence: float,
     max_answers: int,
-    prior_accuracy: float,
+    prior: CrowdPrior,
     class_prior: ClassPrior,
 ) -> Verdict:
     """Decide a task from its ``answers`` [(worker, contains_target), ...].
@@ -217,12 +248,12 @@ def adjudicate(
     :param models: each worker's model; a missing worker is new (the prior alone).
     :param confidence: the probability the leading answer must reach from even prior odds (e.g. 0.95).
     :param max_answers: the cap on answers for one task.
-    :param prior_accuracy: the accuracy assumed, for each kind of image, of a worker without a record.
+    :param prior: the accuracies expected, on each kind of image, of a worker without a record.
     :param class_prior: what the finished tasks of the same kind taught; only its share of hard images is used
         (the odds of the two answers stay even).
     """
     probability_yes = posterior(
-        answers, models, prior_accuracy=prior_accuracy, share_yes=0.5, share_hard=class_prior.share_hard
+        answers, models, prior=prior, share_yes=0.5, share_hard=class_prior.share_hard
     ).probability_yes
     leading = max(probability_yes, 1.0 - probability_yes)
     said_yes = sum(says_yes for _, says_yes in answers)
@@ -237,7 +268,7 @@ def learn_from_task(
     models: Mapping[str, WorkerModel],
     class_prior: ClassPrior,
     *,
-    prior_accuracy: float,
+    prior: CrowdPrior,
 ) -> tuple[dict[str, WorkerModel], ClassPrior]:
     """Each worker's model, and the class prior, after a finished task: one online step of Dawid-Skene's EM.
 
@@ -248,7 +279,7 @@ def learn_from_task(
     split = posterior(
         answers,
         models,
-        prior_accuracy=prior_accuracy,
+        prior=prior,
         share_yes=class_prior.share_yes,
         share_hard=class_prior.share_hard,
     )
@@ -260,13 +291,13 @@ def learn_from_task(
     return learned, class_prior.learned(split.probability_yes, split.hard)
 
 
-def _accuracies(model: WorkerModel | None, prior_accuracy: float) -> tuple[float, float]:
+def _accuracies(model: WorkerModel | None, prior: CrowdPrior) -> tuple[float, float]:
     """The worker's two accuracies; a coin's (0.5, 0.5) when its record is no better than chance."""
     model = model or WorkerModel()
-    on_yes, on_no = model.accuracy_on_yes(prior_accuracy), model.accuracy_on_no(prior_accuracy)
+    on_yes, on_no = model.accuracy_on_yes(prior), model.accuracy_on_no(prior)
     return (on_yes, on_no) if on_yes + on_no > 1.0 else (0.5, 0.5)
 
 
-def _posterior_mean(right: float, wrong: float, prior_accuracy: float) -> float:
-    mean = (right + PRIOR_STRENGTH * prior_accuracy) / (right + wrong + PRIOR_STRENGTH)
+def _posterior_mean(right: float, wrong: float, prior_accuracy: float, strength: float) -> float:
+    mean = (right + strength * prior_accuracy) / (right + wrong + strength)
     return min(max(mean, 1.0 - _MAX_ACCURACY), _MAX_ACCURACY)

@@ -135,7 +135,8 @@ class ServerConfig:
     :param max_answers_per_task: answers after which an unconfident task fails ``Inconclusive`` (at most
         ``workforce_size`` with a simulated workforce: each answer comes from another worker).
     :param prior_worker_accuracy: the adjudicator's belief about a worker it has not yet seen answer (on images
-        with and on images without the target alike).
+        with and on images without the target alike) while no gold has been answered; gold answers then move it
+        toward what the crowd does on gold (``adjudication.CrowdPrior``).
     :param gold_share: the share of a worker's questions that are gold (once past probation), when gold
         questions are loaded (``imagecontains-server gold add``).
     :param gold_task_share: the share of gold questions asked as gold tasks: several workers answer the same gold

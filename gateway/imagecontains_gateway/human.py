@@ -21,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from imagecontains_gateway.adjudication import MODEL_FIELDS, WorkerModel
+from imagecontains_gateway.adjudication import MODEL_FIELDS, CrowdPrior, WorkerModel
 from imagecontains_gateway.config import ServerConfig
+from imagecontains_gateway.quality import crowd_gold_record
 from imagecontains_gateway.service import Assignment, CrowdService
 from imagecontains_gateway.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
 
@@ -199,6 +200,7 @@ class WorkforceStore:
         """The dashboard's view of the workers who answered ``account``'s tasks (no other account's: issue 24):
         each one's estimated accuracies, gold score, blocked state and answers to the account's tasks; and the gold
         answers, paid by whoever runs the server, not billed."""
+        prior = CrowdPrior.from_gold(crowd_gold_record(self._db), prior_accuracy)
         # Kept by triggers on the answers table (store.py): no pass over all of the account's answers.
         answered = dict(
             self._db.execute(
@@ -218,9 +220,9 @@ class WorkforceStore:
                 {
                     "worker": worker.removeprefix(HUMAN_PREFIX),
                     "answers": answered[worker],
-                    "accuracy": round(model.balanced_accuracy(prior_accuracy), 3),
-                    "accuracy_on_yes": round(model.accuracy_on_yes(prior_accuracy), 3),
-                    "accuracy_on_no": round(model.accuracy_on_no(prior_accuracy), 3),
+                    "accuracy": round(model.balanced_accuracy(prior), 3),
+                    "accuracy_on_yes": round(model.accuracy_on_yes(prior), 3),
+                    "accuracy_on_no": round(model.accuracy_on_no(prior), 3),
                     "gold_right": model.gold_right,
                     "gold_answers": model.gold_answers,
                     "blocked": blocked_reason,
@@ -626,7 +628,8 @@ class HumanWorkforce:
             message = (
                 f"This workforce cannot complete tasks: {len(workers)} workers who may answer, and even when all of "
                 f"them agree a task reaches {verdict.confidence:.3f} confidence, short of the target {target} (a person "
-                f"not measured yet counts as {self.config.prior_worker_accuracy} accurate; one answer never settles a "
+                f"not measured yet counts as {self.service.crowd_prior.on_yes:.2f} accurate on images with the target "
+                f"and {self.service.crowd_prior.on_no:.2f} on the others; one answer never settles a "
                 "task). Load gold questions (imagecontains-server gold add) so that people's accuracy is measured, "
                 "add people, or lower --confidence; docs/workforce.md, 'Small teams'."
             )

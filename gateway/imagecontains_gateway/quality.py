@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 from urllib.parse import quote, urlsplit
 
-from imagecontains_gateway.adjudication import WorkerModel, posterior
+from imagecontains_gateway.adjudication import CrowdPrior, WorkerModel, posterior
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.store import NonAnswers, TaskStore
 
@@ -192,7 +192,7 @@ def block_reason(config: ServerConfig, record: WorkerRecord) -> str | None:
 
 
 def peer_truths(
-    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], prior_accuracy: float, share_hard: float
+    answers: Sequence[tuple[str, bool]], models: Mapping[str, WorkerModel], prior: CrowdPrior, share_hard: float
 ) -> dict[str, float]:
     """For each answer of a finished task that came after answers already ``PEER_CONFIDENCE`` sure: the probability
     that the image contains the target from those earlier answers alone (the adjudicator's posterior at even prior
@@ -205,7 +205,7 @@ def peer_truths(
     truths = {}
     for position, (worker, _) in enumerate(answers):
         probability_yes = posterior(
-            answers[:position], models, prior_accuracy=prior_accuracy, share_yes=0.5, share_hard=share_hard
+            answers[:position], models, prior=prior, share_yes=0.5, share_hard=share_hard
         ).probability_yes
         if max(probability_yes, 1.0 - probability_yes) >= PEER_CONFIDENCE:
             truths[worker] = probability_yes
@@ -317,6 +317,27 @@ class Calibration:
         )
 
 
+def crowd_gold_record(connection: sqlite3.Connection) -> WorkerModel:
+    """Every gold answer that taught its worker's model, all workers pooled as one record: what gold shows of the
+    crowd as a whole (``CrowdPrior.from_gold``). A gold task's votes teach once it is decided (never while it waits,
+    nor when it was dropped undecided), so they count from then on too."""
+    rows = connection.execute(
+        "SELECT q.contains_target, a.answer, COUNT(*) FROM gold_answers a JOIN gold_questions q ON q.id = a.gold_id "
+        "WHERE a.answer >= 0 AND NOT EXISTS (SELECT 1 FROM gold_task_answers v JOIN gold_tasks t "
+        "ON t.id = v.gold_task_id WHERE t.gold_id = a.gold_id AND v.worker = a.worker AND t.confidence IS NULL) "
+        "GROUP BY q.contains_target, a.answer"
+    )
+    counts = {(bool(truth), bool(answer)): count for truth, answer, count in rows}
+    return WorkerModel(
+        yes_said_yes=counts.get((True, True), 0),
+        yes_said_no=counts.get((True, False), 0),
+        no_said_no=counts.get((False, False), 0),
+        no_said_yes=counts.get((False, True), 0),
+        gold_right=counts.get((True, True), 0) + counts.get((False, False), 0),
+        gold_wrong=counts.get((True, False), 0) + counts.get((False, True), 0),
+    )
+
+
 class GoldTasks:
     """Gold tasks, in tables of their own in the server's SQLite file (see the module docstring).
 
@@ -410,7 +431,9 @@ class GoldTasks:
         return Calibration(completed, right, confidence_sum, inconclusive, waiting)
 
 
-def broken_report_weight(config: ServerConfig, model: WorkerModel | None, non_answers: NonAnswers) -> float:
+def broken_report_weight(
+    config: ServerConfig, prior: CrowdPrior, model: WorkerModel | None, non_answers: NonAnswers
+) -> float:
     """How much a worker's broken-image report counts toward failing a task ``ImageUnavailable`` (issue 24).
 
     Nothing from a worker who reported a gold image broken (gold images are known to load); a whole report from a
@@ -423,7 +446,7 @@ def broken_report_weight(config: ServerConfig, model: WorkerModel | None, non_an
     if model is None:
         return 0.5
     known = model.gold_right >= TRUSTED_GOLD_RIGHT or model.task_answers >= TRUSTED_TASK_ANSWERS
-    good = model.balanced_accuracy(config.prior_worker_accuracy) >= config.block_below_accuracy
+    good = model.balanced_accuracy(prior) >= config.block_below_accuracy
     return 1.0 if known and good else 0.5
 
 

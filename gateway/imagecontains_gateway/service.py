@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from imagecontains_gateway.adjudication import ClassPrior, Verdict, WorkerModel, adjudicate, learn_from_task
+from imagecontains_gateway.adjudication import (
+    ClassPrior,
+    CrowdPrior,
+    Verdict,
+    WorkerModel,
+    adjudicate,
+    learn_from_task,
+)
 from imagecontains_gateway.config import ServerConfig
 from imagecontains_gateway.images import LocalImages
 from imagecontains_gateway.quality import (
@@ -22,6 +29,7 @@ from imagecontains_gateway.quality import (
     WorkerRecords,
     block_reason,
     broken_report_weight,
+    crowd_gold_record,
     gold_due,
     non_answer_block_reason,
     peer_truths,
@@ -179,6 +187,8 @@ class CrowdService:
         self.block_listeners: list[Callable[[str, str], None]] = []
         self.gold_tasks = GoldTasks(store.connection)
         self.worker_records = WorkerRecords(store.connection)
+        # All workers' gold answers pooled, kept up to date as gold teaches the models: the crowd prior.
+        self._crowd_gold = crowd_gold_record(store.connection)
         self._calibration_below = False
         self._watch_calibration()
 
@@ -376,7 +386,7 @@ class CrowdService:
             self._announce_blocked(blocked)
             self._wake_workers()
             return
-        prior = self.config.prior_worker_accuracy
+        prior = self.crowd_prior
         label = json.loads(task.input)["target"]["label"]
         with self.store.transaction():
             self.store.add_answer(task.id, worker, contains_target, time.time())
@@ -398,7 +408,7 @@ class CrowdService:
             if not verdict.needs_more_answers:
                 # An Inconclusive task teaches too: leaving out the hard ones would hide how many there are.
                 judged = peer_truths(answers, models, prior, class_prior.share_hard)
-                learned, class_prior = learn_from_task(answers, models, class_prior, prior_accuracy=prior)
+                learned, class_prior = learn_from_task(answers, models, class_prior, prior=prior)
                 self.store.save_models(learned)
                 self.store.save_class_prior(task.account, task.function, label, class_prior)
                 blocked = self._judge([(who, judged[who], yes, False) for who, yes in answers if who in judged])
@@ -451,6 +461,12 @@ class CrowdService:
         if not unavailable:
             self._wake_workers()
 
+    @property
+    def crowd_prior(self) -> CrowdPrior:
+        """What is expected of a worker before its own record: the crowd's accuracies on gold, per kind of image,
+        shrunk toward ``prior_worker_accuracy`` while gold is scarce (exactly that without gold)."""
+        return CrowdPrior.from_gold(self._crowd_gold, self.config.prior_worker_accuracy)
+
     def _verdict(
         self, answers: list[tuple[str, bool]], models: dict[str, WorkerModel], class_prior: ClassPrior
     ) -> Verdict:
@@ -461,7 +477,7 @@ class CrowdService:
             models,
             confidence=self.config.confidence,
             max_answers=self._max_answers,
-            prior_accuracy=self.config.prior_worker_accuracy,
+            prior=self.crowd_prior,
             class_prior=class_prior,
         )
 
@@ -470,7 +486,7 @@ class CrowdService:
         on the kind of image where that weighs less: whether these workers can complete a task at all (a verdict
         without ``contains_target`` says they cannot, and ``confidence`` how far they get)."""
         models = self.store.worker_models(workers)
-        prior = self.config.prior_worker_accuracy
+        prior = self.crowd_prior
 
         def odds(worker: str, says_yes: bool) -> float:  # how strongly the worker's answer says what it says
             model = models.get(worker) or WorkerModel()
@@ -501,7 +517,7 @@ class CrowdService:
         reporters = self.store.broken_image_reporters(task.id)
         models = self.store.worker_models(reporters)
         weight = sum(
-            broken_report_weight(self.config, models.get(worker), self.store.non_answers(worker))
+            broken_report_weight(self.config, self.crowd_prior, models.get(worker), self.store.non_answers(worker))
             for worker in reporters
         )
         if weight < self.config.broken_image_reports:
@@ -516,7 +532,7 @@ class CrowdService:
 
     def _trusted_reviewer(self, worker: str) -> bool:
         model = self.store.worker_models([worker]).get(worker)
-        return broken_report_weight(self.config, model, self.store.non_answers(worker)) == 1.0
+        return broken_report_weight(self.config, self.crowd_prior, model, self.store.non_answers(worker)) == 1.0
 
     def _count_non_answer(self, worker: str, kind: str) -> dict[str, str]:
         """Count a non-answer in the worker's record and block the worker when they are too many (in the caller's
@@ -561,6 +577,9 @@ class CrowdService:
                     }
                 )
                 blocked = self._judge([(who, float(truth), yes, True) for who, yes in votes])
+        if votes and truth is not None:
+            for _, yes in votes:
+                self._crowd_gold = self._crowd_gold.learned(float(truth), yes, gold=True)
         self._announce_blocked(blocked)
         if decided:
             self._watch_calibration()
@@ -607,6 +626,8 @@ class CrowdService:
                 self.store.save_models({worker: model.learned(float(truth), answer, gold=True, weight=-1.0)})
                 record = self.worker_records.get([worker]).get(worker, WorkerRecord())
                 self.worker_records.save({worker: record.learned(float(truth), answer, gold=True, weight=-1.0)})
+        if answer is not None and truth is not None:
+            self._crowd_gold = self._crowd_gold.learned(float(truth), answer, gold=True, weight=-1.0)
         return True
 
     def _judge(self, answers: list[tuple[str, float, bool, bool]]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from requests_aws4auth import AWS4Auth
 
-from imagecontains_gateway.adjudication import ClassPrior, adjudicate
+from imagecontains_gateway.adjudication import ClassPrior, CrowdPrior, adjudicate
 from imagecontains_gateway.config import Account
 
 OTHER = Account("210987654321", "AKIAOTHERACCOUNT0001", "other-secret")
@@ -202,7 +202,7 @@ def test_production_task_completes_with_the_answer_key_truth(crowd_server, tmp_p
         {},
         confidence=config.confidence,
         max_answers=99,
-        prior_accuracy=config.prior_worker_accuracy,
+        prior=CrowdPrior(config.prior_worker_accuracy, config.prior_worker_accuracy),
         class_prior=ClassPrior(),
     )
     assert more.needs_more_answers
