@@ -188,7 +188,8 @@ def test_cant_tell_by_space_bar_then_the_task_expires_on_the_dashboard(chromium,
     try:
         # The task's deadline runs from its PUT: put it once both pages are open, so a slow sign-in cannot use it up.
         ImageContainsHook().put_task("image-contains", "blurry", {"image": {"url": url}, "target": {"label": "car"}})
-        worker.reload()
+        # The waiting page reloads itself once a question waits (a reload by hand races it: ERR_ABORTED).
+        worker.wait_for_selector("#answer-form")
         assert shown_question(worker) == ("car", frame_name(0))
         with worker.expect_navigation():
             worker.keyboard.press(" ")
