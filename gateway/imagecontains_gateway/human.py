@@ -23,7 +23,6 @@ from typing import Any
 
 from imagecontains_gateway.adjudication import MODEL_FIELDS, CrowdPrior, WorkerModel
 from imagecontains_gateway.config import ServerConfig
-from imagecontains_gateway.quality import crowd_gold_record
 from imagecontains_gateway.service import Assignment, CrowdService
 from imagecontains_gateway.store import BROKEN_IMAGE, CANT_TELL, PROCESSING, connect_private
 
@@ -196,11 +195,10 @@ class WorkforceStore:
             ).fetchone()[0]
         )
 
-    def worker_quality(self, account: str, prior_accuracy: float, reward_per_answer: float) -> dict[str, Any]:
+    def worker_quality(self, account: str, prior: CrowdPrior, reward_per_answer: float) -> dict[str, Any]:
         """The dashboard's view of the workers who answered ``account``'s tasks (no other account's: issue 24):
         each one's estimated accuracies, gold score, blocked state and answers to the account's tasks; and the gold
         answers, paid by whoever runs the server, not billed."""
-        prior = CrowdPrior.from_gold(crowd_gold_record(self._db), prior_accuracy)
         # Kept by triggers on the answers table (store.py): no pass over all of the account's answers.
         answered = dict(
             self._db.execute(
@@ -363,12 +361,14 @@ class DashboardFigures:
     ``DASHBOARD_CACHE_SECONDS`` per (account, name prefix, page): five dashboards open on 16k tasks held a worker's
     page up to 282 ms (issue 24); now they cost one query a few seconds, on another thread.
 
-    :param config: the server settings (starting balance, prior accuracy, reward).
+    :param config: the server settings (starting balance, reward).
     :param db_path: the server's database file.
+    :param crowd_prior: the service's crowd prior (``CrowdService.crowd_prior``), which it keeps up to date in memory.
     """
 
-    def __init__(self, config: ServerConfig, db_path: str) -> None:
+    def __init__(self, config: ServerConfig, db_path: str, crowd_prior: Callable[[], CrowdPrior]) -> None:
         self.config = config
+        self.crowd_prior = crowd_prior
         self._store = WorkforceStore(db_path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard")
         self._cached: dict[tuple[str, str, int], tuple[float, asyncio.Future[dict[str, Any]]]] = {}
@@ -391,7 +391,7 @@ class DashboardFigures:
     def _compute(self, account: str, name_prefix: str, page: int) -> dict[str, Any]:
         config = self.config
         figures = self._store.dashboard(account, config.starting_balance, time.time(), name_prefix, page)
-        figures.update(self._store.worker_quality(account, config.prior_worker_accuracy, config.reward_per_answer))
+        figures.update(self._store.worker_quality(account, self.crowd_prior(), config.reward_per_answer))
         return figures
 
 
@@ -430,7 +430,7 @@ class HumanWorkforce:
     def start(self, service: CrowdService) -> None:
         self._service = service
         self._store = WorkforceStore(self.db_path)
-        self._dashboards = DashboardFigures(self.config, self.db_path)
+        self._dashboards = DashboardFigures(self.config, self.db_path, lambda: service.crowd_prior)
         for state in (self._held, self._set_aside, self._last, self._notices, self._last_answered):
             state.clear()
         self._team_completes = None
